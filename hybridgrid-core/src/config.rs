@@ -1,0 +1,1095 @@
+//! Configuration: the types, their defaults, and the loader.
+//!
+//! Precedence, lowest first: built-in defaults, the YAML file
+//! (`--config FILE`, else the first of `./hybridgrid.yaml`,
+//! `~/.hybridgrid/config.yaml`, `/etc/hybridgrid/config.yaml`), environment
+//! variables (`HG_SECTION__KEY`, plus the short forms `HG_LOG_LEVEL`,
+//! `HG_LOG_FORMAT`, `HG_COORDINATOR`, `HG_CC`, `HG_CXX`), then flags.
+//!
+//! Unknown keys, bad values and unreadable files are errors that name the
+//! key or the file.
+//!
+//! ```
+//! use hybridgrid_core::config::ConfigLoader;
+//!
+//! let cfg = ConfigLoader::new()
+//!     .no_search()
+//!     .env_vars([("HG_WORKER__MAX_CONCURRENT_TASKS", "8")])
+//!     .set("coordinator.grpc_port", 9100)
+//!     .load()
+//!     .unwrap();
+//! assert_eq!(cfg.worker.max_concurrent_tasks, 8);
+//! assert_eq!(cfg.coordinator.grpc_port, 9100);
+//! assert_eq!(cfg.coordinator.http_port, 8080);
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of hybridgrid (all three binaries share it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// `coordinator:` section.
+    pub coordinator: CoordinatorConfig,
+    /// `worker:` section.
+    pub worker: WorkerConfig,
+    /// `client:` section (hgbuild).
+    pub client: ClientConfig,
+    /// `cache:` section.
+    pub cache: CacheConfig,
+    /// `discovery:` section.
+    pub discovery: DiscoveryConfig,
+    /// `scheduler:` section.
+    pub scheduler: SchedulerConfig,
+    /// `resilience:` section.
+    pub resilience: ResilienceConfig,
+    /// `tls:` section.
+    pub tls: TlsConfig,
+    /// `auth:` section.
+    pub auth: AuthConfig,
+    /// `logging:` section.
+    pub logging: LoggingConfig,
+    /// `metrics:` section.
+    pub metrics: MetricsConfig,
+}
+
+/// `coordinator:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CoordinatorConfig {
+    /// Address the servers bind to.
+    pub bind_address: String,
+    /// gRPC port (9000).
+    pub grpc_port: u16,
+    /// HTTP port for health, metrics, API and dashboard (8080).
+    pub http_port: u16,
+    /// A worker that has not sent a heartbeat for this long leaves the pool.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_ttl: Duration,
+    /// Tasks in flight at once; more wait in the queue.
+    pub max_concurrent_tasks: usize,
+    /// Tasks that may wait for admission; more are refused at once.
+    pub max_queued_tasks: usize,
+    /// Workers to dial directly (`host:port`), for other subnets.
+    pub static_workers: Vec<String>,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            bind_address: "0.0.0.0".into(),
+            grpc_port: 9000,
+            http_port: 8080,
+            heartbeat_ttl: Duration::from_secs(30),
+            max_concurrent_tasks: 500,
+            max_queued_tasks: 1000,
+            static_workers: Vec::new(),
+        }
+    }
+}
+
+/// `worker:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// The worker's id (default: the host name).
+    pub id: String,
+    /// Address the servers bind to.
+    pub bind_address: String,
+    /// gRPC port (50052).
+    pub grpc_port: u16,
+    /// HTTP port (9090).
+    pub http_port: u16,
+    /// The coordinator to register with (`host:port`); empty: find it by mDNS.
+    pub coordinator: String,
+    /// The `host:port` the coordinator dials back; empty: derived.
+    pub advertise_address: String,
+    /// Compiles run at once.
+    pub max_concurrent_tasks: usize,
+    /// A compile running longer is killed (`deadline exceeded`).
+    #[serde(with = "humantime_serde")]
+    pub task_timeout: Duration,
+    /// How often the worker sends a heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Largest output (object plus diagnostics) a compile may produce, in bytes.
+    pub max_output_bytes: u64,
+    /// `worker.docker:` settings.
+    pub docker: DockerConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: String::new(),
+            bind_address: "0.0.0.0".into(),
+            grpc_port: 50052,
+            http_port: 9090,
+            coordinator: String::new(),
+            advertise_address: String::new(),
+            max_concurrent_tasks: 4,
+            task_timeout: Duration::from_secs(300),
+            heartbeat_interval: Duration::from_secs(5),
+            max_output_bytes: 256 * 1024 * 1024,
+            docker: DockerConfig::default(),
+        }
+    }
+}
+
+/// `worker.docker:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DockerConfig {
+    /// Use Docker for cross-compiles when a daemon is available.
+    pub enabled: bool,
+    /// Target architecture -> image.
+    pub images: BTreeMap<String, String>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        let mut images = BTreeMap::new();
+        images.insert("arm64".into(), "dockcross/linux-arm64".into());
+        images.insert("armv7".into(), "dockcross/linux-armv7".into());
+        DockerConfig {
+            enabled: true,
+            images,
+        }
+    }
+}
+
+/// `client:` settings (used by hgbuild).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The coordinator (`host:port`); empty: find it by mDNS, else compile locally.
+    pub coordinator: String,
+    /// The C compiler `hgbuild cc` runs (default `cc`).
+    pub cc: String,
+    /// The C++ compiler `hgbuild c++` runs (default `c++`).
+    pub cxx: String,
+    /// How long to wait for a connection to the coordinator.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a remote compile may take end to end before falling back.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            coordinator: String::new(),
+            cc: String::new(),
+            cxx: String::new(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(360),
+        }
+    }
+}
+
+/// `cache:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// Cache results at all.
+    pub enabled: bool,
+    /// Where the local cache lives (`~` is the home directory).
+    pub dir: String,
+    /// Size limit in GB (10^9 bytes); least recently used entries go first.
+    pub max_size_gb: f64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            dir: "~/.hybridgrid/cache".into(),
+            max_size_gb: 10.0,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The cache directory with `~` expanded.
+    pub fn dir_path(&self) -> PathBuf {
+        expand_home(&self.dir)
+    }
+
+    /// The size limit in bytes.
+    pub fn max_size_bytes(&self) -> u64 {
+        (self.max_size_gb * 1e9) as u64
+    }
+}
+
+/// `discovery:` settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DiscoveryConfig {
+    /// `discovery.mdns:` settings.
+    pub mdns: MdnsConfig,
+}
+
+/// `discovery.mdns:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MdnsConfig {
+    /// Announce and browse with mDNS.
+    pub enabled: bool,
+    /// Service type (`_hybridgrid._tcp`).
+    pub service_name: String,
+    /// Domain (`local.`).
+    pub domain: String,
+    /// Network interfaces to use; empty: all.
+    pub interfaces: Vec<String>,
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        MdnsConfig {
+            enabled: true,
+            service_name: "_hybridgrid._tcp".into(),
+            domain: "local.".into(),
+            interfaces: Vec::new(),
+        }
+    }
+}
+
+/// Scheduling algorithms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Power of two choices over a weighted score.
+    #[default]
+    P2c,
+    /// The worker with the fewest active tasks per slot.
+    LeastLoaded,
+    /// Learns worker speeds and minimises the build's makespan.
+    CostAware,
+}
+
+/// `scheduler:` settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SchedulerConfig {
+    /// Which algorithm places tasks.
+    pub algorithm: Algorithm,
+}
+
+/// `resilience:` settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ResilienceConfig {
+    /// Per-worker circuit breaker.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Retries on another worker.
+    pub retry: RetryConfig,
+    /// Local fallback in hgbuild.
+    pub fallback: FallbackConfig,
+}
+
+/// `resilience.circuit_breaker:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CircuitBreakerConfig {
+    /// Requests in the window before the failure rate is judged.
+    pub request_threshold: u32,
+    /// Failure rate (0..1] that opens the circuit.
+    pub failure_rate_threshold: f64,
+    /// How long an open circuit waits before a half-open probe.
+    #[serde(with = "humantime_serde")]
+    pub open_timeout: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            request_threshold: 10,
+            failure_rate_threshold: 0.6,
+            open_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `resilience.retry:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Backoff before the first retry.
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    /// Largest backoff.
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Backoff growth per retry.
+    pub multiplier: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 3,
+            initial_interval: Duration::from_millis(100),
+            max_interval: Duration::from_secs(5),
+            multiplier: 2.0,
+        }
+    }
+}
+
+/// `resilience.fallback:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FallbackConfig {
+    /// Compile locally when the grid cannot.
+    pub enabled: bool,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig { enabled: true }
+    }
+}
+
+/// `tls:` settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsConfig {
+    /// Use TLS on every gRPC connection.
+    pub enabled: bool,
+    /// PEM certificate of this process.
+    pub cert_file: String,
+    /// PEM private key of this process.
+    pub key_file: String,
+    /// PEM CA bundle to verify peers with.
+    pub ca_file: String,
+    /// Servers demand a client certificate (mTLS).
+    pub require_client_cert: bool,
+}
+
+/// `auth:` settings.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// Require a token on every gRPC call.
+    pub enabled: bool,
+    /// The token itself.
+    pub token: String,
+    /// A file holding the token.
+    pub token_file: String,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("enabled", &self.enabled)
+            .field(
+                "token",
+                &if self.token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `key=value` lines (logfmt).
+    #[default]
+    Console,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `logging:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LoggingConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a filter such as
+    /// `info,hybridgrid_net=debug`.
+    pub level: String,
+    /// `console` or `json`.
+    pub format: LogFormat,
+    /// Append logs to this file instead of standard error.
+    pub file: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Console,
+            file: String::new(),
+        }
+    }
+}
+
+/// `metrics:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics.
+    pub enabled: bool,
+    /// Path of the metrics endpoint.
+    pub path: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            path: "/metrics".into(),
+        }
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file named with `--config` does not exist or cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML.
+    #[error("invalid config file {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key is unknown or its value is invalid.
+    #[error("invalid configuration key `{key}`{origin}: {message}")]
+    Key {
+        /// The dotted key, e.g. `worker.task_timeout`.
+        key: String,
+        /// Where it came from (` (in FILE)` or ` (from HG_...)`), or empty.
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            origin: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The files searched when no `--config` is given, in order.
+pub fn default_search_paths() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from("hybridgrid.yaml"),
+        expand_home("~/.hybridgrid/config.yaml"),
+        PathBuf::from("/etc/hybridgrid/config.yaml"),
+    ]
+}
+
+/// Expands a leading `~` to the home directory.
+pub fn expand_home(p: &str) -> PathBuf {
+    if let Some(rest) = p
+        .strip_prefix("~/")
+        .or(if p == "~" { Some("") } else { None })
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return Path::new(&home).join(rest);
+    }
+    PathBuf::from(p)
+}
+
+const SECTIONS: &[&str] = &[
+    "coordinator",
+    "worker",
+    "client",
+    "cache",
+    "discovery",
+    "scheduler",
+    "resilience",
+    "tls",
+    "auth",
+    "logging",
+    "metrics",
+];
+
+const LIST_KEYS: &[&str] = &["coordinator.static_workers", "discovery.mdns.interfaces"];
+
+/// Short environment variables and the keys they set.
+pub const ENV_ALIASES: &[(&str, &[&str])] = &[
+    ("HG_LOG_LEVEL", &["logging.level"]),
+    ("HG_LOG_FORMAT", &["logging.format"]),
+    (
+        "HG_COORDINATOR",
+        &["client.coordinator", "worker.coordinator"],
+    ),
+    ("HG_CC", &["client.cc"]),
+    ("HG_CXX", &["client.cxx"]),
+];
+
+/// Builds a [`Config`] from defaults, a file, environment and overrides.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigLoader {
+    file: Option<PathBuf>,
+    search: Option<Vec<PathBuf>>,
+    env: Vec<(String, String)>,
+    overrides: Vec<(String, config::Value)>,
+}
+
+impl ConfigLoader {
+    /// A loader that searches the default paths and reads no environment.
+    pub fn new() -> Self {
+        ConfigLoader::default()
+    }
+
+    /// Reads this file (it must exist) instead of searching.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// Reads this file if given, else searches the default paths.
+    pub fn file_opt(self, path: Option<impl Into<PathBuf>>) -> Self {
+        match path {
+            Some(p) => self.file(p),
+            None => self,
+        }
+    }
+
+    /// Searches these paths instead of the default ones.
+    pub fn search_paths(mut self, paths: Vec<PathBuf>) -> Self {
+        self.search = Some(paths);
+        self
+    }
+
+    /// Searches no file (only `file` is read, if set).
+    pub fn no_search(self) -> Self {
+        self.search_paths(Vec::new())
+    }
+
+    /// Takes environment variables from this list (tests inject here).
+    pub fn env_vars<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Takes the process environment's `HG_*` variables.
+    pub fn process_env(self) -> Self {
+        let vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("HG_"))
+            .collect();
+        self.env_vars(vars)
+    }
+
+    /// Sets a key (a flag); flags win over everything else.
+    pub fn set(mut self, key: &str, value: impl Into<config::Value>) -> Self {
+        self.overrides.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Sets a key if the value is present.
+    pub fn set_opt<V: Into<config::Value>>(self, key: &str, value: Option<V>) -> Self {
+        match value {
+            Some(v) => self.set(key, v),
+            None => self,
+        }
+    }
+
+    /// The file that [`ConfigLoader::load`] would read, if any.
+    pub fn resolved_file(&self) -> Option<PathBuf> {
+        if let Some(f) = &self.file {
+            return Some(f.clone());
+        }
+        let search = self.search.clone().unwrap_or_else(default_search_paths);
+        search.into_iter().find(|p| p.is_file())
+    }
+
+    fn env_overrides(&self) -> Result<Vec<(String, String, String)>, ConfigError> {
+        let mut out = Vec::new();
+        for (name, value) in &self.env {
+            if let Some((_, keys)) = ENV_ALIASES.iter().find(|(n, _)| n == name) {
+                for k in keys.iter() {
+                    out.push((k.to_string(), value.clone(), name.clone()));
+                }
+                continue;
+            }
+            let Some(rest) = name.strip_prefix("HG_") else {
+                continue;
+            };
+            if !rest.contains("__") {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let section = key.split('.').next().unwrap_or_default().to_owned();
+            if !SECTIONS.contains(&section.as_str()) {
+                return Err(ConfigError::Key {
+                    key,
+                    origin: format!(" (from {name})"),
+                    message: format!(
+                        "unknown section `{section}`; expected one of {}",
+                        SECTIONS.join(", ")
+                    ),
+                });
+            }
+            out.push((key, value.clone(), name.clone()));
+        }
+        Ok(out)
+    }
+
+    /// Loads and validates the configuration.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        let file = self.resolved_file();
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+                path: path.clone(),
+                source,
+            })?;
+            if !text.trim().is_empty() {
+                builder =
+                    builder.add_source(config::File::from_str(&text, config::FileFormat::Yaml));
+            }
+        }
+        let env = self.env_overrides()?;
+        for (key, value, _) in &env {
+            let v: config::Value = if LIST_KEYS.contains(&key.as_str()) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                items.into()
+            } else {
+                value.clone().into()
+            };
+            builder = builder
+                .set_override(key.as_str(), v)
+                .map_err(|e| ConfigError::key(key.clone(), e.to_string()))?;
+        }
+        for (key, value) in &self.overrides {
+            builder = builder
+                .set_override(key.as_str(), value.clone())
+                .map_err(|e| ConfigError::key(key.clone(), e.to_string()))?;
+        }
+        let built = builder.build().map_err(|e| match &file {
+            Some(path) => ConfigError::Syntax {
+                path: path.clone(),
+                message: e.to_string(),
+            },
+            None => ConfigError::key("", e.to_string()),
+        })?;
+        let root: config::Value = built
+            .try_deserialize()
+            .map_err(|e| ConfigError::key("", e.to_string()))?;
+        let cfg: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = origin_of(&key, &env, self, file.as_deref());
+            ConfigError::Key {
+                key,
+                origin,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        cfg.validate().map_err(|e| match e {
+            ConfigError::Key { key, message, .. } => {
+                let origin = origin_of(&key, &env, self, file.as_deref());
+                ConfigError::Key {
+                    key,
+                    origin,
+                    message,
+                }
+            }
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+}
+
+fn origin_of(
+    key: &str,
+    env: &[(String, String, String)],
+    loader: &ConfigLoader,
+    file: Option<&Path>,
+) -> String {
+    if loader
+        .overrides
+        .iter()
+        .any(|(k, _)| key.starts_with(k.as_str()))
+    {
+        return " (from the command line)".into();
+    }
+    if let Some((_, _, name)) = env
+        .iter()
+        .rev()
+        .find(|(k, _, _)| key.starts_with(k.as_str()))
+    {
+        return format!(" (from {name})");
+    }
+    match file {
+        Some(f) => format!(" (in {})", f.display()),
+        None => String::new(),
+    }
+}
+
+impl Config {
+    /// The defaults, with nothing read.
+    pub fn defaults() -> Self {
+        Config::default()
+    }
+
+    /// Checks value ranges that types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &str, v: usize) -> Result<(), ConfigError> {
+            if v == 0 {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
+            Ok(())
+        }
+        fn nonzero(key: &str, d: Duration) -> Result<(), ConfigError> {
+            if d.is_zero() {
+                return Err(ConfigError::key(key, "must be longer than 0s"));
+            }
+            Ok(())
+        }
+        positive(
+            "coordinator.max_concurrent_tasks",
+            self.coordinator.max_concurrent_tasks,
+        )?;
+        positive(
+            "worker.max_concurrent_tasks",
+            self.worker.max_concurrent_tasks,
+        )?;
+        nonzero("coordinator.heartbeat_ttl", self.coordinator.heartbeat_ttl)?;
+        nonzero("worker.task_timeout", self.worker.task_timeout)?;
+        nonzero("worker.heartbeat_interval", self.worker.heartbeat_interval)?;
+        nonzero(
+            "resilience.circuit_breaker.open_timeout",
+            self.resilience.circuit_breaker.open_timeout,
+        )?;
+        let rate = self.resilience.circuit_breaker.failure_rate_threshold;
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(ConfigError::key(
+                "resilience.circuit_breaker.failure_rate_threshold",
+                format!("must be in (0, 1], got {rate}"),
+            ));
+        }
+        if self.resilience.circuit_breaker.request_threshold == 0 {
+            return Err(ConfigError::key(
+                "resilience.circuit_breaker.request_threshold",
+                "must be at least 1",
+            ));
+        }
+        let m = self.resilience.retry.multiplier;
+        if !(m.is_finite() && m >= 1.0) {
+            return Err(ConfigError::key(
+                "resilience.retry.multiplier",
+                format!("must be a number >= 1.0, got {m}"),
+            ));
+        }
+        if self.resilience.retry.initial_interval > self.resilience.retry.max_interval {
+            return Err(ConfigError::key(
+                "resilience.retry.initial_interval",
+                "must not exceed resilience.retry.max_interval",
+            ));
+        }
+        let gb = self.cache.max_size_gb;
+        if !(gb.is_finite() && gb >= 0.0) {
+            return Err(ConfigError::key(
+                "cache.max_size_gb",
+                format!("must be a number >= 0, got {gb}"),
+            ));
+        }
+        if self.cache.enabled && self.cache.dir.trim().is_empty() {
+            return Err(ConfigError::key("cache.dir", "must not be empty"));
+        }
+        crate::logging::parse_filter(&self.logging.level)
+            .map_err(|e| ConfigError::key("logging.level", e))?;
+        if !self.metrics.path.starts_with('/') {
+            return Err(ConfigError::key("metrics.path", "must start with `/`"));
+        }
+        for (i, w) in self.coordinator.static_workers.iter().enumerate() {
+            crate::addr::parse_host_port(w).map_err(|e| {
+                ConfigError::key(format!("coordinator.static_workers[{i}]"), e.to_string())
+            })?;
+        }
+        for (key, v) in [
+            ("worker.coordinator", &self.worker.coordinator),
+            ("worker.advertise_address", &self.worker.advertise_address),
+            ("client.coordinator", &self.client.coordinator),
+        ] {
+            if !v.is_empty() {
+                crate::addr::parse_host_port(v)
+                    .map_err(|e| ConfigError::key(key, e.to_string()))?;
+            }
+        }
+        if self.auth.enabled && self.auth.token.is_empty() && self.auth.token_file.is_empty() {
+            return Err(ConfigError::key(
+                "auth.token",
+                "auth.enabled is true but neither auth.token nor auth.token_file is set",
+            ));
+        }
+        if self.tls.enabled && (self.tls.cert_file.is_empty() != self.tls.key_file.is_empty()) {
+            return Err(ConfigError::key(
+                "tls.key_file",
+                "tls.cert_file and tls.key_file must be set together",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_yaml(yaml: &str) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        ConfigLoader::new().no_search().file(f.path()).load()
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = ConfigLoader::new().no_search().load().unwrap();
+        assert_eq!(c.coordinator.grpc_port, 9000);
+        assert_eq!(c.coordinator.http_port, 8080);
+        assert_eq!(c.coordinator.heartbeat_ttl, Duration::from_secs(30));
+        assert_eq!(c.coordinator.max_concurrent_tasks, 500);
+        assert_eq!(c.worker.grpc_port, 50052);
+        assert_eq!(c.worker.http_port, 9090);
+        assert_eq!(c.worker.max_concurrent_tasks, 4);
+        assert_eq!(c.worker.task_timeout, Duration::from_secs(300));
+        assert_eq!(c.worker.docker.images["arm64"], "dockcross/linux-arm64");
+        assert!(c.cache.enabled);
+        assert_eq!(c.cache.max_size_gb, 10.0);
+        assert!(c.discovery.mdns.enabled);
+        assert_eq!(c.discovery.mdns.service_name, "_hybridgrid._tcp");
+        assert_eq!(c.scheduler.algorithm, Algorithm::P2c);
+        assert_eq!(c.resilience.circuit_breaker.request_threshold, 10);
+        assert_eq!(c.resilience.circuit_breaker.failure_rate_threshold, 0.6);
+        assert_eq!(
+            c.resilience.circuit_breaker.open_timeout,
+            Duration::from_secs(30)
+        );
+        assert_eq!(c.resilience.retry.max_retries, 3);
+        assert_eq!(
+            c.resilience.retry.initial_interval,
+            Duration::from_millis(100)
+        );
+        assert!(c.resilience.fallback.enabled);
+        assert!(!c.tls.enabled);
+        assert!(!c.auth.enabled);
+        assert_eq!(c.logging.level, "info");
+        assert_eq!(c.logging.format, LogFormat::Console);
+        assert_eq!(c.metrics.path, "/metrics");
+    }
+
+    #[test]
+    fn file_values_and_durations() {
+        let c = load_yaml(
+            "worker:\n  task_timeout: 10m\n  max_concurrent_tasks: 2\ncoordinator:\n  static_workers: [\"192.168.2.10:50052\", \"b:1\"]\nscheduler:\n  algorithm: least-loaded\n",
+        )
+        .unwrap();
+        assert_eq!(c.worker.task_timeout, Duration::from_secs(600));
+        assert_eq!(c.worker.max_concurrent_tasks, 2);
+        assert_eq!(c.coordinator.static_workers.len(), 2);
+        assert_eq!(c.scheduler.algorithm, Algorithm::LeastLoaded);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load_yaml("worker:\n  max_task: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.max_task"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let e = load_yaml("wokrer:\n  grpc_port: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wokrer"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = load_yaml("worker:\n  task_timeout: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.task_timeout"), "{e}");
+        let e = load_yaml("coordinator:\n  grpc_port: 70000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("coordinator.grpc_port"), "{e}");
+        let e = load_yaml("resilience:\n  circuit_breaker:\n    failure_rate_threshold: 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("resilience.circuit_breaker.failure_rate_threshold"),
+            "{e}"
+        );
+        let e = load_yaml("logging:\n  format: xml\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("logging.format"), "{e}");
+        let e = load_yaml("coordinator:\n  static_workers: [\"nohostport\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("coordinator.static_workers[0]"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let e = ConfigLoader::new()
+            .file("/nonexistent/hg.yaml")
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/hg.yaml"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_file() {
+        let e = load_yaml("worker: [unclosed\n").unwrap_err().to_string();
+        assert!(e.contains("invalid config file"), "{e}");
+    }
+
+    #[test]
+    fn precedence_defaults_file_env_flags() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(
+            b"worker:\n  max_concurrent_tasks: 2\n  grpc_port: 1111\nlogging:\n  level: warn\n",
+        )
+        .unwrap();
+        let base = ConfigLoader::new().no_search().file(f.path());
+        let c = base.clone().load().unwrap();
+        assert_eq!(c.worker.max_concurrent_tasks, 2);
+        let c = base
+            .clone()
+            .env_vars([
+                ("HG_WORKER__MAX_CONCURRENT_TASKS", "8"),
+                ("HG_LOG_LEVEL", "debug"),
+                ("HG_COORDINATOR", "coord:9000"),
+                ("HG_TEST_REQUIRE_ALL", "1"),
+                ("HG_CC", "gcc-12"),
+            ])
+            .load()
+            .unwrap();
+        assert_eq!(c.worker.max_concurrent_tasks, 8);
+        assert_eq!(c.worker.grpc_port, 1111);
+        assert_eq!(c.logging.level, "debug");
+        assert_eq!(c.client.coordinator, "coord:9000");
+        assert_eq!(c.worker.coordinator, "coord:9000");
+        assert_eq!(c.client.cc, "gcc-12");
+        let c = base
+            .env_vars([("HG_WORKER__MAX_CONCURRENT_TASKS", "8")])
+            .set("worker.max_concurrent_tasks", 16)
+            .load()
+            .unwrap();
+        assert_eq!(c.worker.max_concurrent_tasks, 16);
+    }
+
+    #[test]
+    fn env_lists_and_durations() {
+        let c = ConfigLoader::new()
+            .no_search()
+            .env_vars([
+                ("HG_COORDINATOR__STATIC_WORKERS", "a:1, b:2"),
+                ("HG_WORKER__TASK_TIMEOUT", "90s"),
+                ("HG_DISCOVERY__MDNS__ENABLED", "false"),
+            ])
+            .load()
+            .unwrap();
+        assert_eq!(c.coordinator.static_workers, vec!["a:1", "b:2"]);
+        assert_eq!(c.worker.task_timeout, Duration::from_secs(90));
+        assert!(!c.discovery.mdns.enabled);
+    }
+
+    #[test]
+    fn bad_env_value_names_variable() {
+        let e = ConfigLoader::new()
+            .no_search()
+            .env_vars([("HG_WORKER__MAX_CONCURRENT_TASKS", "lots")])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.max_concurrent_tasks"), "{e}");
+        assert!(e.contains("HG_WORKER__MAX_CONCURRENT_TASKS"), "{e}");
+        let e = ConfigLoader::new()
+            .no_search()
+            .env_vars([("HG_WROKER__GRPC_PORT", "1")])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HG_WROKER__GRPC_PORT"), "{e}");
+    }
+
+    #[test]
+    fn token_is_not_in_debug_output() {
+        let mut c = Config::default();
+        c.auth.token = "s3cret-token".into();
+        assert!(!format!("{c:?}").contains("s3cret-token"));
+    }
+
+    #[test]
+    fn search_takes_first_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&b, "worker:\n  grpc_port: 2222\n").unwrap();
+        let c = ConfigLoader::new()
+            .search_paths(vec![a.clone(), b.clone()])
+            .load()
+            .unwrap();
+        assert_eq!(c.worker.grpc_port, 2222);
+        std::fs::write(&a, "worker:\n  grpc_port: 1111\n").unwrap();
+        let c = ConfigLoader::new().search_paths(vec![a, b]).load().unwrap();
+        assert_eq!(c.worker.grpc_port, 1111);
+    }
+}

@@ -1,0 +1,291 @@
+//! The compile task model shared by clients, the coordinator and workers.
+//!
+//! A [`CompileTask`] is one translation unit to compile: which compiler (by
+//! identity, never by path), the language of the input, the arguments that
+//! affect code generation, and the input itself. A [`CompileOutput`] is what
+//! the compiler produced: the exit code, its diagnostics and the output files.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::payload::Payload;
+use crate::worker::{Arch, WorkerId};
+
+/// The family of a compiler driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CompilerFamily {
+    /// GNU gcc / g++.
+    Gcc,
+    /// LLVM clang / clang++.
+    Clang,
+}
+
+impl CompilerFamily {
+    /// A short lowercase name (`gcc`, `clang`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompilerFamily::Gcc => "gcc",
+            CompilerFamily::Clang => "clang",
+        }
+    }
+}
+
+impl fmt::Display for CompilerFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a driver is the C driver (`gcc`, `clang`) or the C++ one
+/// (`g++`, `clang++`). They differ in how they treat `.c` files and in what
+/// they link, so a task keeps the driver kind it was invoked with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    /// `gcc`, `cc`, `clang`.
+    C,
+    /// `g++`, `c++`, `clang++`.
+    Cxx,
+}
+
+impl DriverKind {
+    /// `c` or `c++`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::C => "c",
+            DriverKind::Cxx => "c++",
+        }
+    }
+}
+
+/// What identifies a compiler for the purpose of producing the same output:
+/// its family, driver kind, full version and target triple.
+///
+/// Two compilers with equal identities produce the same object from the same
+/// input and arguments; a task only runs on a worker with an equal identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CompilerIdentity {
+    /// gcc or clang.
+    pub family: CompilerFamily,
+    /// C or C++ driver.
+    pub driver: DriverKind,
+    /// The exact version, e.g. `12.2.0` (from `-dumpfullversion` or `--version`).
+    pub version: String,
+    /// The target triple the compiler produces code for (`-dumpmachine`),
+    /// e.g. `x86_64-linux-gnu`.
+    pub target: String,
+}
+
+impl CompilerIdentity {
+    /// The architecture of the code this compiler produces.
+    pub fn target_arch(&self) -> Arch {
+        Arch::from_triple(&self.target)
+    }
+}
+
+impl fmt::Display for CompilerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match (self.family, self.driver) {
+            (CompilerFamily::Gcc, DriverKind::C) => "gcc",
+            (CompilerFamily::Gcc, DriverKind::Cxx) => "g++",
+            (CompilerFamily::Clang, DriverKind::C) => "clang",
+            (CompilerFamily::Clang, DriverKind::Cxx) => "clang++",
+        };
+        write!(f, "{name} {} ({})", self.version, self.target)
+    }
+}
+
+/// The language of a task's input, as passed to the compiler with `-x`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Language {
+    /// C source (`-x c`).
+    C,
+    /// C++ source (`-x c++`).
+    Cxx,
+    /// Preprocessed C (`-x cpp-output`).
+    PreprocessedC,
+    /// Preprocessed C++ (`-x c++-cpp-output`).
+    PreprocessedCxx,
+    /// Assembler that needs no preprocessing (`-x assembler`).
+    Assembler,
+}
+
+impl Language {
+    /// The argument of `-x` for this language.
+    pub fn as_x_arg(self) -> &'static str {
+        match self {
+            Language::C => "c",
+            Language::Cxx => "c++",
+            Language::PreprocessedC => "cpp-output",
+            Language::PreprocessedCxx => "c++-cpp-output",
+            Language::Assembler => "assembler",
+        }
+    }
+
+    /// Parses the argument of `-x`.
+    pub fn from_x_arg(arg: &str) -> Option<Self> {
+        Some(match arg {
+            "c" => Language::C,
+            "c++" => Language::Cxx,
+            "cpp-output" => Language::PreprocessedC,
+            "c++-cpp-output" => Language::PreprocessedCxx,
+            "assembler" => Language::Assembler,
+            _ => return None,
+        })
+    }
+
+    /// The language that preprocessing this language yields.
+    pub fn preprocessed(self) -> Self {
+        match self {
+            Language::C | Language::PreprocessedC => Language::PreprocessedC,
+            Language::Cxx | Language::PreprocessedCxx => Language::PreprocessedCxx,
+            Language::Assembler => Language::Assembler,
+        }
+    }
+
+    /// The file extension the worker gives an input in this language.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Language::C => "c",
+            Language::Cxx => "cpp",
+            Language::PreprocessedC => "i",
+            Language::PreprocessedCxx => "ii",
+            Language::Assembler => "s",
+        }
+    }
+}
+
+/// A unique id of one task, chosen by whoever creates it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskId(pub String);
+
+impl TaskId {
+    /// A fresh random id (`task-` followed by 16 hex digits).
+    pub fn random() -> Self {
+        TaskId(format!("task-{:016x}", rand::random::<u64>()))
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The kind of an output file a task must return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum OutputKind {
+    /// The object file (`-o`).
+    Object,
+    /// The split DWARF file (`-gsplit-dwarf`).
+    SplitDwarf,
+}
+
+/// One translation unit to compile remotely.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct CompileTask {
+    /// Unique id of the task.
+    pub id: TaskId,
+    /// The compiler that must compile it.
+    pub compiler: CompilerIdentity,
+    /// The language of [`CompileTask::input`].
+    pub language: Language,
+    /// Arguments that affect compilation, in order, without the input file,
+    /// `-c` and `-o` (the executor adds those).
+    pub args: Vec<String>,
+    /// The name the input had on the client, for diagnostics (e.g. `src/foo.c`).
+    pub source_name: String,
+    /// The input to compile (preprocessed source, usually).
+    pub input: Payload,
+    /// The architecture to produce code for.
+    pub target_arch: Arch,
+    /// The outputs to return besides the object.
+    pub extra_outputs: Vec<OutputKind>,
+    /// The working directory of the client, for debug info.
+    pub cwd: String,
+}
+
+impl CompileTask {
+    /// A task with the given compiler, language, arguments and input; the id
+    /// is random and the target is the compiler's.
+    pub fn new(
+        compiler: CompilerIdentity,
+        language: Language,
+        args: Vec<String>,
+        source_name: impl Into<String>,
+        input: Payload,
+    ) -> Self {
+        let target_arch = compiler.target_arch();
+        CompileTask {
+            id: TaskId::random(),
+            compiler,
+            language,
+            args,
+            source_name: source_name.into(),
+            input,
+            target_arch,
+            extra_outputs: Vec::new(),
+            cwd: String::new(),
+        }
+    }
+}
+
+/// How long the parts of a task took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Time waiting for admission or a free slot.
+    pub queue: Duration,
+    /// Time the compiler ran.
+    pub compile: Duration,
+}
+
+/// One output file of a compile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputFile {
+    /// What the file is.
+    pub kind: OutputKind,
+    /// Its content.
+    pub data: Payload,
+}
+
+/// The result of a compile that ran (successfully or not).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct CompileOutput {
+    /// The compiler's exit code (0 on success).
+    pub exit_code: i32,
+    /// The compiler's standard output.
+    pub stdout: Bytes,
+    /// The compiler's standard error (diagnostics).
+    pub stderr: Bytes,
+    /// The files it produced; empty when it failed.
+    pub outputs: Vec<OutputFile>,
+    /// The worker that compiled it, if any.
+    pub worker_id: Option<WorkerId>,
+    /// Whether this result came from a cache.
+    pub from_cache: bool,
+    /// How long it took.
+    pub timings: Timings,
+}
+
+impl CompileOutput {
+    /// True when the compiler exited with 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+
+    /// The output file of the given kind, if present.
+    pub fn output(&self, kind: OutputKind) -> Option<&OutputFile> {
+        self.outputs.iter().find(|o| o.kind == kind)
+    }
+}
