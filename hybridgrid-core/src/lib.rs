@@ -28,4 +28,4 @@ pub mod payload;
 pub mod task;
 pub mod worker;
 
-pub use error::BoxError;
+pub use error::{BoxError, GridError};
