@@ -69,7 +69,7 @@ impl GridError {
     }
 
     /// Finds a `GridError` in a boxed error's chain.
-    pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<&GridError> {
+    pub fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a GridError> {
         let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
         while let Some(e) = cur {
             if let Some(g) = e.downcast_ref::<GridError>() {
