@@ -1,1 +1,4 @@
 //! placeholder
+pub mod proto {
+    tonic::include_proto!("hybridgrid.v1");
+}
