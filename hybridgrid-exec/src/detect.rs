@@ -57,9 +57,7 @@ pub fn which(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
         let p = PathBuf::from(name);
         return is_executable(&p).then_some(p);
     }
-    dirs.iter()
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
+    dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -227,7 +225,13 @@ mod tests {
         };
         assert_eq!(info.identity.family, CompilerFamily::Gcc);
         assert_eq!(info.identity.driver, DriverKind::C);
-        assert!(info.identity.version.chars().next().is_some_and(|c| c.is_ascii_digit()));
+        assert!(
+            info.identity
+                .version
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        );
         assert!(!info.identity.target.is_empty());
         let gxx = find_and_identify("g++", &dirs).await.expect("g++");
         assert_eq!(gxx.identity.driver, DriverKind::Cxx);

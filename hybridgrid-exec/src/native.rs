@@ -159,12 +159,19 @@ impl Inner {
             .iter()
             .find(|c| c.identity == task.compiler)
             .ok_or_else(|| {
-                let have: Vec<String> =
-                    self.compilers.iter().map(|c| c.identity.to_string()).collect();
+                let have: Vec<String> = self
+                    .compilers
+                    .iter()
+                    .map(|c| c.identity.to_string())
+                    .collect();
                 GridError::InvalidTask(format!(
                     "compiler {} is not available on this worker (it has: {})",
                     task.compiler,
-                    if have.is_empty() { "none".into() } else { have.join(", ") }
+                    if have.is_empty() {
+                        "none".into()
+                    } else {
+                        have.join(", ")
+                    }
                 ))
             })?;
         let input = task
@@ -197,8 +204,8 @@ impl Inner {
             }
             for (kind, name) in wanted {
                 let path = dir.path().join(name);
-                let data = read_output(&path, self.opts.max_output_bytes.saturating_sub(total))
-                    .await?;
+                let data =
+                    read_output(&path, self.opts.max_output_bytes.saturating_sub(total)).await?;
                 total += data.len() as u64;
                 outputs.push(OutputFile {
                     kind,
@@ -303,7 +310,9 @@ async fn read_output(path: &Path, limit: u64) -> Result<Vec<u8>, GridError> {
     if meta.len() > limit {
         return Err(GridError::InvalidTask(format!(
             "output {} of {} bytes exceeds the limit of {limit} bytes",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
             meta.len()
         )));
     }
@@ -360,7 +369,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
-        let obj = out.output(OutputKind::Object).unwrap().data.decode().unwrap();
+        let obj = out
+            .output(OutputKind::Object)
+            .unwrap()
+            .data
+            .decode()
+            .unwrap();
         assert_eq!(&obj[..4], b"\x7fELF");
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     }
@@ -405,7 +419,10 @@ mod tests {
         let pidfile = dir.path().join("child.pid");
         std::fs::write(
             &fake,
-            format!("#!/bin/sh\nsleep 30 &\necho $! > {}\nwait\n", pidfile.display()),
+            format!(
+                "#!/bin/sh\nsleep 30 &\necho $! > {}\nwait\n",
+                pidfile.display()
+            ),
         )
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -422,7 +439,11 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(10));
         // The grandchild is gone too.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
             && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .map(|s| s.contains(") Z "))

@@ -1,4 +1,37 @@
-//! placeholder
+//! # hybridgrid-net
+//!
+//! The network side of hybridgrid: the versioned `hybridgrid.v1` gRPC
+//! protocol ([`proto`]), conversions to the core model ([`convert`]),
+//! clients for the coordinator and workers ([`client`]), the gRPC services
+//! of the coordinator ([`coordinator`]) and the worker ([`worker`]), and
+//! the HTTP endpoints ([`http`]).
+//!
+//! ```
+//! use hybridgrid_core::GridError;
+//! use hybridgrid_net::status::{from_status, to_status};
+//!
+//! // Grid errors survive the trip through a gRPC status.
+//! let status = to_status(&GridError::CircuitOpen);
+//! assert_eq!(from_status(&status, "coordinator"), GridError::CircuitOpen);
+//! ```
+
+pub mod client;
+pub mod convert;
+pub mod coordinator;
+pub mod http;
+pub mod server;
+pub mod status;
+pub mod worker;
+
+/// Generated code of the `hybridgrid.v1` protocol.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod proto {
     tonic::include_proto!("hybridgrid.v1");
 }
+
+/// The largest gRPC message accepted or sent (compressed payloads of large
+/// preprocessed sources fit easily; tonic's 4 MiB default would not).
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,1 +1,70 @@
-fn main() {}
+//! `hg-coord`: the hybridgrid coordinator.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hybridgrid::cli::{self, CommonFlags};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hg-coord",
+    version,
+    about = "hybridgrid coordinator: places compiles on workers"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonFlags,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve gRPC (clients and workers) and HTTP (health, metrics, API, dashboard).
+    Serve {
+        /// gRPC port (default 9000; 0 picks a free port).
+        #[arg(long)]
+        grpc_port: Option<u16>,
+        /// HTTP port (default 8080; 0 picks a free port).
+        #[arg(long)]
+        http_port: Option<u16>,
+        /// Address to bind (default 0.0.0.0).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Cmd::Serve {
+        grpc_port,
+        http_port,
+        bind,
+    } = cli.cmd;
+    let loader = cli
+        .common
+        .loader()
+        .set_opt("coordinator.grpc_port", grpc_port)
+        .set_opt("coordinator.http_port", http_port)
+        .set_opt("coordinator.bind_address", bind);
+    let cfg = cli::load_or_exit(loader, "hg-coord");
+    if let Err(e) = hybridgrid_core::logging::init(&cfg.logging) {
+        eprintln!("hg-coord: {e}");
+        return ExitCode::from(2);
+    }
+    let running = match hybridgrid::coord::start(&cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("hg-coord: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    cli::shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown(Duration::from_secs(30)).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,1 +1,92 @@
-fn main() {}
+//! `hg-worker`: the hybridgrid worker.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hybridgrid::cli::{self, CommonFlags};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hg-worker",
+    version,
+    about = "hybridgrid worker: compiles for the grid"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonFlags,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve compiles and register with the coordinator.
+    Serve {
+        /// The coordinator to register with (HOST:PORT); else found by mDNS.
+        #[arg(long)]
+        coordinator: Option<String>,
+        /// gRPC port (default 50052; 0 picks a free port).
+        #[arg(long)]
+        grpc_port: Option<u16>,
+        /// HTTP port (default 9090; 0 picks a free port).
+        #[arg(long)]
+        http_port: Option<u16>,
+        /// Compiles run at once (default 4).
+        #[arg(long)]
+        max_tasks: Option<u32>,
+        /// The HOST:PORT the coordinator dials back (NAT, containers).
+        #[arg(long)]
+        advertise_address: Option<String>,
+        /// The worker's id (default: the host name).
+        #[arg(long)]
+        id: Option<String>,
+        /// Address to bind (default 0.0.0.0).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Cmd::Serve {
+        coordinator,
+        grpc_port,
+        http_port,
+        max_tasks,
+        advertise_address,
+        id,
+        bind,
+    } = cli.cmd;
+    let loader = cli
+        .common
+        .loader()
+        .set_opt("worker.coordinator", coordinator)
+        .set_opt("worker.grpc_port", grpc_port)
+        .set_opt("worker.http_port", http_port)
+        .set_opt("worker.max_concurrent_tasks", max_tasks)
+        .set_opt("worker.advertise_address", advertise_address)
+        .set_opt("worker.id", id)
+        .set_opt("worker.bind_address", bind);
+    let cfg = cli::load_or_exit(loader, "hg-worker");
+    if let Err(e) = hybridgrid_core::logging::init(&cfg.logging) {
+        eprintln!("hg-worker: {e}");
+        return ExitCode::from(2);
+    }
+    let running = match hybridgrid::worker::start(&cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("hg-worker: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    cli::shutdown_signal().await;
+    tracing::info!("shutting down: finishing running compiles");
+    running
+        .shutdown(cfg.worker.task_timeout.min(Duration::from_secs(60)))
+        .await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,92 @@
+//! Flags shared by the three programs, and process plumbing (signals).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use hybridgrid_core::config::{Config, ConfigLoader};
+
+/// Flags every program accepts.
+#[derive(Args, Debug, Clone, Default)]
+pub struct CommonFlags {
+    /// Read configuration from FILE instead of searching
+    /// ./hybridgrid.yaml, ~/.hybridgrid/config.yaml, /etc/hybridgrid/config.yaml.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log level or filter (error, warn, info, debug, trace); overrides
+    /// HG_LOG_LEVEL and logging.level.
+    #[arg(long, value_name = "LEVEL", global = true)]
+    pub log_level: Option<String>,
+    /// Log format: console or json.
+    #[arg(long, value_name = "FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// TLS certificate (PEM); enables TLS.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_cert: Option<String>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_key: Option<String>,
+    /// CA bundle (PEM) to verify peers with.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_ca: Option<String>,
+    /// Require client certificates (mTLS).
+    #[arg(long, global = true)]
+    pub tls_require_client_cert: bool,
+}
+
+impl CommonFlags {
+    /// A loader with the file, the process environment and these flags.
+    pub fn loader(&self) -> ConfigLoader {
+        let mut l = ConfigLoader::new()
+            .file_opt(self.config.clone())
+            .process_env()
+            .set_opt("logging.level", self.log_level.clone())
+            .set_opt("logging.format", self.log_format.clone())
+            .set_opt("tls.cert_file", self.tls_cert.clone())
+            .set_opt("tls.key_file", self.tls_key.clone())
+            .set_opt("tls.ca_file", self.tls_ca.clone());
+        if self.tls_cert.is_some() || self.tls_ca.is_some() {
+            l = l.set("tls.enabled", true);
+        }
+        if self.tls_require_client_cert {
+            l = l.set("tls.require_client_cert", true);
+        }
+        l
+    }
+}
+
+/// Loads the configuration or exits with status 2 and a message naming
+/// the bad key or file.
+pub fn load_or_exit(loader: ConfigLoader, program: &str) -> Config {
+    match loader.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The host name of this machine.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

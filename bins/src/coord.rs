@@ -1,0 +1,101 @@
+//! Starting a coordinator: gRPC and HTTP servers over the composed
+//! compile stack.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hybridgrid_core::config::Config;
+use hybridgrid_net::client::ChannelOptions;
+use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, PoolService, WorkerPool};
+use hybridgrid_net::{http, server};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::util::BoxCloneSyncService;
+
+/// A coordinator started with [`start`].
+#[derive(Debug)]
+pub struct RunningCoordinator {
+    /// Where its gRPC service listens.
+    pub grpc_addr: SocketAddr,
+    /// Where its HTTP endpoints listen.
+    pub http_addr: SocketAddr,
+    /// Its shared state.
+    pub state: Arc<CoordinatorState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningCoordinator {
+    /// Stops accepting work, drains running calls (up to `grace`) and stops.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(grace, t).await;
+        }
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Binds the ports of `cfg.coordinator` and serves until shut down.
+pub async fn start(cfg: &Config) -> Result<RunningCoordinator, server::ServeError> {
+    let c = &cfg.coordinator;
+    let grpc = server::bind(&c.bind_address, c.grpc_port).await?;
+    let http_l = server::bind(&c.bind_address, c.http_port).await?;
+    let grpc_addr = server::local_addr(&grpc);
+    let http_addr = server::local_addr(&http_l);
+
+    let channel = ChannelOptions::new(
+        Duration::from_secs(3),
+        cfg.worker.task_timeout + Duration::from_secs(30),
+    );
+    let pool = Arc::new(WorkerPool::new(c.heartbeat_ttl, channel));
+    let state = CoordinatorState::new(pool.clone(), c.heartbeat_ttl);
+    let compile = BoxCloneSyncService::new(PoolService::new(
+        pool.clone(),
+        cfg.resilience.retry.max_retries,
+    ));
+    let srv = CoordinatorServer::new(state.clone(), compile);
+
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let r = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server::serve_coordinator(grpc, srv, wait_true(r)).await {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    }));
+    let router = http::coordinator_router(state.clone(), &cfg.metrics.path);
+    let r = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = http::serve(http_l, router, wait_true(r)).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }));
+    let ttl = c.heartbeat_ttl;
+    let mut r = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let period = (ttl / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => { pool.expire(); }
+                _ = r.changed() => return,
+            }
+        }
+    }));
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, "coordinator listening");
+    Ok(RunningCoordinator {
+        grpc_addr,
+        http_addr,
+        state,
+        shutdown: tx,
+        tasks,
+    })
+}

@@ -1,0 +1,10 @@
+//! # hybridgrid (binaries)
+//!
+//! The composition of the library crates into the three programs
+//! `hg-coord`, `hg-worker` and `hgbuild`. Each `main` parses flags, builds
+//! the configuration and calls into this crate; the same functions start an
+//! in-process coordinator or worker for tests and examples.
+
+pub mod cli;
+pub mod coord;
+pub mod worker;

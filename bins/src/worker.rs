@@ -1,0 +1,160 @@
+//! Starting a worker: detect compilers, build the executor, serve gRPC and
+//! HTTP, and register with the coordinator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hybridgrid_core::config::Config;
+use hybridgrid_core::worker::{Arch, Capabilities, WorkerId, WorkerInfo, WorkerSource};
+use hybridgrid_exec::detect::{self, DetectOptions};
+use hybridgrid_exec::native::{NativeExecutor, NativeOptions};
+use hybridgrid_net::worker::{WorkerServer, run_registration};
+use hybridgrid_net::{http, server};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::util::BoxCloneSyncService;
+
+use crate::cli::hostname;
+
+/// A worker started with [`start`].
+#[derive(Debug)]
+pub struct RunningWorker {
+    /// Its id.
+    pub id: WorkerId,
+    /// Where its gRPC service listens.
+    pub grpc_addr: SocketAddr,
+    /// Where its HTTP endpoints listen.
+    pub http_addr: SocketAddr,
+    /// The service (counters, drain).
+    pub server: WorkerServer,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningWorker {
+    /// Stops taking new compiles, lets running ones finish within `grace`,
+    /// deregisters and stops the servers.
+    pub async fn shutdown(self, grace: Duration) {
+        self.server.drain();
+        if !self.server.wait_idle(grace).await {
+            tracing::warn!("grace period over with compiles still running");
+        }
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(grace, t).await;
+        }
+    }
+}
+
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Detects this machine's capabilities and starts the worker.
+pub async fn start(cfg: &Config) -> Result<RunningWorker, server::ServeError> {
+    let w = &cfg.worker;
+    let grpc = server::bind(&w.bind_address, w.grpc_port).await?;
+    let http_l = server::bind(&w.bind_address, w.http_port).await?;
+    let grpc_addr = server::local_addr(&grpc);
+    let http_addr = server::local_addr(&http_l);
+
+    let compilers = detect::detect_compilers(&DetectOptions::default()).await;
+    if compilers.is_empty() {
+        tracing::warn!("no compiler found on PATH: this worker can compile nothing");
+    }
+    let mut caps = Capabilities::new(Arch::host());
+    caps.cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    caps.memory_bytes = total_memory();
+    caps.compilers = compilers.clone();
+    caps.max_parallel_tasks = w.max_concurrent_tasks as u32;
+
+    let id = if !w.id.is_empty() {
+        w.id.clone()
+    } else if w.grpc_port == 50052 {
+        hostname()
+    } else {
+        format!("{}-{}", hostname(), grpc_addr.port())
+    };
+    let advertise = if w.advertise_address.is_empty() {
+        format!("0.0.0.0:{}", grpc_addr.port())
+    } else {
+        w.advertise_address.clone()
+    };
+    let mut info = WorkerInfo::new(
+        WorkerId(id.clone()),
+        advertise,
+        WorkerSource::Handshake,
+        caps,
+    );
+    info.http_port = http_addr.port();
+    info.version = hybridgrid_net::VERSION.to_owned();
+
+    let exec = NativeExecutor::new(
+        compilers,
+        NativeOptions::default()
+            .with_timeout(w.task_timeout)
+            .with_max_output_bytes(w.max_output_bytes),
+    );
+    let server = WorkerServer::new(
+        info.clone(),
+        BoxCloneSyncService::new(exec),
+        w.max_concurrent_tasks,
+    );
+
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let (s, r) = (server.clone(), rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server::serve_worker(grpc, s, wait_true(r)).await {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    }));
+    let router = http::worker_router(server.clone(), &cfg.metrics.path);
+    let r = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = http::serve(http_l, router, wait_true(r)).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }));
+    if !w.coordinator.is_empty() {
+        tasks.push(tokio::spawn(run_registration(
+            w.coordinator.clone(),
+            info,
+            server.counters(),
+            w.heartbeat_interval,
+            rx.clone(),
+        )));
+    } else {
+        tracing::warn!(
+            "no coordinator configured (worker.coordinator / --coordinator); waiting to be dialled (static list)"
+        );
+    }
+    tracing::info!(worker_id = %id, grpc = %grpc_addr, http = %http_addr, "worker listening");
+    Ok(RunningWorker {
+        id: WorkerId(id),
+        grpc_addr,
+        http_addr,
+        server,
+        shutdown: tx,
+        tasks,
+    })
+}

@@ -1,0 +1,323 @@
+//! gRPC clients: [`WorkerClient`] (coordinator -> worker) and
+//! [`CoordinatorClient`] (hgbuild or a worker -> coordinator). Both compile
+//! through `tower::Service<CompileTask>`, so they stack with the core layers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hybridgrid_core::task::{CompileOutput, CompileTask};
+use hybridgrid_core::worker::{WorkerId, WorkerInfo};
+use hybridgrid_core::{BoxError, GridError, addr};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert;
+use crate::proto;
+use crate::proto::build_service_client::BuildServiceClient;
+use crate::proto::registry_service_client::RegistryServiceClient;
+use crate::proto::worker_service_client::WorkerServiceClient;
+use crate::status::from_status;
+
+/// How to reach a server.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ChannelOptions {
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time allowed for one call (0: none).
+    pub request_timeout: Duration,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::ZERO,
+        }
+    }
+}
+
+impl ChannelOptions {
+    /// Options with these timeouts.
+    pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
+        ChannelOptions {
+            connect_timeout,
+            request_timeout,
+        }
+    }
+}
+
+fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint, GridError> {
+    addr::parse_host_port(address).map_err(|e| GridError::InvalidTask(e.to_string()))?;
+    let uri = addr::to_uri(address, false);
+    let mut ep = Endpoint::from_shared(uri)
+        .map_err(|e| GridError::InvalidTask(format!("bad address {address}: {e}")))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    if !opts.request_timeout.is_zero() {
+        ep = ep.timeout(opts.request_timeout);
+    }
+    Ok(ep)
+}
+
+/// A readable description of a connection error, e.g.
+/// `connection refused (127.0.0.1:9000)`.
+pub fn describe_connect_error(address: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        root = s.to_string();
+        cur = s.source();
+    }
+    let lower = root.to_ascii_lowercase();
+    let short = if lower.contains("connection refused") {
+        "connection refused".to_owned()
+    } else if lower.contains("timed out") || lower.contains("timeout") {
+        "connection timed out".to_owned()
+    } else {
+        root
+    };
+    format!("{short} ({address})")
+}
+
+/// A channel that connects on first use.
+pub fn lazy_channel(address: &str, opts: &ChannelOptions) -> Result<Channel, GridError> {
+    Ok(endpoint(address, opts)?.connect_lazy())
+}
+
+/// A channel connected now; an unreachable server is an error naming it.
+pub async fn connect_channel(address: &str, opts: &ChannelOptions) -> Result<Channel, GridError> {
+    endpoint(address, opts)?
+        .connect()
+        .await
+        .map_err(|e| GridError::WorkerUnavailable {
+            worker: address.to_owned(),
+            reason: describe_connect_error(address, &e),
+        })
+}
+
+/// Calls a worker's `WorkerService`.
+#[derive(Clone, Debug)]
+pub struct WorkerClient {
+    id: WorkerId,
+    address: String,
+    inner: WorkerServiceClient<Channel>,
+}
+
+impl WorkerClient {
+    /// A client for the worker `id` at `address` (connects lazily).
+    pub fn new(id: WorkerId, address: &str, opts: &ChannelOptions) -> Result<Self, GridError> {
+        let ch = lazy_channel(address, opts)?;
+        Ok(WorkerClient {
+            id,
+            address: address.to_owned(),
+            inner: WorkerServiceClient::new(ch)
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+                .accept_compressed(CompressionEncoding::Zstd),
+        })
+    }
+
+    /// The worker's id.
+    pub fn id(&self) -> &WorkerId {
+        &self.id
+    }
+
+    /// The worker's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn err(&self, s: &tonic::Status) -> GridError {
+        match from_status(s, &self.id.0) {
+            GridError::WorkerUnavailable { reason, .. } => GridError::WorkerUnavailable {
+                worker: self.id.0.clone(),
+                reason: if reason.contains(&self.address) {
+                    reason
+                } else {
+                    format!("{reason} ({})", self.address)
+                },
+            },
+            other => other,
+        }
+    }
+
+    /// Compiles a task on the worker.
+    pub async fn compile(&mut self, task: &CompileTask) -> Result<CompileOutput, GridError> {
+        let resp = self
+            .inner
+            .compile(convert::task_to_proto(task))
+            .await
+            .map_err(|s| self.err(&s))?;
+        let mut out = convert::output_from_proto(resp.into_inner())?;
+        if out.worker_id.is_none() {
+            out.worker_id = Some(self.id.clone());
+        }
+        Ok(out)
+    }
+
+    /// The worker's capabilities.
+    pub async fn capabilities(&mut self) -> Result<WorkerInfo, GridError> {
+        let r = self
+            .inner
+            .get_capabilities(proto::CapabilitiesRequest {})
+            .await
+            .map_err(|s| self.err(&s))?;
+        convert::worker_from_proto(r.into_inner())
+    }
+
+    /// The worker's health check.
+    pub async fn health(&mut self) -> Result<bool, GridError> {
+        let r = self
+            .inner
+            .health_check(proto::HealthCheckRequest {})
+            .await
+            .map_err(|s| self.err(&s))?;
+        Ok(r.into_inner().healthy)
+    }
+}
+
+impl tower::Service<CompileTask> for WorkerClient {
+    type Response = CompileOutput;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<CompileOutput, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: CompileTask) -> Self::Future {
+        let mut this = self.clone();
+        Box::pin(async move { this.compile(&task).await.map_err(BoxError::from) })
+    }
+}
+
+/// Calls the coordinator's `BuildService` and `RegistryService`.
+#[derive(Clone, Debug)]
+pub struct CoordinatorClient {
+    address: String,
+    build: BuildServiceClient<Channel>,
+    registry: RegistryServiceClient<Channel>,
+}
+
+impl CoordinatorClient {
+    /// Connects now; an unreachable coordinator is an error such as
+    /// `connection refused (127.0.0.1:9000)`.
+    pub async fn connect(address: &str, opts: &ChannelOptions) -> Result<Self, GridError> {
+        let ch = connect_channel(address, opts).await?;
+        Ok(Self::from_channel(address, ch))
+    }
+
+    /// A client that connects on first use.
+    pub fn lazy(address: &str, opts: &ChannelOptions) -> Result<Self, GridError> {
+        Ok(Self::from_channel(address, lazy_channel(address, opts)?))
+    }
+
+    fn from_channel(address: &str, ch: Channel) -> Self {
+        CoordinatorClient {
+            address: address.to_owned(),
+            build: BuildServiceClient::new(ch.clone())
+                .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+                .accept_compressed(CompressionEncoding::Zstd),
+            registry: RegistryServiceClient::new(ch),
+        }
+    }
+
+    /// The coordinator's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn err(&self, s: &tonic::Status) -> GridError {
+        from_status(s, &self.address)
+    }
+
+    /// Compiles a task somewhere on the grid.
+    pub async fn compile(&mut self, task: &CompileTask) -> Result<CompileOutput, GridError> {
+        let resp = self
+            .build
+            .compile(convert::task_to_proto(task))
+            .await
+            .map_err(|s| self.err(&s))?;
+        convert::output_from_proto(resp.into_inner())
+    }
+
+    /// The coordinator's health check.
+    pub async fn health(&mut self) -> Result<proto::HealthCheckResponse, GridError> {
+        let r = self
+            .build
+            .health_check(proto::HealthCheckRequest {})
+            .await
+            .map_err(|s| self.err(&s))?;
+        Ok(r.into_inner())
+    }
+
+    /// The registered workers.
+    pub async fn workers(&mut self) -> Result<Vec<proto::WorkerStatus>, GridError> {
+        let r = self
+            .build
+            .get_worker_status(proto::WorkerStatusRequest {})
+            .await
+            .map_err(|s| self.err(&s))?;
+        Ok(r.into_inner().workers)
+    }
+
+    /// Registers a worker (handshake).
+    pub async fn register(
+        &mut self,
+        info: &WorkerInfo,
+    ) -> Result<proto::RegisterResponse, GridError> {
+        let r = self
+            .registry
+            .register(proto::RegisterRequest {
+                worker: Some(convert::worker_to_proto(info)),
+            })
+            .await
+            .map_err(|s| self.err(&s))?;
+        Ok(r.into_inner())
+    }
+
+    /// Sends a heartbeat; `Ok(false)` means the coordinator does not know
+    /// the worker and it must register again.
+    pub async fn heartbeat(&mut self, req: proto::HeartbeatRequest) -> Result<bool, GridError> {
+        let r = self
+            .registry
+            .heartbeat(req)
+            .await
+            .map_err(|s| self.err(&s))?;
+        Ok(r.into_inner().known)
+    }
+
+    /// Leaves the pool.
+    pub async fn deregister(&mut self, worker_id: &str, reason: &str) -> Result<(), GridError> {
+        self.registry
+            .deregister(proto::DeregisterRequest {
+                worker_id: worker_id.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .await
+            .map_err(|s| self.err(&s))?;
+        Ok(())
+    }
+}
+
+impl tower::Service<CompileTask> for CoordinatorClient {
+    type Response = CompileOutput;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<CompileOutput, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: CompileTask) -> Self::Future {
+        let mut this = self.clone();
+        Box::pin(async move { this.compile(&task).await.map_err(BoxError::from) })
+    }
+}

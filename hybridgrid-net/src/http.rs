@@ -1,0 +1,175 @@
+//! HTTP endpoints: `/health`, `/metrics` (Prometheus), and on the
+//! coordinator `/api/stats` and `/api/v1/workers`.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::coordinator::CoordinatorState;
+use crate::server::ServeError;
+use crate::worker::WorkerServer;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Duration buckets (seconds) for task histograms: 1 ms to 10 min.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
+
+/// The process's Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (an embedding
+            // program's); then this handle renders only what it records.
+            let _ = metrics::set_global_recorder(recorder);
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok();
+            handle
+        })
+        .clone()
+}
+
+async fn health() -> impl IntoResponse {
+    (StatusCode::OK, "OK")
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_handle().render(),
+    )
+}
+
+fn base_router(metrics_path: &str) -> Router<()> {
+    let _ = metrics_handle();
+    Router::new()
+        .route("/health", get(health))
+        .route(metrics_path, get(metrics_text))
+}
+
+async fn api_stats(State(st): State<Arc<CoordinatorState>>) -> impl IntoResponse {
+    let t = &st.tasks;
+    let workers = st.pool.entries();
+    let total = workers.len();
+    let hits = t.cache_hits.load(Ordering::Relaxed);
+    let misses = t.cache_misses.load(Ordering::Relaxed);
+    let rate = if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    };
+    Json(json!({
+        "workers": { "total": total, "healthy": total, "unhealthy": 0 },
+        "tasks": {
+            "active": t.active.load(Ordering::Relaxed),
+            "queued": t.queued.load(Ordering::Relaxed),
+            "total": t.total.load(Ordering::Relaxed),
+            "successful": t.successful.load(Ordering::Relaxed),
+            "failed": t.failed.load(Ordering::Relaxed),
+        },
+        "cache": { "hits": hits, "misses": misses, "hit_rate": rate },
+        "uptime_seconds": st.started.elapsed().as_secs(),
+    }))
+}
+
+async fn api_workers(State(st): State<Arc<CoordinatorState>>) -> impl IntoResponse {
+    let list: Vec<serde_json::Value> = st
+        .pool
+        .entries()
+        .iter()
+        .map(|e| {
+            let c = &e.info.capabilities;
+            json!({
+                "id": e.info.id.0,
+                "address": e.info.address,
+                "arch": c.arch.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+                "os": c.os,
+                "cores": c.cores,
+                "memory": c.memory_bytes,
+                "compilers": c.compilers.iter().map(|ci| json!({
+                    "name": ci.name,
+                    "family": ci.identity.family.as_str(),
+                    "version": ci.identity.version,
+                    "target": ci.identity.target,
+                })).collect::<Vec<_>>(),
+                "docker_images": c.docker_images.iter().map(|d| json!({
+                    "arch": d.arch.to_string(), "image": d.image,
+                })).collect::<Vec<_>>(),
+                "max_parallel_tasks": c.max_parallel_tasks,
+                "source": e.info.source.as_str(),
+                "circuit_state": "closed",
+                "active_tasks": e.active.load(Ordering::Relaxed),
+                "completed": e.completed.load(Ordering::Relaxed),
+                "failed": e.failed.load(Ordering::Relaxed),
+                "average_latency_ms": e.avg_latency_ms(),
+                "version": e.info.version,
+            })
+        })
+        .collect();
+    Json(json!({ "workers": list }))
+}
+
+/// The coordinator's HTTP router.
+pub fn coordinator_router(state: Arc<CoordinatorState>, metrics_path: &str) -> Router<()> {
+    let api = Router::new()
+        .route("/api/stats", get(api_stats))
+        .route("/api/v1/workers", get(api_workers))
+        .with_state(state);
+    base_router(metrics_path).merge(api)
+}
+
+async fn worker_status(State(w): State<WorkerServer>) -> impl IntoResponse {
+    let c = w.counters();
+    Json(json!({
+        "id": w.info().id.0,
+        "active_tasks": c.active.load(Ordering::Relaxed),
+        "queued_tasks": c.queued.load(Ordering::Relaxed),
+        "completed": c.completed.load(Ordering::Relaxed),
+        "failed": c.failed.load(Ordering::Relaxed),
+        "max_parallel_tasks": w.info().capabilities.max_parallel_tasks,
+    }))
+}
+
+/// The worker's HTTP router.
+pub fn worker_router(worker: WorkerServer, metrics_path: &str) -> Router<()> {
+    let api = Router::new()
+        .route("/api/status", get(worker_status))
+        .with_state(worker);
+    base_router(metrics_path).merge(api)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router<()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Http)
+}
