@@ -21,6 +21,7 @@
 //! [`CompileTask`]: hybridgrid_core::task::CompileTask
 //! [`CompileOutput`]: hybridgrid_core::task::CompileOutput
 
+pub mod args;
 pub mod detect;
 pub mod native;
 
