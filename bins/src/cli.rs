@@ -10,26 +10,26 @@ use hybridgrid_core::config::{Config, ConfigLoader};
 pub struct CommonFlags {
     /// Read configuration from FILE instead of searching
     /// ./hybridgrid.yaml, ~/.hybridgrid/config.yaml, /etc/hybridgrid/config.yaml.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Log level or filter (error, warn, info, debug, trace); overrides
     /// HG_LOG_LEVEL and logging.level.
-    #[arg(long, value_name = "LEVEL", global = true)]
+    #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Log format: console or json.
-    #[arg(long, value_name = "FORMAT", global = true)]
+    #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
     /// TLS certificate (PEM); enables TLS.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<String>,
     /// TLS private key (PEM).
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<String>,
     /// CA bundle (PEM) to verify peers with.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<String>,
     /// Require client certificates (mTLS).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub tls_require_client_cert: bool,
 }
 

@@ -7,4 +7,5 @@
 
 pub mod cli;
 pub mod coord;
+pub mod hgbuild;
 pub mod worker;

@@ -31,6 +31,9 @@ pub enum GridError {
         /// What went wrong.
         reason: String,
     },
+    /// The coordinator could not be reached (the client compiles locally).
+    #[error("coordinator unreachable: {0}")]
+    CoordinatorUnavailable(String),
     /// The task ran out of time.
     #[error("deadline exceeded after {0:?}")]
     DeadlineExceeded(Duration),

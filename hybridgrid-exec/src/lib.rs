@@ -22,6 +22,7 @@
 //! [`CompileOutput`]: hybridgrid_core::task::CompileOutput
 
 pub mod args;
+pub mod client;
 pub mod detect;
 pub mod native;
 

@@ -19,6 +19,9 @@ pub fn to_status(e: &GridError) -> Status {
             "worker-unavailable",
             format!("{worker}\n{reason}"),
         ),
+        GridError::CoordinatorUnavailable(m) => {
+            (Code::Unavailable, "coordinator-unavailable", m.clone())
+        }
         GridError::DeadlineExceeded(d) => (
             Code::DeadlineExceeded,
             "deadline",
@@ -56,6 +59,7 @@ pub fn from_status(s: &Status, peer: &str) -> GridError {
                 reason: r.to_owned(),
             }
         }
+        "coordinator-unavailable" => GridError::CoordinatorUnavailable(msg),
         "deadline" => {
             GridError::DeadlineExceeded(Duration::from_millis(msg.parse().unwrap_or_default()))
         }
@@ -118,6 +122,7 @@ mod tests {
                 reason: "connection refused".into(),
             },
             GridError::DeadlineExceeded(Duration::from_secs(300)),
+            GridError::CoordinatorUnavailable("connection refused (h:1)".into()),
             GridError::InvalidTask("bad".into()),
             GridError::DockerUnavailable("no socket".into()),
             GridError::Internal("boom".into()),

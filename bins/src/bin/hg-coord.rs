@@ -13,8 +13,6 @@ use hybridgrid::cli::{self, CommonFlags};
     about = "hybridgrid coordinator: places compiles on workers"
 )]
 struct Cli {
-    #[command(flatten)]
-    common: CommonFlags,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -23,6 +21,8 @@ struct Cli {
 enum Cmd {
     /// Serve gRPC (clients and workers) and HTTP (health, metrics, API, dashboard).
     Serve {
+        #[command(flatten)]
+        common: CommonFlags,
         /// gRPC port (default 9000; 0 picks a free port).
         #[arg(long)]
         grpc_port: Option<u16>,
@@ -39,12 +39,12 @@ enum Cmd {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let Cmd::Serve {
+        common,
         grpc_port,
         http_port,
         bind,
     } = cli.cmd;
-    let loader = cli
-        .common
+    let loader = common
         .loader()
         .set_opt("coordinator.grpc_port", grpc_port)
         .set_opt("coordinator.http_port", http_port)

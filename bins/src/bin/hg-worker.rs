@@ -13,8 +13,6 @@ use hybridgrid::cli::{self, CommonFlags};
     about = "hybridgrid worker: compiles for the grid"
 )]
 struct Cli {
-    #[command(flatten)]
-    common: CommonFlags,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -23,6 +21,8 @@ struct Cli {
 enum Cmd {
     /// Serve compiles and register with the coordinator.
     Serve {
+        #[command(flatten)]
+        common: CommonFlags,
         /// The coordinator to register with (HOST:PORT); else found by mDNS.
         #[arg(long)]
         coordinator: Option<String>,
@@ -51,6 +51,7 @@ enum Cmd {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let Cmd::Serve {
+        common,
         coordinator,
         grpc_port,
         http_port,
@@ -59,8 +60,7 @@ async fn main() -> ExitCode {
         id,
         bind,
     } = cli.cmd;
-    let loader = cli
-        .common
+    let loader = common
         .loader()
         .set_opt("worker.coordinator", coordinator)
         .set_opt("worker.grpc_port", grpc_port)

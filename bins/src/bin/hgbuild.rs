@@ -1,1 +1,153 @@
-fn main() {}
+//! `hgbuild`: compile through the hybridgrid grid.
+//!
+//! `hgbuild cc -c x.c`, `hgbuild make -j16`, or invoked through a link named
+//! `gcc`/`cc`/`g++`/`c++`/`clang`/`clang++` it acts as that compiler.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hybridgrid::cli::{self, CommonFlags};
+use hybridgrid::hgbuild::{self, ENV_NO_FALLBACK, ENV_VERBOSE, MASQUERADE_NAMES, RunOptions};
+use hybridgrid_core::config::{Config, LoggingConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hgbuild",
+    version,
+    about = "Compile C/C++ on the hybridgrid grid",
+    after_help = "Examples:\n  hgbuild make -j32\n  hgbuild cc -c foo.c -o foo.o\n  CC=\"hgbuild cc\" ./configure\n  hgbuild status"
+)]
+struct Cli {
+    /// The coordinator (HOST:PORT); also HG_COORDINATOR.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Fail instead of compiling locally when the grid cannot compile a file.
+    #[arg(long)]
+    no_fallback: bool,
+    /// Print where each file was compiled.
+    #[arg(short, long)]
+    verbose: bool,
+    #[command(flatten)]
+    common: CommonFlags,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Compile like cc (gcc): hgbuild cc -c foo.c -o foo.o
+    #[command(name = "cc", alias = "gcc")]
+    Cc {
+        /// Compiler arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Compile like c++ (g++).
+    #[command(name = "c++", alias = "g++", alias = "cxx")]
+    Cxx {
+        /// Compiler arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run make with every compile going through the grid.
+    Make {
+        /// make's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run ninja with every compile going through the grid.
+    Ninja {
+        /// ninja's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run cmake (e.g. `cmake --build build`) with every compile going through the grid.
+    Cmake {
+        /// cmake's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Show the grid's workers.
+    Status,
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+fn init_logging(cfg: &Config, verbose: bool) {
+    // As a compiler hgbuild is quiet: only warnings, unless asked.
+    let mut l = LoggingConfig::default();
+    l.level = if std::env::var_os("HG_LOG_LEVEL").is_some() {
+        cfg.logging.level.clone()
+    } else if verbose {
+        "info".into()
+    } else {
+        "warn".into()
+    };
+    l.format = cfg.logging.format;
+    l.file = cfg.logging.file.clone();
+    let _ = hybridgrid_core::logging::init(&l);
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = std::path::Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if MASQUERADE_NAMES.contains(&name.as_str()) {
+        let cfg = cli::load_or_exit(
+            hybridgrid_core::config::ConfigLoader::new().process_env(),
+            "hgbuild",
+        );
+        let opts = RunOptions {
+            verbose: env_flag(ENV_VERBOSE),
+            no_fallback: env_flag(ENV_NO_FALLBACK),
+        };
+        init_logging(&cfg, false);
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        return exit(hgbuild::compile(&cfg, &name, &args, &opts).await);
+    }
+
+    let cli = Cli::parse();
+    let loader = cli
+        .common
+        .loader()
+        .set_opt("client.coordinator", cli.coordinator.clone());
+    let cfg = cli::load_or_exit(loader, "hgbuild");
+    let opts = RunOptions {
+        verbose: cli.verbose || env_flag(ENV_VERBOSE),
+        no_fallback: cli.no_fallback || env_flag(ENV_NO_FALLBACK),
+    };
+    init_logging(&cfg, false);
+    let code = match cli.cmd {
+        Cmd::Cc { args } => {
+            let cc = if cfg.client.cc.is_empty() {
+                "cc"
+            } else {
+                cfg.client.cc.as_str()
+            };
+            hgbuild::compile(&cfg, cc, &args, &opts).await
+        }
+        Cmd::Cxx { args } => {
+            let cxx = if cfg.client.cxx.is_empty() {
+                "c++"
+            } else {
+                cfg.client.cxx.as_str()
+            };
+            hgbuild::compile(&cfg, cxx, &args, &opts).await
+        }
+        Cmd::Make { args } => hgbuild::wrap(&cfg, "make", &args, &opts).await,
+        Cmd::Ninja { args } => hgbuild::wrap(&cfg, "ninja", &args, &opts).await,
+        Cmd::Cmake { args } => hgbuild::wrap(&cfg, "cmake", &args, &opts).await,
+        Cmd::Status => hgbuild::status(&cfg).await,
+    };
+    exit(code)
+}
