@@ -513,7 +513,11 @@ pub(crate) enum FDest {
 /// Decides a `-f` option from its table role. `value` is the word after `-f`.
 pub(crate) fn f_dest(role: Role, negated: bool, value: &str) -> FDest {
     match role {
-        Role::Common | Role::Color => FDest::Go(Dest::Both),
+        Role::Common => FDest::Go(Dest::Both),
+        Role::Color => match value.split_once('=') {
+            None | Some((_, "always" | "never" | "auto")) => FDest::Go(Dest::Both),
+            Some(_) => FDest::Local(LocalKind::Unsupported),
+        },
         Role::Preproc => FDest::Go(Dest::Preproc),
         Role::DiagFormat => {
             let format = value.split_once('=').map(|(_, f)| f).unwrap_or("");
