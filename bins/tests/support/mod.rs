@@ -1,0 +1,253 @@
+//! Test support: start the real binaries on ephemeral loopback ports and
+//! stop them when the test ends.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const COORD: &str = env!("CARGO_BIN_EXE_hg-coord");
+pub const WORKER: &str = env!("CARGO_BIN_EXE_hg-worker");
+pub const HGBUILD: &str = env!("CARGO_BIN_EXE_hgbuild");
+
+/// A running process, killed (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit status (bounded).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if self.terminate(Duration::from_secs(5)).is_none() {
+                self.kill();
+            }
+        }
+    }
+}
+
+/// Starts `bin args`, capturing stderr lines, and waits for a line with
+/// `ready` whose `key=ADDR` fields are returned.
+pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Proc, Vec<String>) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("HG_COORDINATOR")
+        .env("HG_DISCOVERY__MDNS__ENABLED", "false")
+        .env("HOME", std::env::temp_dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn binary");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let log2 = log.clone();
+    let ready_s = ready.to_owned();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("HG_TEST_SHOW_LOGS").is_some() {
+                eprintln!("{line}");
+            }
+            if !sent && line.contains(&ready_s) {
+                let _ = tx.send(line.clone());
+                sent = true;
+            }
+            if let Ok(mut l) = log2.lock() {
+                l.push(line);
+            }
+        }
+    });
+    let name = Path::new(bin)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut p = Proc { child, name, log };
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(l) => l,
+        Err(_) => {
+            let text = p.log_text();
+            p.kill();
+            panic!("{bin} did not become ready ({ready}); log:\n{text}");
+        }
+    };
+    let addrs = line
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .filter(|(k, _)| *k == "grpc" || *k == "http")
+        .map(|(_, v)| v.to_owned())
+        .collect();
+    (p, addrs)
+}
+
+/// A coordinator and its addresses.
+pub struct Coord {
+    pub proc: Proc,
+    pub grpc: String,
+    pub http: String,
+}
+
+pub fn start_coordinator(extra: &[&str]) -> Coord {
+    let mut args = vec!["serve", "--grpc-port", "0", "--http-port", "0", "--bind", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let (proc, addrs) = spawn(COORD, &args, &[], "coordinator listening");
+    Coord {
+        proc,
+        grpc: addrs[0].clone(),
+        http: addrs[1].clone(),
+    }
+}
+
+pub struct Worker {
+    pub proc: Proc,
+    pub id: String,
+    pub grpc: String,
+    pub http: String,
+}
+
+pub fn start_worker(coord: &str, id: &str, extra: &[&str]) -> Worker {
+    let mut args = vec![
+        "serve", "--coordinator", coord, "--grpc-port", "0", "--http-port", "0", "--bind",
+        "127.0.0.1", "--id", id,
+    ];
+    args.extend_from_slice(extra);
+    let (proc, addrs) = spawn(WORKER, &args, &[], "worker listening");
+    assert!(
+        proc.wait_log("registered with coordinator", Duration::from_secs(20)),
+        "worker {id} did not register:\n{}",
+        proc.log_text()
+    );
+    Worker {
+        proc,
+        id: id.to_owned(),
+        grpc: addrs[0].clone(),
+        http: addrs[1].clone(),
+    }
+}
+
+/// A coordinator with `n` workers, all registered.
+pub fn grid(n: usize) -> (Coord, Vec<Worker>) {
+    let c = start_coordinator(&[]);
+    let ws = (1..=n)
+        .map(|i| start_worker(&c.grpc, &format!("w{i}"), &[]))
+        .collect();
+    (c, ws)
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command in `dir` (bounded by a timeout) and captures its output.
+pub fn run_in(dir: &Path, prog: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("300")
+        .arg(prog)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HG_COORDINATOR")
+        .env("HG_DISCOVERY__MDNS__ENABLED", "false")
+        .env("HOME", dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run command");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `hgbuild --coordinator ADDR args...` in `dir`.
+pub fn hgbuild(dir: &Path, coord: &str, args: &[&str]) -> Output {
+    let mut a = vec!["--coordinator", coord];
+    a.extend_from_slice(args);
+    run_in(dir, HGBUILD, &a, &[])
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("hg-e2e-").tempdir().expect("tempdir")
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+pub fn read(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+}
+
+/// HTTP GET on loopback with a plain TCP request; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("read http");
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
