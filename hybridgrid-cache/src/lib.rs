@@ -1,1 +1,5 @@
-//! placeholder
+//! # hybridgrid-cache
+//!
+//! Content-addressed compile cache: keys, entries, stores and the cache layer.
+
+pub mod key;
