@@ -4,3 +4,8 @@
 
 pub mod entry;
 pub mod key;
+pub mod store;
+
+pub use entry::CacheEntry;
+pub use key::{CacheKey, FORMAT_VERSION, KeyParams};
+pub use store::{CacheStats, CacheStore, DiskStore, Lookup, MemoryStore, PutOutcome};
