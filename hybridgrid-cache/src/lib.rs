@@ -2,6 +2,7 @@
 //!
 //! Content-addressed compile cache: keys, entries, stores and the cache layer.
 
+pub mod direct;
 pub mod entry;
 pub mod key;
 pub mod layer;

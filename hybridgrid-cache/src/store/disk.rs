@@ -335,7 +335,6 @@ impl DiskStore {
 }
 
 // Blobs shared with direct mode.
-#[allow(dead_code)] // TEMP: used by the direct module (next commit)
 impl DiskStore {
     pub(crate) fn read_manifest_bytes(&self, key: &CacheKey) -> Option<Bytes> {
         let path = self.manifest_path(key);
