@@ -1029,4 +1029,36 @@ mod tests {
             assert!(CacheEntry::decode(&data).is_ok(), "{}", f.path.display());
         }
     }
+    /// Rough figures: `cargo test -p hybridgrid-cache --release -- --ignored
+    /// --nocapture disk_figures`.
+    #[test]
+    #[ignore]
+    fn disk_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(dir.path(), 1 << 30);
+        let n = 500u32;
+        let e: Vec<CacheEntry> = (0..n).map(|i| entry(i, 100_000)).collect();
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            store.put_blocking(&key(i), &e[i as usize]);
+        }
+        let put = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            assert!(store.get_blocking(&key(i)).is_hit());
+        }
+        let hit = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for i in n..2 * n {
+            assert!(!store.get_blocking(&key(i)).is_hit());
+        }
+        let miss = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        let scanned = store.rescan();
+        let scan = t.elapsed();
+        eprintln!(
+            "100 KB entries: put {put:?}, hit {hit:?}, miss {miss:?}; rescan of {} files {scan:?}",
+            scanned.entries
+        );
+    }
 }
