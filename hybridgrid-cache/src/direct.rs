@@ -1,0 +1,1007 @@
+//! Direct mode: finding a result without running the preprocessor.
+//!
+//! Like ccache's direct mode, a *manifest* keyed by what is known before
+//! preprocessing (compiler identity, arguments, source path, source content,
+//! working directory: [`DirectParams::manifest_key`]) lists, for each result
+//! recorded under it, every file the preprocessor read with its content
+//! hash, and the result's [`CacheKey`]. A lookup re-hashes the listed files
+//! (hashes are remembered per process by path, size and modification time)
+//! and answers the result key only if every one still matches.
+//!
+//! # Never a stale result
+//!
+//! * **Edited headers** change a content hash: no hit.
+//! * **Changed defines or include paths** are arguments, so a different
+//!   manifest.
+//! * **A new header shadowing an old one.** We record, for every included
+//!   file `D/name` found under an include search directory `D` (the caller
+//!   passes the ordered search list, spelled as on the command line and as
+//!   the preprocessor prints it), the paths `E/name` for every directory `E`
+//!   searched before `D`, and for every directory holding a file of the
+//!   translation unit (where a quoted `#include` looks first), that did
+//!   **not** exist when the result was recorded. A lookup refuses a hit if
+//!   any of them exists now. This is a superset of the places that could
+//!   shadow (we do not know whether an include was quoted or angled), so it
+//!   may refuse a hit that would have been valid, never the reverse.
+//! * **`__DATE__`, `__TIME__`, `__TIMESTAMP__`** make the output depend on
+//!   the clock; **`__has_include`** makes it depend on files that do *not*
+//!   exist (and so are in no list). A source or header containing any of
+//!   these tokens is never recorded, and a source containing them is never
+//!   looked up.
+//! * **Files modified during the compile** (modification or status change
+//!   time within [`TOO_NEW`] of recording) are not recorded: the hash might
+//!   not match what the preprocessor read. The per-process hash memo skips
+//!   such files too, so a second edit within the file system's timestamp
+//!   granularity cannot be missed.
+//!
+//! # Use (hgbuild)
+//!
+//! ```no_run
+//! use hybridgrid_cache::direct::{included_files, DirectMode, DirectParams};
+//! use hybridgrid_cache::DiskStore;
+//! # fn demo(gcc: hybridgrid_core::task::CompilerIdentity, args: Vec<String>,
+//! #         source: Vec<u8>, preprocessed: Vec<u8>,
+//! #         result_key: hybridgrid_cache::CacheKey) {
+//! let store = DiskStore::new("/home/me/.hybridgrid/cache", 10_000_000_000);
+//! let direct = DirectMode::new(store.clone());
+//! let params = DirectParams::new(&gcc, &args, "src/foo.c", &source, "/home/me/proj");
+//! if let Some(key) = direct.lookup(&params) {
+//!     // store.get_blocking(&key) and replay it (object, .d file, stderr).
+//! } else {
+//!     // preprocess, compute the result key, compile or hit, then:
+//!     let includes = included_files(&preprocessed);
+//!     let search = vec!["include".into(), "/usr/include".into()];
+//!     let _ = direct.record(&params, &includes, &search, result_key);
+//! }
+//! # }
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use hybridgrid_core::task::CompilerIdentity;
+
+use crate::key::{self, CacheKey, FORMAT_VERSION, Hasher};
+use crate::store::DiskStore;
+
+/// Files changed this recently are neither recorded nor memoized.
+pub const TOO_NEW: Duration = Duration::from_secs(2);
+
+/// Results kept per manifest (newest first).
+pub const MAX_RESULTS: usize = 8;
+
+/// Tokens that make a translation unit unfit for direct mode.
+pub const VOLATILE_TOKENS: [&str; 4] = ["__DATE__", "__TIME__", "__TIMESTAMP__", "__has_include"];
+
+const MAGIC: [u8; 4] = *b"HGDM";
+const MANIFEST_VERSION: u16 = 1;
+
+/// What identifies a compile before preprocessing.
+#[derive(Clone, Debug)]
+pub struct DirectParams<'a> {
+    /// The compiler.
+    pub compiler: &'a CompilerIdentity,
+    /// A hash of the compiler binary, if known.
+    pub compiler_hash: Option<[u8; 32]>,
+    /// The full command line except the compiler (defines, include paths,
+    /// `-o` and dependency options: the replayed `.d` file names the target).
+    pub args: &'a [String],
+    /// The source path as given on the command line.
+    pub source_path: &'a str,
+    /// The source content.
+    pub source: &'a [u8],
+    /// The working directory; relative paths are resolved against it.
+    pub cwd: &'a str,
+}
+
+impl<'a> DirectParams<'a> {
+    /// The parameters of one compile.
+    pub fn new(
+        compiler: &'a CompilerIdentity,
+        args: &'a [String],
+        source_path: &'a str,
+        source: &'a [u8],
+        cwd: &'a str,
+    ) -> Self {
+        DirectParams {
+            compiler,
+            compiler_hash: None,
+            args,
+            source_path,
+            source,
+            cwd,
+        }
+    }
+
+    /// The key the manifest is stored under.
+    pub fn manifest_key(&self) -> CacheKey {
+        let mut h = Hasher::new(b"hybridgrid-manifest");
+        h.u64(u64::from(FORMAT_VERSION));
+        key::hash_compiler(&mut h, self.compiler, self.compiler_hash);
+        h.u64(self.args.len() as u64);
+        for a in self.args {
+            h.bytes(a.as_bytes());
+        }
+        h.bytes(self.source_path.as_bytes());
+        h.bytes(blake3::hash(self.source).as_bytes());
+        h.bytes(self.cwd.as_bytes());
+        h.finish()
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() || self.cwd.is_empty() {
+            path.to_path_buf()
+        } else {
+            Path::new(self.cwd).join(path)
+        }
+    }
+}
+
+/// Why a compile was not recorded for direct mode.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectSkip {
+    /// The source or a header uses `__DATE__`, `__TIME__`, `__TIMESTAMP__`
+    /// or `__has_include`.
+    #[error("{path} uses {token}; direct mode disabled")]
+    Volatile {
+        /// The file.
+        path: String,
+        /// The token found.
+        token: &'static str,
+    },
+    /// A file changed moments ago and may have changed during the compile.
+    #[error("{0} was modified too recently for direct mode")]
+    TooNew(String),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The manifest could not be written.
+    #[error("cannot write the direct-mode manifest")]
+    Store,
+}
+
+/// The first volatile token in `data`, if any.
+pub fn volatile_token(data: &[u8]) -> Option<&'static str> {
+    let mut i = 0;
+    while let Some(off) = data[i..].windows(2).position(|w| w == b"__") {
+        let at = i + off;
+        for t in VOLATILE_TOKENS {
+            if data[at..].starts_with(t.as_bytes()) {
+                return Some(t);
+            }
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// One recorded result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestResult {
+    /// Every file the preprocessor read (besides the source), with the
+    /// blake3 hash of its content.
+    pub files: Vec<(String, [u8; 32])>,
+    /// Paths that did not exist and must still not exist (would shadow).
+    pub absent: Vec<String>,
+    /// The result.
+    pub result: CacheKey,
+}
+
+/// The results recorded for one manifest key, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// The results.
+    pub results: Vec<ManifestResult>,
+}
+
+/// Why bytes are not a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed direct-mode manifest: {0}")]
+pub struct ManifestError(&'static str);
+
+impl Manifest {
+    /// The binary encoding: magic, version, results, blake3 checksum.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.results.len() as u32).to_le_bytes());
+        let put_str = |out: &mut Vec<u8>, s: &str| {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        };
+        for r in &self.results {
+            out.extend_from_slice(r.result.as_bytes());
+            out.extend_from_slice(&(r.files.len() as u32).to_le_bytes());
+            for (p, h) in &r.files {
+                put_str(&mut out, p);
+                out.extend_from_slice(h);
+            }
+            out.extend_from_slice(&(r.absent.len() as u32).to_le_bytes());
+            for p in &r.absent {
+                put_str(&mut out, p);
+            }
+        }
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
+        out
+    }
+
+    /// Decodes and validates a manifest.
+    pub fn decode(data: &[u8]) -> Result<Manifest, ManifestError> {
+        if data.len() < 4 + 2 + 4 + 32 {
+            return Err(ManifestError("truncated"));
+        }
+        let body = &data[..data.len() - 32];
+        if blake3::hash(body).as_bytes()[..] != data[data.len() - 32..] {
+            return Err(ManifestError("checksum mismatch"));
+        }
+        let mut r = Cursor { data: body, pos: 0 };
+        if r.take(4)? != MAGIC {
+            return Err(ManifestError("bad magic"));
+        }
+        if r.u16()? != MANIFEST_VERSION {
+            return Err(ManifestError("unsupported version"));
+        }
+        let n = r.u32()?;
+        let mut results = Vec::new();
+        for _ in 0..n {
+            let result = CacheKey::from_bytes(r.array()?);
+            let nf = r.u32()?;
+            let mut files = Vec::new();
+            for _ in 0..nf {
+                let p = r.string()?;
+                files.push((p, r.array()?));
+            }
+            let na = r.u32()?;
+            let mut absent = Vec::new();
+            for _ in 0..na {
+                absent.push(r.string()?);
+            }
+            results.push(ManifestResult {
+                files,
+                absent,
+                result,
+            });
+        }
+        if r.pos != body.len() {
+            return Err(ManifestError("trailing bytes"));
+        }
+        Ok(Manifest { results })
+    }
+}
+
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
+        if n > self.data.len() - self.pos {
+            return Err(ManifestError("truncated"));
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ManifestError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, ManifestError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, ManifestError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn string(&mut self) -> Result<String, ManifestError> {
+        let n = self.u32()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| ManifestError("path not UTF-8"))
+    }
+}
+
+/// A remembered file hash: size, modification time, hash.
+type HashMemo = (u64, SystemTime, [u8; 32]);
+
+/// Direct-mode lookups and recording over a [`DiskStore`]. Blocking I/O:
+/// meant for `hgbuild`, one process per compile.
+#[derive(Debug)]
+pub struct DirectMode {
+    store: DiskStore,
+    too_new: Duration,
+    hashes: Mutex<HashMap<PathBuf, HashMemo>>,
+}
+
+impl DirectMode {
+    /// Direct mode storing manifests in `store`'s directory.
+    pub fn new(store: DiskStore) -> Self {
+        DirectMode {
+            store,
+            too_new: TOO_NEW,
+            hashes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Changes the [`TOO_NEW`] window (tests use zero: their files are
+    /// always brand new).
+    pub fn with_too_new(mut self, window: Duration) -> Self {
+        self.too_new = window;
+        self
+    }
+
+    /// The result key recorded for this compile, if every file it read is
+    /// unchanged and nothing new would shadow one of them.
+    pub fn lookup(&self, params: &DirectParams<'_>) -> Option<CacheKey> {
+        if volatile_token(params.source).is_some() {
+            return None;
+        }
+        let key = params.manifest_key();
+        let data = self.store.read_manifest_bytes(&key)?;
+        let manifest = match Manifest::decode(&data) {
+            Ok(m) => m,
+            Err(err) => {
+                tracing::warn!(key = %key, error = %err, "corrupt direct-mode manifest removed");
+                self.store.remove_manifest(&key, data.len());
+                return None;
+            }
+        };
+        manifest
+            .results
+            .iter()
+            .find(|r| self.still_valid(params, r))
+            .map(|r| r.result)
+    }
+
+    fn still_valid(&self, params: &DirectParams<'_>, r: &ManifestResult) -> bool {
+        let nothing_shadows = r.absent.iter().all(|p| {
+            matches!(fs::symlink_metadata(params.resolve(p)),
+                     Err(e) if e.kind() == io::ErrorKind::NotFound)
+        });
+        nothing_shadows
+            && r.files
+                .iter()
+                .all(|(p, h)| matches!(self.hash_file(&params.resolve(p)), Ok(got) if got == *h))
+    }
+
+    /// Records that the compile described by `params`, which read
+    /// `includes` (from [`included_files`], as the preprocessor spelled
+    /// them) with include search directories `search_dirs` (in search
+    /// order, spelled as on the command line, system directories
+    /// included), produced `result`.
+    pub fn record(
+        &self,
+        params: &DirectParams<'_>,
+        includes: &[String],
+        search_dirs: &[String],
+        result: CacheKey,
+    ) -> Result<(), DirectSkip> {
+        if let Some(token) = volatile_token(params.source) {
+            return Err(DirectSkip::Volatile {
+                path: params.source_path.to_string(),
+                token,
+            });
+        }
+        let recent = SystemTime::now() - self.too_new;
+        let mut files = Vec::with_capacity(includes.len());
+        for p in includes {
+            let path = params.resolve(p);
+            let unreadable = |source| DirectSkip::Unreadable {
+                path: p.clone(),
+                source,
+            };
+            let meta = fs::metadata(&path).map_err(unreadable)?;
+            if changed_since(&meta, recent) {
+                return Err(DirectSkip::TooNew(p.clone()));
+            }
+            let data = fs::read(&path).map_err(unreadable)?;
+            if let Some(token) = volatile_token(&data) {
+                return Err(DirectSkip::Volatile {
+                    path: p.clone(),
+                    token,
+                });
+            }
+            files.push((p.clone(), *blake3::hash(&data).as_bytes()));
+        }
+        let absent = shadow_candidates(params.source_path, includes, search_dirs)
+            .into_iter()
+            .filter(|c| {
+                matches!(fs::symlink_metadata(params.resolve(c)),
+                         Err(e) if e.kind() == io::ErrorKind::NotFound)
+            })
+            .collect();
+        let new = ManifestResult {
+            files,
+            absent,
+            result,
+        };
+        let key = params.manifest_key();
+        let mut manifest = self
+            .store
+            .read_manifest_bytes(&key)
+            .and_then(|d| Manifest::decode(&d).ok())
+            .unwrap_or_default();
+        manifest.results.retain(|r| r.files != new.files);
+        manifest.results.insert(0, new);
+        manifest.results.truncate(MAX_RESULTS);
+        if self.store.write_manifest_bytes(&key, &manifest.encode()) {
+            Ok(())
+        } else {
+            Err(DirectSkip::Store)
+        }
+    }
+
+    /// The content hash of a file, memoized by (path, size, mtime) unless
+    /// the file changed within [`TOO_NEW`].
+    fn hash_file(&self, path: &Path) -> io::Result<[u8; 32]> {
+        let meta = fs::metadata(path)?;
+        let mtime = meta.modified()?;
+        let size = meta.len();
+        {
+            let memo = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((s, m, h)) = memo.get(path) {
+                if *s == size && *m == mtime {
+                    return Ok(*h);
+                }
+            }
+        }
+        let data = fs::read(path)?;
+        let hash = *blake3::hash(&data).as_bytes();
+        if !changed_since(&meta, SystemTime::now() - self.too_new) && data.len() as u64 == size {
+            let mut memo = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
+            memo.insert(path.to_path_buf(), (size, mtime, hash));
+        }
+        Ok(hash)
+    }
+}
+
+fn changed_since(meta: &fs::Metadata, t: SystemTime) -> bool {
+    let newer = |x: io::Result<SystemTime>| x.map(|x| x > t).unwrap_or(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ctime = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(meta.ctime()).unwrap_or(0),
+                u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+            );
+        if ctime > t {
+            return true;
+        }
+    }
+    newer(meta.modified())
+}
+
+/// The name an include was looked up by, if `path` lies under `dir`.
+fn name_under<'p>(path: &'p str, dir: &str) -> Option<&'p str> {
+    let dir = dir.trim_end_matches('/');
+    let rest = if dir.is_empty() {
+        path.strip_prefix('/')?
+    } else {
+        path.strip_prefix(dir)?.strip_prefix('/')?
+    };
+    let rest = rest.trim_start_matches('/');
+    (!rest.is_empty()).then_some(rest)
+}
+
+fn parent_dir(p: &str) -> String {
+    match p.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => p[..i].to_string(),
+        None => ".".to_string(),
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir == "." {
+        name.to_string()
+    } else {
+        format!("{}/{}", dir.trim_end_matches('/'), name)
+    }
+}
+
+/// The paths where a new file would shadow one of `includes` (see the
+/// module docs); the caller keeps those that do not exist.
+pub fn shadow_candidates(
+    source: &str,
+    includes: &[String],
+    search_dirs: &[String],
+) -> BTreeSet<String> {
+    let includer_dirs: BTreeSet<String> = std::iter::once(source)
+        .chain(includes.iter().map(String::as_str))
+        .map(parent_dir)
+        .collect();
+    let mut out = BTreeSet::new();
+    for p in includes {
+        for (i, d) in search_dirs.iter().enumerate() {
+            let Some(name) = name_under(p, d) else {
+                continue;
+            };
+            let earlier = search_dirs[..i].iter().chain(includer_dirs.iter());
+            for e in earlier {
+                let c = join(e, name);
+                if c != *p {
+                    out.insert(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The files a preprocessed translation unit read, from its line markers
+/// (`# 1 "path" 1` as gcc and clang print them), in first-seen order,
+/// without the main source file and pseudo-files like `<built-in>`.
+pub fn included_files(preprocessed: &[u8]) -> Vec<String> {
+    let mut main: Option<String> = None;
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for line in preprocessed.split(|&b| b == b'\n') {
+        let Some(path) = parse_line_marker(line) else {
+            continue;
+        };
+        if path.starts_with('<') && path.ends_with('>') {
+            continue;
+        }
+        match &main {
+            None => {
+                main = Some(path);
+                continue;
+            }
+            Some(m) if *m == path => continue,
+            Some(_) => {}
+        }
+        if seen.insert(path.clone()) {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The path of a `# N "path" flags` or `#line N "path"` line.
+fn parse_line_marker(line: &[u8]) -> Option<String> {
+    let rest = line.strip_prefix(b"#")?;
+    let rest = trim_start(rest);
+    let rest = match rest.strip_prefix(b"line") {
+        Some(r) => trim_start(r),
+        None => rest,
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let rest = trim_start(&rest[digits..]);
+    let mut it = rest.strip_prefix(b"\"")?.iter().copied();
+    let mut out = Vec::new();
+    loop {
+        match it.next()? {
+            b'"' => break,
+            b'\\' => match it.next()? {
+                d @ b'0'..=b'7' => {
+                    let mut v = u32::from(d - b'0');
+                    let mut tail = it.clone();
+                    for _ in 0..2 {
+                        match tail.next() {
+                            Some(d @ b'0'..=b'7') => {
+                                v = v * 8 + u32::from(d - b'0');
+                                it.next();
+                            }
+                            _ => break,
+                        }
+                        tail = it.clone();
+                    }
+                    out.push(u8::try_from(v).ok()?);
+                }
+                c => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| **c == b' ' || **c == b'\t').count();
+    &b[n..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridgrid_core::task::{CompilerFamily, DriverKind};
+
+    fn gcc(version: &str) -> CompilerIdentity {
+        CompilerIdentity {
+            family: CompilerFamily::Gcc,
+            driver: DriverKind::C,
+            version: version.into(),
+            target: "x86_64-linux-gnu".into(),
+        }
+    }
+
+    /// A project: `src/a.c` including `foo.h` found in `inc2` (search
+    /// path `inc1`, `inc2`), which includes `bar.h` next to it.
+    struct Project {
+        _tmp: tempfile::TempDir,
+        root: String,
+        store: DiskStore,
+    }
+
+    impl Project {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().to_str().unwrap().to_string();
+            for d in ["src", "inc1", "inc2"] {
+                fs::create_dir_all(tmp.path().join(d)).unwrap();
+            }
+            fs::write(
+                tmp.path().join("src/a.c"),
+                "#include \"foo.h\"\nint a = FOO;\n",
+            )
+            .unwrap();
+            fs::write(
+                tmp.path().join("inc2/foo.h"),
+                "#include \"bar.h\"\n#define FOO 1\n",
+            )
+            .unwrap();
+            fs::write(tmp.path().join("inc2/bar.h"), "int bar;\n").unwrap();
+            let store = DiskStore::new(tmp.path().join("cache"), 1 << 30);
+            Project {
+                _tmp: tmp,
+                root,
+                store,
+            }
+        }
+
+        fn path(&self, rel: &str) -> String {
+            format!("{}/{}", self.root, rel)
+        }
+
+        fn write(&self, rel: &str, text: &str) {
+            fs::write(self.path(rel), text).unwrap();
+        }
+
+        fn source(&self) -> Vec<u8> {
+            fs::read(self.path("src/a.c")).unwrap()
+        }
+
+        /// A fresh process's view.
+        fn direct(&self) -> DirectMode {
+            DirectMode::new(self.store.clone()).with_too_new(Duration::ZERO)
+        }
+
+        fn search(&self) -> Vec<String> {
+            vec![self.path("inc1"), self.path("inc2")]
+        }
+
+        fn includes(&self) -> Vec<String> {
+            vec![self.path("inc2/foo.h"), self.path("inc2/bar.h")]
+        }
+
+        fn args(&self, define: &str) -> Vec<String> {
+            vec![
+                format!("-D{define}"),
+                format!("-I{}", self.path("inc1")),
+                format!("-I{}", self.path("inc2")),
+            ]
+        }
+
+        fn record(
+            &self,
+            dm: &DirectMode,
+            args: &[String],
+            result: CacheKey,
+        ) -> Result<(), DirectSkip> {
+            let src = self.source();
+            let c = gcc("12.2.0");
+            let p = DirectParams::new(&c, args, "src/a.c", &src, &self.root);
+            dm.record(&p, &self.includes(), &self.search(), result)
+        }
+
+        fn lookup(&self, dm: &DirectMode, args: &[String]) -> Option<CacheKey> {
+            let src = self.source();
+            let c = gcc("12.2.0");
+            let p = DirectParams::new(&c, args, "src/a.c", &src, &self.root);
+            dm.lookup(&p)
+        }
+    }
+
+    const R1: CacheKey = CacheKey::from_bytes([1; 32]);
+    const R2: CacheKey = CacheKey::from_bytes([2; 32]);
+
+    #[test]
+    fn hit_when_nothing_changed() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+        p.record(&p.direct(), &args, R1).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &args), Some(R1));
+        // Same process twice (memoized hashes).
+        let dm = p.direct();
+        assert_eq!(p.lookup(&dm, &args), Some(R1));
+        assert_eq!(p.lookup(&dm, &args), Some(R1));
+    }
+
+    #[test]
+    fn header_edit_is_a_miss() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        let dm = p.direct();
+        p.record(&dm, &args, R1).unwrap();
+        assert_eq!(p.lookup(&dm, &args), Some(R1));
+        // Same size, different content, in the same process.
+        p.write("inc2/bar.h", "int baz;\n");
+        assert_eq!(p.lookup(&dm, &args), None);
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+        // Recording the new state keeps both results.
+        p.record(&dm, &args, R2).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &args), Some(R2));
+        p.write("inc2/bar.h", "int bar;\n");
+        assert_eq!(p.lookup(&p.direct(), &args), Some(R1));
+    }
+
+    #[test]
+    fn source_edit_is_a_miss() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        p.record(&p.direct(), &args, R1).unwrap();
+        p.write("src/a.c", "#include \"foo.h\"\nint a = FOO + 1;\n");
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+    }
+
+    #[test]
+    fn removed_header_is_a_miss() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        p.record(&p.direct(), &args, R1).unwrap();
+        fs::remove_file(p.path("inc2/bar.h")).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+    }
+
+    #[test]
+    fn define_change_is_a_miss() {
+        let p = Project::new();
+        p.record(&p.direct(), &p.args("X=1"), R1).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &p.args("X=2")), None);
+        let c = gcc("12.3.0");
+        let src = p.source();
+        let args = p.args("X=1");
+        let params = DirectParams::new(&c, &args, "src/a.c", &src, &p.root);
+        assert_eq!(p.direct().lookup(&params), None);
+    }
+
+    #[test]
+    fn new_header_earlier_on_the_search_path_is_a_miss() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        p.record(&p.direct(), &args, R1).unwrap();
+        p.write("inc1/foo.h", "#define FOO 2\n");
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+        fs::remove_file(p.path("inc1/foo.h")).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &args), Some(R1));
+    }
+
+    #[test]
+    fn new_header_next_to_the_includer_is_a_miss() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        p.record(&p.direct(), &args, R1).unwrap();
+        // `#include "foo.h"` in src/a.c looks in src/ first.
+        p.write("src/foo.h", "#define FOO 3\n");
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+    }
+
+    #[test]
+    fn existing_unused_candidates_do_not_block_hits() {
+        let p = Project::new();
+        // A bar.h in inc1 exists at record time (not the one used, e.g. via
+        // #include_next); it must not make every lookup miss.
+        p.write("inc1/bar.h", "int other;\n");
+        let args = p.args("X=1");
+        p.record(&p.direct(), &args, R1).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &args), Some(R1));
+    }
+
+    #[test]
+    fn date_and_time_disable_direct_mode() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        p.write("src/a.c", "const char *d = __DATE__;\n");
+        assert!(matches!(
+            p.record(&p.direct(), &args, R1),
+            Err(DirectSkip::Volatile {
+                token: "__DATE__",
+                ..
+            })
+        ));
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+
+        let p = Project::new();
+        p.write("inc2/bar.h", "const char *t = __TIME__;\n");
+        assert!(matches!(
+            p.record(&p.direct(), &args, R1),
+            Err(DirectSkip::Volatile {
+                token: "__TIME__",
+                ..
+            })
+        ));
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+
+        let p = Project::new();
+        p.write("inc2/bar.h", "#if __has_include(<x.h>)\n#endif\n");
+        assert!(p.record(&p.direct(), &args, R1).is_err());
+    }
+
+    #[test]
+    fn too_new_files_are_not_recorded() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        let dm = DirectMode::new(p.store.clone());
+        assert!(matches!(
+            p.record(&dm, &args, R1),
+            Err(DirectSkip::TooNew(_))
+        ));
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+    }
+
+    #[test]
+    fn corrupt_manifest_is_a_miss_and_removed() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        p.record(&p.direct(), &args, R1).unwrap();
+        let src = p.source();
+        let c = gcc("12.2.0");
+        let params = DirectParams::new(&c, &args, "src/a.c", &src, &p.root);
+        let path = p.store.manifest_path(&params.manifest_key());
+        let mut data = fs::read(&path).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 1;
+        fs::write(&path, &data).unwrap();
+        assert_eq!(p.direct().lookup(&params), None);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_cwd() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        let src = p.source();
+        let c = gcc("12.2.0");
+        let params = DirectParams::new(&c, &args, "src/a.c", &src, &p.root);
+        let includes = vec!["inc2/foo.h".to_string(), "inc2/bar.h".to_string()];
+        let search = vec!["inc1".to_string(), "inc2".to_string()];
+        p.direct().record(&params, &includes, &search, R1).unwrap();
+        assert_eq!(p.direct().lookup(&params), Some(R1));
+        p.write("inc1/foo.h", "x");
+        assert_eq!(p.direct().lookup(&params), None);
+    }
+
+    #[test]
+    fn manifest_roundtrip_and_garbage() {
+        let m = Manifest {
+            results: vec![ManifestResult {
+                files: vec![("/a/b.h".into(), [3; 32])],
+                absent: vec!["/x/b.h".into()],
+                result: R1,
+            }],
+        };
+        let enc = m.encode();
+        assert_eq!(Manifest::decode(&enc), Ok(m));
+        for n in 0..enc.len() {
+            assert!(Manifest::decode(&enc[..n]).is_err());
+        }
+        assert!(Manifest::decode(b"garbage garbage garbage garbage garbage garbage").is_err());
+    }
+
+    #[test]
+    fn shadow_candidates_cover_earlier_dirs_and_includer_dirs() {
+        let c = shadow_candidates(
+            "src/a.c",
+            &[
+                "inc2/sub/foo.h".to_string(),
+                "/usr/include/stdio.h".to_string(),
+            ],
+            &[
+                "inc1".into(),
+                "inc2".into(),
+                "/usr/local/include".into(),
+                "/usr/include".into(),
+            ],
+        );
+        for want in [
+            "inc1/sub/foo.h",
+            "src/sub/foo.h",
+            "inc1/stdio.h",
+            "inc2/stdio.h",
+            "/usr/local/include/stdio.h",
+            "src/stdio.h",
+        ] {
+            assert!(c.contains(want), "{want} missing from {c:?}");
+        }
+        assert!(!c.contains("inc2/sub/foo.h"));
+        assert!(!c.contains("/usr/include/stdio.h"));
+    }
+
+    #[test]
+    fn line_markers() {
+        let pre = b"# 0 \"src/a.c\"\n# 0 \"<built-in>\"\n# 0 \"<command-line>\"\n\
+# 1 \"/usr/include/stdc-predef.h\" 1 3 4\n# 0 \"<command-line>\" 2\n# 1 \"src/a.c\"\n\
+# 1 \"inc/we\\\\ird \\\"q\\\".h\" 1\nint x;\n#line 7 \"inc/b.h\"\n# 2 \"src/a.c\" 2\n\
+#pragma once\n# 1 \"/usr/include/stdc-predef.h\" 1 3 4\nint a;\n";
+        assert_eq!(
+            included_files(pre),
+            vec![
+                "/usr/include/stdc-predef.h".to_string(),
+                "inc/we\\ird \"q\".h".to_string(),
+                "inc/b.h".to_string(),
+            ]
+        );
+        assert_eq!(
+            parse_line_marker(b"# 1 \"a\\303\\251.h\""),
+            Some("a\u{e9}.h".into())
+        );
+        assert_eq!(parse_line_marker(b"#pragma x"), None);
+        assert_eq!(parse_line_marker(b"# 1 \"unterminated"), None);
+    }
+
+    #[test]
+    fn volatile_tokens() {
+        assert_eq!(volatile_token(b"x = __DATE__;"), Some("__DATE__"));
+        assert_eq!(volatile_token(b"x = __TIMESTAMP__;"), Some("__TIMESTAMP__"));
+        assert_eq!(volatile_token(b"___TIME__"), Some("__TIME__"));
+        assert_eq!(volatile_token(b"__FILE__ __LINE__ _DATE_"), None);
+    }
+
+    /// With a real gcc: the markers of `gcc -E` name the headers, and the
+    /// whole flow misses after a header edit.
+    #[test]
+    fn with_real_gcc() {
+        let p = Project::new();
+        let out = std::process::Command::new("gcc")
+            .current_dir(&p.root)
+            .args(["-E", "-Iinc1", "-Iinc2", "src/a.c"])
+            .output();
+        let Ok(out) = out else {
+            eprintln!("gcc not found; skipping");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let includes = included_files(&out.stdout);
+        assert!(includes.contains(&"inc2/foo.h".to_string()), "{includes:?}");
+        assert!(includes.contains(&"inc2/bar.h".to_string()), "{includes:?}");
+        let args: Vec<String> = vec!["-Iinc1".into(), "-Iinc2".into()];
+        let src = p.source();
+        let c = gcc("12.2.0");
+        let params = DirectParams::new(&c, &args, "src/a.c", &src, &p.root);
+        let search = vec!["inc1".to_string(), "inc2".to_string()];
+        p.direct().record(&params, &includes, &search, R1).unwrap();
+        assert_eq!(p.direct().lookup(&params), Some(R1));
+        // A real shadow: `#include "foo.h"` in src/a.c now finds src/foo.h.
+        p.write("src/foo.h", "#define FOO 2\n");
+        let again = std::process::Command::new("gcc")
+            .current_dir(&p.root)
+            .args(["-E", "-Iinc1", "-Iinc2", "src/a.c"])
+            .output()
+            .unwrap();
+        assert!(included_files(&again.stdout).contains(&"src/foo.h".to_string()));
+        assert_eq!(p.direct().lookup(&params), None);
+    }
+}

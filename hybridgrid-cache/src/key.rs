@@ -1,0 +1,519 @@
+//! Cache keys: one blake3 hash over everything that determines a compile's
+//! output.
+//!
+//! [`KeyParams`] lists the inputs (like sccache's `HashKeyParams`);
+//! [`CacheKey::for_task`] fills it from a [`CompileTask`]. Every field is
+//! hashed with a tag and a length prefix, so no two different inputs can be
+//! spelled into the same byte stream (`["-DA", "B"]` and `["-DAB"]` differ).
+//!
+//! ```
+//! use hybridgrid_cache::key::{CacheKey, KeyParams};
+//! use hybridgrid_core::task::{CompilerFamily, CompilerIdentity, DriverKind, Language};
+//! use hybridgrid_core::worker::Arch;
+//!
+//! let gcc = CompilerIdentity {
+//!     family: CompilerFamily::Gcc,
+//!     driver: DriverKind::C,
+//!     version: "12.2.0".into(),
+//!     target: "x86_64-linux-gnu".into(),
+//! };
+//! let args = vec!["-O2".to_string()];
+//! let key = KeyParams::new(&gcc, &args, &Arch::Amd64, Language::PreprocessedC, b"int x;\n").key();
+//! assert_eq!(key.to_string().len(), 64);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use hybridgrid_core::payload::PayloadError;
+use hybridgrid_core::task::{CompileTask, CompilerIdentity, Language, OutputKind};
+use hybridgrid_core::worker::Arch;
+
+/// The version of the key format and of what a cached entry means. Bump it
+/// whenever the hashed inputs, their encoding or the entry semantics change:
+/// every old key then misses.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A 32-byte content-addressed cache key, shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey([u8; 32]);
+
+impl CacheKey {
+    /// A key from its raw bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        CacheKey(bytes)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The 64-digit lowercase hex form.
+    pub fn to_hex(&self) -> String {
+        self.to_string()
+    }
+
+    /// The key of a task: its compiler, arguments, target, language, the
+    /// outputs it asks for, its working directory when debug information
+    /// is requested (it ends up in the object), and its decoded input.
+    ///
+    /// Fails only if the input payload cannot be decoded.
+    pub fn for_task(task: &CompileTask) -> Result<CacheKey, KeyError> {
+        let input = task.input.decode()?;
+        let mut params = KeyParams::new(
+            &task.compiler,
+            &task.args,
+            &task.target_arch,
+            task.language,
+            &input,
+        )
+        .extra_outputs(&task.extra_outputs);
+        if wants_debug_info(&task.args) {
+            params = params.cwd(&task.cwd);
+        }
+        Ok(params.key())
+    }
+}
+
+/// True when the arguments ask for debug information (`-g`, `-ggdb3`, ...
+/// but not `-g0`), in which case the working directory is part of the key.
+pub fn wants_debug_info(args: &[String]) -> bool {
+    let mut debug = false;
+    for a in args {
+        if a == "-g0" {
+            debug = false;
+        } else if a.starts_with("-g") && !a.starts_with("-gsplit-dwarf") {
+            debug = true;
+        }
+    }
+    debug
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({self})")
+    }
+}
+
+/// A string that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid cache key {0:?}: expected 64 hex digits")]
+pub struct ParseKeyError(String);
+
+impl FromStr for CacheKey {
+    type Err = ParseKeyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseKeyError(s.chars().take(80).collect());
+        let b = s.as_bytes();
+        if b.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            let hi = hex_val(pair[0]).ok_or_else(bad)?;
+            let lo = hex_val(pair[1]).ok_or_else(bad)?;
+            out[i] = (hi << 4) | lo;
+        }
+        Ok(CacheKey(out))
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Why a key could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The task's input payload is corrupt.
+    #[error("cannot hash task input: {0}")]
+    Input(#[from] PayloadError),
+}
+
+/// Everything that goes into a [`CacheKey`], built with [`KeyParams::new`]
+/// and the optional setters, then hashed with [`KeyParams::key`].
+#[derive(Clone, Debug)]
+pub struct KeyParams<'a> {
+    /// The key format version; [`FORMAT_VERSION`] unless a test changes it.
+    pub format_version: u32,
+    /// Family, driver, version and target of the compiler.
+    pub compiler: &'a CompilerIdentity,
+    /// A hash of the compiler binary's content, if the caller has one
+    /// (catches a compiler rebuilt without a version change).
+    pub compiler_hash: Option<[u8; 32]>,
+    /// Every argument that affects the output, in order, without `-o` and
+    /// the input path.
+    pub args: &'a [String],
+    /// The architecture to produce code for.
+    pub target_arch: &'a Arch,
+    /// The language of `input`.
+    pub language: Language,
+    /// Output files requested besides the object.
+    pub extra_outputs: &'a [OutputKind],
+    /// The working directory, when it affects the output (debug info).
+    pub cwd: Option<&'a str>,
+    /// The (preprocessed) input bytes.
+    pub input: &'a [u8],
+}
+
+impl<'a> KeyParams<'a> {
+    /// The parameters of a compile with no extra outputs, no compiler hash
+    /// and no working directory.
+    pub fn new(
+        compiler: &'a CompilerIdentity,
+        args: &'a [String],
+        target_arch: &'a Arch,
+        language: Language,
+        input: &'a [u8],
+    ) -> Self {
+        KeyParams {
+            format_version: FORMAT_VERSION,
+            compiler,
+            compiler_hash: None,
+            args,
+            target_arch,
+            language,
+            extra_outputs: &[],
+            cwd: None,
+            input,
+        }
+    }
+
+    /// Adds a hash of the compiler binary.
+    pub fn compiler_hash(mut self, hash: [u8; 32]) -> Self {
+        self.compiler_hash = Some(hash);
+        self
+    }
+
+    /// Sets the extra outputs requested.
+    pub fn extra_outputs(mut self, kinds: &'a [OutputKind]) -> Self {
+        self.extra_outputs = kinds;
+        self
+    }
+
+    /// Adds the working directory.
+    pub fn cwd(mut self, cwd: &'a str) -> Self {
+        self.cwd = Some(cwd);
+        self
+    }
+
+    /// Hashes the parameters.
+    pub fn key(&self) -> CacheKey {
+        let mut h = Hasher::new(b"hybridgrid-result");
+        h.u64(u64::from(self.format_version));
+        hash_compiler(&mut h, self.compiler, self.compiler_hash);
+        h.u64(self.args.len() as u64);
+        for a in self.args {
+            h.bytes(a.as_bytes());
+        }
+        h.bytes(self.target_arch.as_str().as_bytes());
+        h.bytes(self.language.as_x_arg().as_bytes());
+        let mut kinds: Vec<&'static str> =
+            self.extra_outputs.iter().map(|k| kind_name(*k)).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        h.u64(kinds.len() as u64);
+        for k in kinds {
+            h.bytes(k.as_bytes());
+        }
+        match self.cwd {
+            Some(c) => {
+                h.u64(1);
+                h.bytes(c.as_bytes());
+            }
+            None => h.u64(0),
+        }
+        h.bytes(self.input);
+        h.finish()
+    }
+}
+
+fn kind_name(k: OutputKind) -> &'static str {
+    match k {
+        OutputKind::Object => "object",
+        OutputKind::SplitDwarf => "split-dwarf",
+        _ => "other",
+    }
+}
+
+/// Hashes a compiler identity into `h` (shared with direct mode).
+pub(crate) fn hash_compiler(h: &mut Hasher, c: &CompilerIdentity, binary: Option<[u8; 32]>) {
+    h.bytes(c.family.as_str().as_bytes());
+    h.bytes(c.driver.as_str().as_bytes());
+    h.bytes(c.version.as_bytes());
+    h.bytes(c.target.as_bytes());
+    match binary {
+        Some(b) => {
+            h.u64(1);
+            h.bytes(&b);
+        }
+        None => h.u64(0),
+    }
+}
+
+/// A blake3 hasher that writes every field with a length prefix.
+pub(crate) struct Hasher(blake3::Hasher);
+
+impl Hasher {
+    pub(crate) fn new(domain: &[u8]) -> Self {
+        let mut h = Hasher(blake3::Hasher::new());
+        h.bytes(domain);
+        h
+    }
+
+    pub(crate) fn u64(&mut self, v: u64) {
+        self.0.update(&v.to_le_bytes());
+    }
+
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.0.update(b);
+    }
+
+    pub(crate) fn finish(&self) -> CacheKey {
+        CacheKey(*self.0.finalize().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridgrid_core::payload::Payload;
+    use hybridgrid_core::task::{CompilerFamily, DriverKind};
+
+    fn gcc(version: &str) -> CompilerIdentity {
+        CompilerIdentity {
+            family: CompilerFamily::Gcc,
+            driver: DriverKind::C,
+            version: version.into(),
+            target: "x86_64-linux-gnu".into(),
+        }
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    const INPUT: &[u8] = b"# 1 \"x.c\"\nint x = 1;\n";
+
+    fn base_key() -> CacheKey {
+        let c = gcc("12.2.0");
+        let a = args(&["-O2", "-DFOO=1"]);
+        KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT).key()
+    }
+
+    #[test]
+    fn equal_inputs_give_equal_keys() {
+        assert_eq!(base_key(), base_key());
+        let c = gcc("12.2.0");
+        let t1 = CompileTask::new(
+            c.clone(),
+            Language::PreprocessedC,
+            args(&["-O2"]),
+            "x.c",
+            Payload::raw(INPUT),
+        );
+        // A different id, source name and payload encoding do not matter.
+        let big = INPUT.repeat(100);
+        let mut t2 = CompileTask::new(
+            c.clone(),
+            Language::PreprocessedC,
+            args(&["-O2"]),
+            "y.c",
+            Payload::compress(big.clone()),
+        );
+        let t3 = CompileTask::new(
+            c,
+            Language::PreprocessedC,
+            args(&["-O2"]),
+            "x.c",
+            Payload::raw(big),
+        );
+        assert_ne!(
+            CacheKey::for_task(&t1).unwrap(),
+            CacheKey::for_task(&t3).unwrap()
+        );
+        assert_eq!(
+            CacheKey::for_task(&t2).unwrap(),
+            CacheKey::for_task(&t3).unwrap()
+        );
+        t2.cwd = "/elsewhere".into(); // no -g: cwd ignored
+        assert_eq!(
+            CacheKey::for_task(&t2).unwrap(),
+            CacheKey::for_task(&t3).unwrap()
+        );
+    }
+
+    #[test]
+    fn header_edit_changes_key() {
+        // A header edit shows up as a different preprocessed input.
+        let c = gcc("12.2.0");
+        let a = args(&["-O2", "-DFOO=1"]);
+        let edited = b"# 1 \"x.c\"\nint x = 2;\n";
+        let k = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, edited).key();
+        assert_ne!(k, base_key());
+    }
+
+    #[test]
+    fn define_change_changes_key() {
+        let c = gcc("12.2.0");
+        let a = args(&["-O2", "-DFOO=2"]);
+        let k = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT).key();
+        assert_ne!(k, base_key());
+    }
+
+    #[test]
+    fn compiler_version_changes_key() {
+        let c = gcc("12.3.0");
+        let a = args(&["-O2", "-DFOO=1"]);
+        let k = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT).key();
+        assert_ne!(k, base_key());
+    }
+
+    #[test]
+    fn compiler_binary_hash_changes_key() {
+        let c = gcc("12.2.0");
+        let a = args(&["-O2", "-DFOO=1"]);
+        let p = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT);
+        let k1 = p.clone().compiler_hash([1; 32]).key();
+        let k2 = p.clone().compiler_hash([2; 32]).key();
+        assert_ne!(k1, k2);
+        assert_ne!(k1, base_key());
+    }
+
+    #[test]
+    fn compiler_family_driver_and_target_change_key() {
+        let a = args(&["-O2", "-DFOO=1"]);
+        let mut c = gcc("12.2.0");
+        c.family = CompilerFamily::Clang;
+        let k1 = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT).key();
+        let mut c = gcc("12.2.0");
+        c.driver = DriverKind::Cxx;
+        let k2 = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT).key();
+        let mut c = gcc("12.2.0");
+        c.target = "x86_64-pc-linux-gnu".into();
+        let k3 = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT).key();
+        for k in [k1, k2, k3] {
+            assert_ne!(k, base_key());
+        }
+        assert_ne!(k1, k2);
+        assert_ne!(k2, k3);
+    }
+
+    #[test]
+    fn argument_order_changes_key() {
+        let c = gcc("12.2.0");
+        let a = args(&["-DFOO=1", "-O2"]);
+        let k = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT).key();
+        assert_ne!(k, base_key());
+    }
+
+    #[test]
+    fn argument_boundaries_matter() {
+        let c = gcc("12.2.0");
+        let a1 = args(&["-D", "A"]);
+        let a2 = args(&["-DA"]);
+        let k1 = KeyParams::new(&c, &a1, &Arch::Amd64, Language::PreprocessedC, INPUT).key();
+        let k2 = KeyParams::new(&c, &a2, &Arch::Amd64, Language::PreprocessedC, INPUT).key();
+        assert_ne!(k1, k2);
+    }
+
+    #[test]
+    fn target_arch_changes_key() {
+        let c = gcc("12.2.0");
+        let a = args(&["-O2", "-DFOO=1"]);
+        let k = KeyParams::new(&c, &a, &Arch::Arm64, Language::PreprocessedC, INPUT).key();
+        assert_ne!(k, base_key());
+    }
+
+    #[test]
+    fn language_changes_key() {
+        let c = gcc("12.2.0");
+        let a = args(&["-O2", "-DFOO=1"]);
+        let k = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedCxx, INPUT).key();
+        assert_ne!(k, base_key());
+    }
+
+    #[test]
+    fn format_version_changes_key() {
+        let c = gcc("12.2.0");
+        let a = args(&["-O2", "-DFOO=1"]);
+        let mut p = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT);
+        p.format_version = FORMAT_VERSION + 1;
+        assert_ne!(p.key(), base_key());
+    }
+
+    #[test]
+    fn extra_outputs_change_key() {
+        let c = gcc("12.2.0");
+        let a = args(&["-O2", "-DFOO=1"]);
+        let p = KeyParams::new(&c, &a, &Arch::Amd64, Language::PreprocessedC, INPUT);
+        assert_ne!(
+            p.clone().extra_outputs(&[OutputKind::SplitDwarf]).key(),
+            base_key()
+        );
+    }
+
+    #[test]
+    fn cwd_counts_only_with_debug_info() {
+        let c = gcc("12.2.0");
+        let mk = |a: &[&str], cwd: &str| {
+            let mut t = CompileTask::new(
+                c.clone(),
+                Language::PreprocessedC,
+                args(a),
+                "x.c",
+                Payload::raw(INPUT),
+            );
+            t.cwd = cwd.into();
+            CacheKey::for_task(&t).unwrap()
+        };
+        assert_eq!(mk(&["-O2"], "/a"), mk(&["-O2"], "/b"));
+        assert_ne!(mk(&["-g"], "/a"), mk(&["-g"], "/b"));
+        assert_eq!(mk(&["-g", "-g0"], "/a"), mk(&["-g", "-g0"], "/b"));
+    }
+
+    #[test]
+    fn hex_roundtrip() {
+        let k = base_key();
+        let s = k.to_string();
+        assert_eq!(s.len(), 64);
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(s.parse::<CacheKey>().unwrap(), k);
+        assert!("xyz".parse::<CacheKey>().is_err());
+        assert!("g".repeat(64).parse::<CacheKey>().is_err());
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error() {
+        use bytes::Bytes;
+        use hybridgrid_core::payload::Encoding;
+        let t = CompileTask::new(
+            gcc("12.2.0"),
+            Language::PreprocessedC,
+            vec![],
+            "x.c",
+            Payload::from_parts(Encoding::Zstd, Bytes::from_static(b"junk"), 100),
+        );
+        assert!(CacheKey::for_task(&t).is_err());
+    }
+}

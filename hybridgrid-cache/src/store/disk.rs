@@ -1,0 +1,1064 @@
+//! The on-disk store shared by every `hgbuild` process of a build.
+//!
+//! # Layout
+//!
+//! ```text
+//! <dir>/CACHEDIR.TAG          marks the directory as a cache for backup tools
+//! <dir>/stats                 counters and the size estimate (text, replaced atomically)
+//! <dir>/stats.lock            flock(2) guarding read-modify-write of `stats`
+//! <dir>/evict.lock            flock(2) held by the one process scanning/evicting
+//! <dir>/ab/abcdef…            one result entry per file, named by its 64-hex key
+//! <dir>/ab/abcdef….m          a direct-mode manifest
+//! <dir>/ab/.tmp-XXXXXX        a write in progress
+//! ```
+//!
+//! # Concurrency
+//!
+//! `make -j32` runs 32 `hgbuild` processes on one directory. Every write
+//! goes to a temporary file in the destination's own directory and is
+//! renamed into place, so a reader sees either no file or a complete one;
+//! the checksum in every entry catches the rest (disk corruption, a crash
+//! mid-write of the file system). A corrupt or truncated entry is a miss:
+//! it is removed and counted as an error.
+//!
+//! # Size
+//!
+//! Each put adds its size to the estimate in `stats` (under `stats.lock`),
+//! so no put walks the tree. When the estimate passes the limit, or when
+//! there is no estimate yet, one process (whoever gets `evict.lock`; the
+//! others carry on) scans the tree, deletes the least recently used files
+//! (by modification time, refreshed on every hit) down to 90% of the limit,
+//! and writes the exact size back. Temporary files older than an hour
+//! (left by killed processes) go in the same scan.
+//!
+//! # Failures
+//!
+//! An unwritable or missing directory, a full disk or a permission error
+//! never fails the caller: the first one logs a warning, later ones log at
+//! debug level, lookups become misses and writes are skipped. Counters
+//! that cannot be written to `stats` are kept in memory.
+
+use std::fs::{self, File, FileTimes};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{CacheStats, CacheStore, Lookup, PutOutcome};
+use crate::entry::CacheEntry;
+use crate::key::CacheKey;
+
+/// After an eviction the store holds at most this fraction of its limit.
+const LOW_WATER: f64 = 0.9;
+
+/// Temporary files older than this are debris from killed processes.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+
+const TMP_PREFIX: &str = ".tmp-";
+const MANIFEST_SUFFIX: &str = ".m";
+
+/// A content-addressed store in a directory, safe to share between
+/// processes. Cloning is cheap (the clones share state).
+#[derive(Clone, Debug)]
+pub struct DiskStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    max_bytes: u64,
+    warned: AtomicBool,
+    /// Counter changes not yet written to the stats file.
+    pending: Mutex<Delta>,
+}
+
+/// What an eviction or a clear did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvictOutcome {
+    /// Files removed.
+    pub evicted: u64,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+    /// Bytes left.
+    pub size_bytes: u64,
+    /// Files left.
+    pub entries: u64,
+}
+
+/// The persisted counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Persisted {
+    hits: u64,
+    misses: u64,
+    evictions: u64,
+    errors: u64,
+    size_bytes: u64,
+    entries: u64,
+    /// The size comes from a scan (plus deltas since), not from nothing.
+    scanned: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Delta {
+    hits: u64,
+    misses: u64,
+    evictions: u64,
+    errors: u64,
+    size: i64,
+    entries: i64,
+}
+
+impl Delta {
+    fn add(&mut self, o: Delta) {
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.evictions += o.evictions;
+        self.errors += o.errors;
+        self.size += o.size;
+        self.entries += o.entries;
+    }
+}
+
+impl Persisted {
+    fn apply(&mut self, d: Delta) {
+        self.hits += d.hits;
+        self.misses += d.misses;
+        self.evictions += d.evictions;
+        self.errors += d.errors;
+        self.size_bytes = self.size_bytes.saturating_add_signed(d.size);
+        self.entries = self.entries.saturating_add_signed(d.entries);
+    }
+
+    fn parse(text: &str) -> Persisted {
+        let mut p = Persisted::default();
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(name), Some(value)) = (it.next(), it.next()) else {
+                continue;
+            };
+            let Ok(v) = value.parse::<u64>() else {
+                continue;
+            };
+            match name {
+                "hits" => p.hits = v,
+                "misses" => p.misses = v,
+                "evictions" => p.evictions = v,
+                "errors" => p.errors = v,
+                "size_bytes" => p.size_bytes = v,
+                "entries" => p.entries = v,
+                "scanned" => p.scanned = v == 1,
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "hits {}\nmisses {}\nevictions {}\nerrors {}\nsize_bytes {}\nentries {}\nscanned {}\n",
+            self.hits,
+            self.misses,
+            self.evictions,
+            self.errors,
+            self.size_bytes,
+            self.entries,
+            u8::from(self.scanned)
+        )
+    }
+}
+
+impl DiskStore {
+    /// A store in `dir` holding at most `max_bytes`. Nothing is touched
+    /// until the first operation; the directory is created when needed.
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        DiskStore {
+            inner: Arc::new(Inner {
+                dir: dir.into(),
+                max_bytes,
+                warned: AtomicBool::new(false),
+                pending: Mutex::new(Delta::default()),
+            }),
+        }
+    }
+
+    /// A store configured by the `cache:` section.
+    pub fn from_config(config: &hybridgrid_core::config::CacheConfig) -> Self {
+        DiskStore::new(config.dir_path(), config.max_size_bytes())
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The size limit in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.inner.max_bytes
+    }
+
+    /// The path of the entry for `key`.
+    pub fn entry_path(&self, key: &CacheKey) -> PathBuf {
+        let hex = key.to_hex();
+        self.inner.dir.join(&hex[..2]).join(hex)
+    }
+
+    pub(crate) fn manifest_path(&self, key: &CacheKey) -> PathBuf {
+        let hex = key.to_hex();
+        self.inner
+            .dir
+            .join(&hex[..2])
+            .join(format!("{hex}{MANIFEST_SUFFIX}"))
+    }
+
+    /// Looks `key` up, blocking the thread on file I/O.
+    pub fn get_blocking(&self, key: &CacheKey) -> Lookup {
+        let path = self.entry_path(key);
+        match self.read_object(&path) {
+            Ok(Some(data)) => {
+                let len = data.len();
+                match CacheEntry::decode_bytes(data) {
+                    Ok(entry) => {
+                        self.record(Delta {
+                            hits: 1,
+                            ..Delta::default()
+                        });
+                        Lookup::Hit(entry)
+                    }
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), error = %err, "corrupt cache entry removed");
+                        self.drop_corrupt(&path, len);
+                        Lookup::Failed
+                    }
+                }
+            }
+            Ok(None) => {
+                self.record(Delta {
+                    misses: 1,
+                    ..Delta::default()
+                });
+                Lookup::Miss
+            }
+            Err(err) => {
+                self.io_failure("read", &path, &err);
+                self.record(Delta {
+                    misses: 1,
+                    errors: 1,
+                    ..Delta::default()
+                });
+                Lookup::Failed
+            }
+        }
+    }
+
+    /// Stores `entry` under `key`, blocking the thread on file I/O.
+    pub fn put_blocking(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome {
+        self.put_encoded(key, &entry.encode())
+    }
+
+    fn put_encoded(&self, key: &CacheKey, data: &[u8]) -> PutOutcome {
+        let path = self.entry_path(key);
+        match self.write_object(&path, data) {
+            Some(stats) => self.after_write(stats),
+            None => PutOutcome::default(),
+        }
+    }
+
+    /// Removes the entry for `key`, blocking; true if there was one.
+    pub fn remove_blocking(&self, key: &CacheKey) -> bool {
+        self.remove_object(&self.entry_path(key))
+    }
+
+    /// The counters: those in the stats file plus any this process could
+    /// not write there.
+    pub fn stats_blocking(&self) -> CacheStats {
+        let mut p = self.read_stats().unwrap_or_default();
+        p.apply(*self.pending());
+        CacheStats {
+            hits: p.hits,
+            misses: p.misses,
+            evictions: p.evictions,
+            errors: p.errors,
+            size_bytes: p.size_bytes,
+            entries: p.entries,
+            max_size_bytes: self.inner.max_bytes,
+        }
+    }
+
+    /// Evicts least recently used files until at most `max_bytes` remain
+    /// (`hgbuild cache evict --max-size`), and makes the size estimate
+    /// exact. Waits for a concurrent eviction to finish first.
+    pub fn evict_to(&self, max_bytes: u64) -> EvictOutcome {
+        self.evict(max_bytes, true).unwrap_or_default()
+    }
+
+    /// Walks the directory and makes the size estimate exact, removing
+    /// nothing but stale temporary files.
+    pub fn rescan(&self) -> EvictOutcome {
+        self.evict_to(u64::MAX)
+    }
+
+    /// Removes every entry and manifest (`hgbuild cache clear`); the hit and
+    /// miss counters stay.
+    pub fn clear(&self) -> EvictOutcome {
+        let Some(lock) = self.lock("evict.lock", true) else {
+            return EvictOutcome::default();
+        };
+        let files = self.scan();
+        let mut out = EvictOutcome::default();
+        let mut left = 0u64;
+        let mut left_entries = 0u64;
+        for f in files {
+            match fs::remove_file(&f.path) {
+                Ok(()) => {
+                    out.evicted += 1;
+                    out.freed_bytes += f.len;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    self.io_failure("remove", &f.path, &e);
+                    left += f.len;
+                    left_entries += 1;
+                }
+            }
+        }
+        self.update_stats(Delta::default(), Some((left, left_entries)));
+        drop(lock);
+        out.size_bytes = left;
+        out.entries = left_entries;
+        out
+    }
+}
+
+// Blobs shared with direct mode.
+impl DiskStore {
+    pub(crate) fn read_manifest_bytes(&self, key: &CacheKey) -> Option<Bytes> {
+        let path = self.manifest_path(key);
+        match self.read_object(&path) {
+            Ok(data) => data,
+            Err(err) => {
+                self.io_failure("read", &path, &err);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn write_manifest_bytes(&self, key: &CacheKey, data: &[u8]) -> bool {
+        let path = self.manifest_path(key);
+        match self.write_object(&path, data) {
+            Some(stats) => {
+                self.after_write(stats);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn remove_manifest(&self, key: &CacheKey, len: usize) {
+        self.drop_corrupt(&self.manifest_path(key), len);
+    }
+}
+
+impl DiskStore {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Delta> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Logs the first I/O failure as a warning, later ones at debug level.
+    fn io_failure(&self, op: &str, path: &Path, err: &io::Error) {
+        if !self.inner.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                dir = %self.inner.dir.display(),
+                op,
+                path = %path.display(),
+                error = %err,
+                "local cache unavailable, continuing without it"
+            );
+        } else {
+            tracing::debug!(op, path = %path.display(), error = %err, "cache I/O failed");
+        }
+    }
+
+    /// Reads a whole object file; `None` if it does not exist. A hit
+    /// refreshes its modification time (the LRU clock).
+    fn read_object(&self, path: &Path) -> io::Result<Option<Bytes>> {
+        let mut f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = f.metadata()?.len();
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
+        f.read_to_end(&mut buf)?;
+        let now = SystemTime::now();
+        // Best effort: a read-only cache still serves hits.
+        let _ = f.set_times(FileTimes::new().set_accessed(now).set_modified(now));
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    /// Writes a file atomically; returns the stats after accounting for it,
+    /// or `None` if nothing was written.
+    fn write_object(&self, path: &Path, data: &[u8]) -> Option<Persisted> {
+        if data.len() as u64 > self.inner.max_bytes {
+            return None;
+        }
+        let shard = path.parent()?;
+        let result = (|| -> io::Result<Option<u64>> {
+            fs::create_dir_all(shard)?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix(TMP_PREFIX)
+                .tempfile_in(shard)?;
+            tmp.write_all(data)?;
+            let old = fs::metadata(path).ok().map(|m| m.len());
+            tmp.persist(path).map_err(|e| e.error)?;
+            Ok(old)
+        })();
+        match result {
+            Ok(old) => {
+                let delta = Delta {
+                    size: data.len() as i64 - old.unwrap_or(0) as i64,
+                    entries: i64::from(old.is_none()),
+                    ..Delta::default()
+                };
+                Some(self.record(delta))
+            }
+            Err(err) => {
+                self.io_failure("write", path, &err);
+                self.record(Delta {
+                    errors: 1,
+                    ..Delta::default()
+                });
+                None
+            }
+        }
+    }
+
+    fn after_write(&self, stats: Persisted) -> PutOutcome {
+        let mut out = PutOutcome {
+            stored: true,
+            evicted: 0,
+            size_bytes: stats.size_bytes,
+        };
+        let max = self.inner.max_bytes;
+        if !stats.scanned || stats.size_bytes > max {
+            let target = if stats.size_bytes > max {
+                (max as f64 * LOW_WATER) as u64
+            } else {
+                max
+            };
+            if let Some(ev) = self.evict(target, false) {
+                out.evicted = ev.evicted;
+                out.size_bytes = ev.size_bytes;
+            }
+        }
+        out
+    }
+
+    fn remove_object(&self, path: &Path) -> bool {
+        let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        match fs::remove_file(path) {
+            Ok(()) => {
+                self.record(Delta {
+                    size: -(len as i64),
+                    entries: -1,
+                    ..Delta::default()
+                });
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => {
+                self.io_failure("remove", path, &e);
+                false
+            }
+        }
+    }
+
+    fn drop_corrupt(&self, path: &Path, len: usize) {
+        let removed = fs::remove_file(path).is_ok();
+        self.record(Delta {
+            misses: 1,
+            errors: 1,
+            size: if removed { -(len as i64) } else { 0 },
+            entries: if removed { -1 } else { 0 },
+            ..Delta::default()
+        });
+    }
+
+    /// Adds a delta to the shared counters; returns them afterwards.
+    fn record(&self, delta: Delta) -> Persisted {
+        self.update_stats(delta, None)
+    }
+
+    /// Read-modify-write of the stats file under `stats.lock`. `set`
+    /// replaces the size and entry count (after a scan). On failure the
+    /// delta is kept in memory and the in-memory view is returned.
+    fn update_stats(&self, delta: Delta, set: Option<(u64, u64)>) -> Persisted {
+        let mut pending = self.pending();
+        let mut total = *pending;
+        total.add(delta);
+        let result = (|| -> io::Result<Persisted> {
+            fs::create_dir_all(&self.inner.dir)?;
+            let _lock = lock_file(&self.inner.dir.join("stats.lock"), true)?;
+            let mut p = self.read_stats()?;
+            p.apply(total);
+            if let Some((size, entries)) = set {
+                p.size_bytes = size;
+                p.entries = entries;
+                p.scanned = true;
+            }
+            let mut tmp = tempfile::Builder::new()
+                .prefix(TMP_PREFIX)
+                .tempfile_in(&self.inner.dir)?;
+            tmp.write_all(p.render().as_bytes())?;
+            tmp.persist(self.inner.dir.join("stats"))
+                .map_err(|e| e.error)?;
+            Ok(p)
+        })();
+        match result {
+            Ok(p) => {
+                *pending = Delta::default();
+                p
+            }
+            Err(err) => {
+                *pending = total;
+                drop(pending);
+                self.io_failure("update stats", &self.inner.dir.join("stats"), &err);
+                let mut p = self.read_stats().unwrap_or_default();
+                p.apply(total);
+                if let Some((size, entries)) = set {
+                    p.size_bytes = size;
+                    p.entries = entries;
+                }
+                // Without a writable stats file, never trigger scans on
+                // every put.
+                p.scanned = true;
+                p
+            }
+        }
+    }
+
+    fn read_stats(&self) -> io::Result<Persisted> {
+        match fs::read_to_string(self.inner.dir.join("stats")) {
+            Ok(text) => Ok(Persisted::parse(&text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Persisted::default()),
+            // A garbled stats file is rebuilt by the next scan.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Persisted::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn lock(&self, name: &str, blocking: bool) -> Option<LockGuard> {
+        let path = self.inner.dir.join(name);
+        let r = fs::create_dir_all(&self.inner.dir).and_then(|()| lock_file(&path, blocking));
+        match r {
+            Ok(g) => Some(g),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => {
+                self.io_failure("lock", &path, &e);
+                None
+            }
+        }
+    }
+
+    /// Scans, then evicts oldest first down to `target`; `None` if another
+    /// process holds the eviction lock (and `blocking` is false) or the
+    /// directory is unusable.
+    fn evict(&self, target: u64, blocking: bool) -> Option<EvictOutcome> {
+        let lock = self.lock("evict.lock", blocking)?;
+        let mut files = self.scan();
+        let mut size: u64 = files.iter().map(|f| f.len).sum();
+        let mut entries = files.len() as u64;
+        let mut out = EvictOutcome::default();
+        if size > target {
+            files.sort_by_key(|f| f.mtime);
+            for f in &files {
+                if size <= target {
+                    break;
+                }
+                match fs::remove_file(&f.path) {
+                    Ok(()) => {
+                        out.evicted += 1;
+                        out.freed_bytes += f.len;
+                        size -= f.len;
+                        entries -= 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        size -= f.len;
+                        entries -= 1;
+                    }
+                    Err(e) => self.io_failure("evict", &f.path, &e),
+                }
+            }
+        }
+        self.update_stats(
+            Delta {
+                evictions: out.evicted,
+                ..Delta::default()
+            },
+            Some((size, entries)),
+        );
+        drop(lock);
+        if out.evicted > 0 {
+            tracing::debug!(
+                evicted = out.evicted,
+                freed_bytes = out.freed_bytes,
+                size_bytes = size,
+                "cache evicted"
+            );
+        }
+        out.size_bytes = size;
+        out.entries = entries;
+        Some(out)
+    }
+
+    /// Every entry and manifest file; removes stale temporary files.
+    fn scan(&self) -> Vec<ScannedFile> {
+        let mut out = Vec::new();
+        let dir = &self.inner.dir;
+        let tag = dir.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            let _ = fs::write(
+                &tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n\
+                 # This file is a cache directory tag created by hybridgrid.\n",
+            );
+        }
+        let Ok(shards) = fs::read_dir(dir) else {
+            return out;
+        };
+        let now = SystemTime::now();
+        for shard in shards.flatten() {
+            let name = shard.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 2 || !name.bytes().all(is_lower_hex) {
+                continue;
+            }
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let fname = f.file_name();
+                let Some(fname) = fname.to_str() else {
+                    continue;
+                };
+                let Ok(meta) = f.metadata() else { continue };
+                if !meta.is_file() {
+                    continue;
+                }
+                let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                if is_object_name(fname) {
+                    out.push(ScannedFile {
+                        path: f.path(),
+                        len: meta.len(),
+                        mtime,
+                    });
+                } else if fname.starts_with(TMP_PREFIX)
+                    && now.duration_since(mtime).unwrap_or_default() > STALE_TMP
+                {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+        }
+        out
+    }
+}
+
+struct ScannedFile {
+    path: PathBuf,
+    len: u64,
+    mtime: SystemTime,
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+fn is_object_name(name: &str) -> bool {
+    let hex = name.strip_suffix(MANIFEST_SUFFIX).unwrap_or(name);
+    hex.len() == 64 && hex.bytes().all(is_lower_hex)
+}
+
+#[cfg(unix)]
+type LockGuard = nix::fcntl::Flock<File>;
+#[cfg(not(unix))]
+type LockGuard = File;
+
+/// Opens (creating) and flocks `path`; `WouldBlock` if `blocking` is false
+/// and another process holds it. The lock goes with the guard.
+fn lock_file(path: &Path, blocking: bool) -> io::Result<LockGuard> {
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    #[cfg(unix)]
+    {
+        use nix::fcntl::{Flock, FlockArg};
+        let arg = if blocking {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        Flock::lock(f, arg).map_err(|(_, errno)| io::Error::from(errno))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = blocking;
+        Ok(f)
+    }
+}
+
+impl DiskStore {
+    /// Runs `f` on the blocking pool when inside a tokio runtime, inline
+    /// otherwise; `fallback` if the blocking task died.
+    async fn run<R: Send + 'static>(
+        &self,
+        fallback: R,
+        f: impl FnOnce(&DiskStore) -> R + Send + 'static,
+    ) -> R {
+        let this = self.clone();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return f(&this);
+        }
+        match tokio::task::spawn_blocking(move || f(&this)).await {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(error = %err, "cache task failed");
+                fallback
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CacheStore for DiskStore {
+    async fn get(&self, key: &CacheKey) -> Lookup {
+        let key = *key;
+        self.run(Lookup::Failed, move |s| s.get_blocking(&key))
+            .await
+    }
+
+    async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome {
+        let key = *key;
+        let data = entry.encode();
+        self.run(PutOutcome::default(), move |s| s.put_encoded(&key, &data))
+            .await
+    }
+
+    async fn remove(&self, key: &CacheKey) -> bool {
+        let key = *key;
+        self.run(false, move |s| s.remove_blocking(&key)).await
+    }
+
+    async fn stats(&self) -> CacheStats {
+        self.run(CacheStats::default(), |s| s.stats_blocking())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridgrid_core::payload::Payload;
+
+    fn key(n: u32) -> CacheKey {
+        CacheKey::from_bytes(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    /// A deterministic entry per key number, so readers can check content.
+    fn entry(n: u32, len: usize) -> CacheEntry {
+        let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
+        CacheEntry {
+            stderr: Bytes::from(format!("warning {n}")),
+            object: Some(Payload::raw(body)),
+            ..CacheEntry::default()
+        }
+    }
+
+    #[test]
+    fn put_get_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(dir.path().join("c"), 1 << 30);
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Miss);
+        let out = store.put_blocking(&key(1), &entry(1, 100));
+        assert!(out.stored);
+        let path = store.entry_path(&key(1));
+        let hex = key(1).to_hex();
+        assert!(path.ends_with(format!("{}/{}", &hex[..2], hex)));
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Hit(entry(1, 100)));
+        let s = store.stats_blocking();
+        assert_eq!((s.hits, s.misses, s.entries, s.errors), (1, 1, 1, 0));
+        assert_eq!(s.size_bytes, entry(1, 100).encoded_len() as u64);
+        assert!(store.remove_blocking(&key(1)));
+        assert!(!store.remove_blocking(&key(1)));
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Miss);
+        let s = store.stats_blocking();
+        assert_eq!((s.entries, s.size_bytes), (0, 0));
+        // Another instance (another process) sees the same counters.
+        let other = DiskStore::new(dir.path().join("c"), 1 << 30);
+        assert_eq!(other.stats_blocking().hits, 1);
+    }
+
+    #[test]
+    fn overwrite_keeps_size_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(dir.path(), 1 << 30);
+        store.put_blocking(&key(1), &entry(1, 100));
+        store.put_blocking(&key(1), &entry(1, 300));
+        let s = store.stats_blocking();
+        assert_eq!(s.entries, 1);
+        assert_eq!(s.size_bytes, entry(1, 300).encoded_len() as u64);
+        assert_eq!(store.rescan().size_bytes, s.size_bytes);
+    }
+
+    #[test]
+    fn corrupt_and_truncated_entries_are_misses_removed_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(dir.path(), 1 << 30);
+        store.put_blocking(&key(1), &entry(1, 1000));
+        store.put_blocking(&key(2), &entry(2, 1000));
+        let p1 = store.entry_path(&key(1));
+        let mut data = fs::read(&p1).unwrap();
+        data[100] ^= 0xff;
+        fs::write(&p1, &data).unwrap();
+        let p2 = store.entry_path(&key(2));
+        let data = fs::read(&p2).unwrap();
+        fs::write(&p2, &data[..data.len() / 2]).unwrap();
+
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Failed);
+        assert_eq!(store.get_blocking(&key(2)), Lookup::Failed);
+        assert!(!p1.exists() && !p2.exists());
+        let s = store.stats_blocking();
+        assert_eq!((s.errors, s.misses, s.hits), (2, 2, 0));
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Miss);
+    }
+
+    #[test]
+    fn evicts_least_recently_used_to_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = entry(0, 10_000).encoded_len() as u64;
+        let store = DiskStore::new(dir.path(), 5 * one + one / 2);
+        let old = SystemTime::now() - Duration::from_secs(1000);
+        for n in 0..5 {
+            assert!(store.put_blocking(&key(n), &entry(n, 10_000)).stored);
+            // Spread the LRU clock: key 0 oldest.
+            let f = File::open(store.entry_path(&key(n))).unwrap();
+            f.set_modified(old + Duration::from_secs(u64::from(n) * 10))
+                .unwrap();
+        }
+        // A hit makes key 0 the most recently used.
+        assert!(store.get_blocking(&key(0)).is_hit());
+        let out = store.put_blocking(&key(5), &entry(5, 10_000));
+        assert!(out.stored);
+        // Over the limit: down to 90% of 5.5 entries, so 4 remain.
+        assert_eq!(out.evicted, 2);
+        for n in [1, 2] {
+            assert_eq!(store.get_blocking(&key(n)), Lookup::Miss, "{n}");
+        }
+        for n in [0, 3, 4, 5] {
+            assert!(store.get_blocking(&key(n)).is_hit(), "{n}");
+        }
+        let s = store.stats_blocking();
+        assert_eq!((s.entries, s.size_bytes, s.evictions), (4, 4 * one, 2));
+        assert!(s.size_bytes <= store.max_bytes());
+
+        let ev = store.evict_to(one);
+        assert_eq!((ev.evicted, ev.entries, ev.size_bytes), (3, 1, one));
+        let c = store.clear();
+        assert_eq!((c.evicted, c.size_bytes), (1, 0));
+        assert_eq!(store.stats_blocking().entries, 0);
+    }
+
+    #[test]
+    fn entry_bigger_than_the_limit_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(dir.path(), 100);
+        assert!(!store.put_blocking(&key(1), &entry(1, 1000)).stored);
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Miss);
+    }
+
+    #[test]
+    fn missing_estimate_triggers_a_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(dir.path(), 1 << 30);
+        for n in 0..3 {
+            store.put_blocking(&key(n), &entry(n, 100));
+        }
+        fs::remove_file(dir.path().join("stats")).unwrap();
+        store.put_blocking(&key(9), &entry(9, 100));
+        assert_eq!(store.stats_blocking().entries, 4);
+    }
+
+    #[test]
+    fn stale_temp_files_are_cleaned_by_scans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(dir.path(), 1 << 30);
+        store.put_blocking(&key(1), &entry(1, 10));
+        let shard = store.entry_path(&key(1)).parent().unwrap().to_path_buf();
+        let stale = shard.join(".tmp-stale");
+        let fresh = shard.join(".tmp-fresh");
+        fs::write(&stale, b"x").unwrap();
+        fs::write(&fresh, b"x").unwrap();
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        let out = store.rescan();
+        assert_eq!(out.entries, 1);
+        assert!(!stale.exists());
+        assert!(fresh.exists());
+    }
+
+    #[test]
+    fn unusable_directory_degrades_to_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        // A path below a regular file can never be created, even by root.
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let store = DiskStore::new(file.join("cache"), 1 << 30);
+        let out = store.put_blocking(&key(1), &entry(1, 10));
+        assert!(!out.stored);
+        // Not a plain miss (it is counted as an error), but no entry.
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Failed);
+        assert!(!store.remove_blocking(&key(1)));
+        assert_eq!(store.evict_to(0), EvictOutcome::default());
+        assert_eq!(store.clear(), EvictOutcome::default());
+        let s = store.stats_blocking();
+        assert_eq!((s.misses, s.errors), (1, 2));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_only_directory_degrades_to_no_op() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o500)).unwrap();
+        if fs::write(dir.path().join("probe"), b"x").is_ok() {
+            // Root writes anywhere; the test above covers the failure path.
+            return;
+        }
+        let store = DiskStore::new(dir.path(), 1 << 30);
+        assert!(!store.put_blocking(&key(1), &entry(1, 10)).stored);
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Miss);
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_trait_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn CacheStore> = Arc::new(DiskStore::new(dir.path(), 1 << 30));
+        assert_eq!(store.get(&key(1)).await, Lookup::Miss);
+        assert!(store.put(&key(1), &entry(1, 50)).await.stored);
+        assert_eq!(store.get(&key(1)).await, Lookup::Hit(entry(1, 50)));
+        assert_eq!(store.stats().await.entries, 1);
+        assert!(store.remove(&key(1)).await);
+    }
+
+    /// Many threads, each with its own `DiskStore` (as separate processes
+    /// would have), put and get shared and private keys in one directory
+    /// with a limit small enough to force evictions. Every hit must be
+    /// exactly the entry stored for its key and nothing may be corrupt.
+    #[test]
+    fn concurrent_processes_never_see_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = entry(0, 20_000).encoded_len() as u64;
+        let max = 40 * one;
+        let threads = 16;
+        let rounds = 60u32;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let store = DiskStore::new(path, max);
+                    let mut hits = 0;
+                    for r in 0..rounds {
+                        // Shared keys 0..20 everyone fights over, and
+                        // private ones.
+                        let shared = (r * 7 + t) % 20;
+                        let private = 1000 + t * 1000 + r;
+                        // Rewrite a shared key whether or not it exists,
+                        // so readers race with writers of the same file.
+                        let rewrite = (r * 3 + t * 5) % 20;
+                        assert!(
+                            store
+                                .put_blocking(&key(rewrite), &entry(rewrite, 20_000))
+                                .stored
+                        );
+                        for n in [shared, private] {
+                            match store.get_blocking(&key(n)) {
+                                Lookup::Hit(e) => {
+                                    assert_eq!(e, entry(n, 20_000), "key {n}");
+                                    hits += 1;
+                                }
+                                Lookup::Miss => {
+                                    assert!(store.put_blocking(&key(n), &entry(n, 20_000)).stored);
+                                }
+                                Lookup::Failed => panic!("corrupt entry for key {n}"),
+                            }
+                        }
+                    }
+                    hits
+                })
+            })
+            .collect();
+        let hits: u32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(hits > 0);
+        let store = DiskStore::new(dir.path(), max);
+        let s = store.stats_blocking();
+        assert_eq!(s.errors, 0);
+        assert_eq!(s.hits + s.misses, u64::from(threads * rounds * 2));
+        assert!(s.hits > 0);
+        assert!(s.evictions > 0);
+        // The estimate matches reality after a scan, and reality is
+        // within the limit plus what was in flight.
+        let scanned = store.rescan();
+        assert!(
+            scanned.size_bytes <= max + threads as u64 * one,
+            "{scanned:?}"
+        );
+        // Every file left decodes.
+        for f in store.scan() {
+            let data = fs::read(&f.path).unwrap();
+            assert!(CacheEntry::decode(&data).is_ok(), "{}", f.path.display());
+        }
+    }
+    /// Rough figures: `cargo test -p hybridgrid-cache --release -- --ignored
+    /// --nocapture disk_figures`.
+    #[test]
+    #[ignore]
+    fn disk_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::new(dir.path(), 1 << 30);
+        let n = 500u32;
+        let e: Vec<CacheEntry> = (0..n).map(|i| entry(i, 100_000)).collect();
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            store.put_blocking(&key(i), &e[i as usize]);
+        }
+        let put = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            assert!(store.get_blocking(&key(i)).is_hit());
+        }
+        let hit = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for i in n..2 * n {
+            assert!(!store.get_blocking(&key(i)).is_hit());
+        }
+        let miss = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        let scanned = store.rescan();
+        let scan = t.elapsed();
+        eprintln!(
+            "100 KB entries: put {put:?}, hit {hit:?}, miss {miss:?}; rescan of {} files {scan:?}",
+            scanned.entries
+        );
+    }
+}

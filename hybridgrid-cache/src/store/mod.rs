@@ -1,0 +1,122 @@
+//! Where cache entries live.
+//!
+//! [`CacheStore`] is the small interface every tier implements: [`DiskStore`]
+//! (the client's local cache, shared by every `hgbuild` process of a build)
+//! and [`MemoryStore`] (the coordinator's shared tier, and tests). A store
+//! never fails its caller: I/O problems become misses or skipped writes,
+//! are logged once and counted in [`CacheStats::errors`].
+
+use async_trait::async_trait;
+
+use crate::entry::CacheEntry;
+use crate::key::CacheKey;
+
+mod disk;
+mod memory;
+
+pub use disk::{DiskStore, EvictOutcome};
+pub use memory::MemoryStore;
+
+/// The result of a lookup.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived: one per lookup
+pub enum Lookup {
+    /// The entry was found and is intact.
+    Hit(CacheEntry),
+    /// No entry for the key.
+    Miss,
+    /// The entry could not be read or was corrupt (and was removed). For the
+    /// caller this is a miss; it is counted as both a miss and an error.
+    Failed,
+}
+
+impl Lookup {
+    /// The entry, if this is a hit.
+    pub fn into_entry(self) -> Option<CacheEntry> {
+        match self {
+            Lookup::Hit(e) => Some(e),
+            Lookup::Miss | Lookup::Failed => None,
+        }
+    }
+
+    /// True for [`Lookup::Hit`].
+    pub fn is_hit(&self) -> bool {
+        matches!(self, Lookup::Hit(_))
+    }
+}
+
+/// What a [`CacheStore::put`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The entry was stored.
+    pub stored: bool,
+    /// Entries evicted to make room (by this put).
+    pub evicted: u64,
+    /// The store's size estimate afterwards, in bytes.
+    pub size_bytes: u64,
+}
+
+/// Counters and size of a store.
+///
+/// For a [`DiskStore`] the counters are shared by every process using the
+/// directory and persist across runs; the size is an estimate kept exact by
+/// periodic scans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups that found an entry.
+    pub hits: u64,
+    /// Lookups that found none (including failed ones).
+    pub misses: u64,
+    /// Entries removed to stay under the size limit.
+    pub evictions: u64,
+    /// Corrupt entries and I/O failures.
+    pub errors: u64,
+    /// Bytes stored.
+    pub size_bytes: u64,
+    /// Entries stored.
+    pub entries: u64,
+    /// The size limit.
+    pub max_size_bytes: u64,
+}
+
+impl CacheStats {
+    /// Hits over lookups, 0 when there were none.
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// A cache tier. Every method is infallible by design: a store that cannot
+/// do its job answers [`Lookup::Failed`] / `stored: false` and logs.
+#[async_trait]
+pub trait CacheStore: Send + Sync {
+    /// Looks an entry up (and marks it recently used).
+    async fn get(&self, key: &CacheKey) -> Lookup;
+    /// Stores an entry, evicting older ones if the store is over its limit.
+    async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome;
+    /// Removes an entry; true if there was one.
+    async fn remove(&self, key: &CacheKey) -> bool;
+    /// The current counters.
+    async fn stats(&self) -> CacheStats;
+}
+
+#[async_trait]
+impl<T: CacheStore + ?Sized> CacheStore for std::sync::Arc<T> {
+    async fn get(&self, key: &CacheKey) -> Lookup {
+        (**self).get(key).await
+    }
+    async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome {
+        (**self).put(key, entry).await
+    }
+    async fn remove(&self, key: &CacheKey) -> bool {
+        (**self).remove(key).await
+    }
+    async fn stats(&self) -> CacheStats {
+        (**self).stats().await
+    }
+}
