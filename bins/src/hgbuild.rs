@@ -61,9 +61,12 @@ pub fn find_real_compiler(name: &str) -> Option<PathBuf> {
 async fn identify(name: &str) -> Result<CompilerInfo, String> {
     let path =
         find_real_compiler(name).ok_or_else(|| format!("compiler `{name}` not found on PATH"))?;
-    detect::identify(name, &path)
+    let mut info = detect::identify(name, &path)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // Run it as found (gcc names itself after argv[0] in its messages).
+    info.path = path.display().to_string();
+    Ok(info)
 }
 
 async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, GridError>> {

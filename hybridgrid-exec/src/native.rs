@@ -184,8 +184,14 @@ impl Inner {
             None => tempfile::Builder::new().prefix("hg-task-").tempdir(),
         }
         .map_err(|e| internal("cannot create task directory", e))?;
-        let input_name = format!("input.{}", task.language.extension());
-        tokio::fs::write(dir.path().join(&input_name), &input)
+        let input_name = input_file_name(&task.source_name, task.language.extension());
+        let input_path = dir.path().join(&input_name);
+        if let Some(parent) = input_path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| internal("cannot create task directory", e))?;
+        }
+        tokio::fs::write(&input_path, &input)
             .await
             .map_err(|e| internal("cannot write task input", e))?;
 
@@ -303,6 +309,26 @@ impl Inner {
     }
 }
 
+/// The name the input gets in the task directory: the client's own
+/// relative path when it is a plain one (the compiler records the input's
+/// name in the object when the input has no line markers), else its base
+/// name, else `input.EXT`. Never anything that leaves the task directory.
+fn input_file_name(source_name: &str, ext: &str) -> String {
+    use std::path::Component;
+    let p = Path::new(source_name);
+    let plain = !source_name.is_empty()
+        && source_name.len() < 1024
+        && p.components().count() <= 16
+        && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if plain {
+        return source_name.to_owned();
+    }
+    match p.file_name().and_then(|n| n.to_str()) {
+        Some(n) if !n.starts_with('.') && n != "output.o" && n != "output.dwo" => n.to_owned(),
+        _ => format!("input.{ext}"),
+    }
+}
+
 async fn read_output(path: &Path, limit: u64) -> Result<Vec<u8>, GridError> {
     let meta = tokio::fs::metadata(path)
         .await
@@ -354,6 +380,17 @@ mod tests {
             "t.c",
             Payload::compress(preprocess(src)),
         )
+    }
+
+    #[test]
+    fn input_names_stay_inside_the_task() {
+        assert_eq!(input_file_name("big.i", "i"), "big.i");
+        assert_eq!(input_file_name("src/a.i", "i"), "src/a.i");
+        assert_eq!(input_file_name("/home/u/a.i", "i"), "a.i");
+        assert_eq!(input_file_name("../x/a.i", "i"), "a.i");
+        assert_eq!(input_file_name("..", "i"), "input.i");
+        assert_eq!(input_file_name("", "i"), "input.i");
+        assert_eq!(input_file_name("./a.c", "i"), "a.c");
     }
 
     #[tokio::test]

@@ -121,12 +121,19 @@ pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Pr
             panic!("{bin} did not become ready ({ready}); log:\n{text}");
         }
     };
-    let addrs = line
-        .split_whitespace()
-        .filter_map(|f| f.split_once('='))
-        .filter(|(k, _)| *k == "grpc" || *k == "http")
-        .map(|(_, v)| v.to_owned())
-        .collect();
+    let addrs = if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        ["grpc", "http"]
+            .iter()
+            .map(|k| v[k].as_str().unwrap_or_default().to_owned())
+            .collect()
+    } else {
+        line.split_whitespace()
+            .filter_map(|f| f.split_once('='))
+            .filter(|(k, _)| *k == "grpc" || *k == "http")
+            .map(|(_, v)| v.to_owned())
+            .collect()
+    };
     (p, addrs)
 }
 
@@ -138,7 +145,15 @@ pub struct Coord {
 }
 
 pub fn start_coordinator(extra: &[&str]) -> Coord {
-    let mut args = vec!["serve", "--grpc-port", "0", "--http-port", "0", "--bind", "127.0.0.1"];
+    let mut args = vec![
+        "serve",
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+    ];
     args.extend_from_slice(extra);
     let (proc, addrs) = spawn(COORD, &args, &[], "coordinator listening");
     Coord {
@@ -157,8 +172,17 @@ pub struct Worker {
 
 pub fn start_worker(coord: &str, id: &str, extra: &[&str]) -> Worker {
     let mut args = vec![
-        "serve", "--coordinator", coord, "--grpc-port", "0", "--http-port", "0", "--bind",
-        "127.0.0.1", "--id", id,
+        "serve",
+        "--coordinator",
+        coord,
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--id",
+        id,
     ];
     args.extend_from_slice(extra);
     let (proc, addrs) = spawn(WORKER, &args, &[], "worker listening");
@@ -219,7 +243,10 @@ pub fn hgbuild(dir: &Path, coord: &str, args: &[&str]) -> Output {
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("hg-e2e-").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("hg-e2e-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -240,7 +267,11 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut buf = String::new();
     s.read_to_string(&mut buf).expect("read http");
     let status = buf
@@ -248,6 +279,9 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }

@@ -1,0 +1,442 @@
+//! Black-box tests: the real hg-coord, hg-worker and hgbuild binaries on
+//! ephemeral loopback ports, compiling real C and C++ files with the real
+//! compilers.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const C_SRC: &str = r#"#include <stdio.h>
+#include "util.h"
+#define SQUARE(x) ((x) * (x))
+int main(void) {
+    int v = SQUARE(add(2, 5));
+    printf("%d %s\n", v, GREETING);
+    return 0;
+}
+"#;
+const UTIL_H: &str =
+    "#define GREETING \"hello\"\nstatic inline int add(int a, int b) { return a + b; }\n";
+
+const CXX_SRC: &str = r#"#include <vector>
+#include <string>
+#include <numeric>
+template <typename T> T total(const std::vector<T>& v) { return std::accumulate(v.begin(), v.end(), T{}); }
+std::string name() { return std::string("grid") + std::to_string(total(std::vector<int>{1, 2, 3})); }
+"#;
+
+fn gcc(dir: &std::path::Path, prog: &str, args: &[&str]) -> Output {
+    run_in(dir, prog, args, &[])
+}
+
+#[test]
+fn c_file_compiles_remotely_byte_identical() {
+    let (coord, _workers) = grid(2);
+    let dir = tempdir();
+    write(dir.path(), "main.c", C_SRC);
+    write(dir.path(), "util.h", UTIL_H);
+    let out = hgbuild(
+        dir.path(),
+        &coord.grpc,
+        &[
+            "-v", "cc", "-c", "main.c", "-o", "main.o", "-O2", "-Wall", "-MD",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("[remote w"),
+        "not compiled remotely: {}",
+        out.stderr
+    );
+    let plain = gcc(
+        dir.path(),
+        "cc",
+        &[
+            "-c", "main.c", "-o", "ref.o", "-O2", "-Wall", "-MD", "-MF", "ref.d", "-MQ", "main.o",
+        ],
+    );
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    assert_eq!(
+        read(dir.path(), "main.o"),
+        read(dir.path(), "ref.o"),
+        "objects differ"
+    );
+    assert_eq!(
+        read(dir.path(), "main.d"),
+        read(dir.path(), "ref.d"),
+        "dependency files differ"
+    );
+    // The coordinator logged the task with the contract's messages.
+    assert!(
+        coord
+            .proc
+            .wait_log("msg=\"task started\"", Duration::from_secs(5))
+    );
+    assert!(
+        coord
+            .proc
+            .wait_log("msg=\"task completed\"", Duration::from_secs(5))
+    );
+    let log = coord.proc.log_text();
+    assert!(
+        log.contains("msg=\"worker registered\" worker_id=w1 arch="),
+        "{log}"
+    );
+    assert!(log.contains("source=handshake"), "{log}");
+}
+
+#[test]
+fn cxx_file_compiles_remotely_byte_identical() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(dir.path(), "name.cpp", CXX_SRC);
+    let out = hgbuild(
+        dir.path(),
+        &coord.grpc,
+        &[
+            "-v",
+            "c++",
+            "-c",
+            "name.cpp",
+            "-o",
+            "name.o",
+            "-O1",
+            "-std=c++17",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote w1]"), "{}", out.stderr);
+    let plain = gcc(
+        dir.path(),
+        "c++",
+        &["-c", "name.cpp", "-o", "ref.o", "-O1", "-std=c++17"],
+    );
+    assert_eq!(plain.code, 0);
+    assert_eq!(read(dir.path(), "name.o"), read(dir.path(), "ref.o"));
+}
+
+#[test]
+fn clang_compiles_remotely_when_present() {
+    if support_missing("clang") {
+        return;
+    }
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(dir.path(), "main.c", C_SRC);
+    write(dir.path(), "util.h", UTIL_H);
+    let out = run_in(
+        dir.path(),
+        HGBUILD,
+        &[
+            "--coordinator",
+            &coord.grpc,
+            "-v",
+            "cc",
+            "-c",
+            "main.c",
+            "-O2",
+        ],
+        &[("HG_CC", "clang")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote w1]"), "{}", out.stderr);
+    let obj = read(dir.path(), "main.o");
+    let plain = gcc(dir.path(), "clang", &["-c", "main.c", "-O2", "-o", "ref.o"]);
+    assert_eq!(plain.code, 0);
+    assert_eq!(obj, read(dir.path(), "ref.o"));
+}
+
+fn support_missing(prog: &str) -> bool {
+    let found = std::process::Command::new(prog)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("HG_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+            panic!("{prog} is required (HG_TEST_REQUIRE_ALL=1) but not installed");
+        }
+        eprintln!("SKIP: {prog} not installed");
+    }
+    !found
+}
+
+#[test]
+fn compile_errors_and_warnings_are_the_compilers() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "warn.c",
+        "int f(void) {\n    int unused;\n    return 1;\n}\n",
+    );
+    write(
+        dir.path(),
+        "bad.c",
+        "#include \"util.h\"\nint g(void) {\n    return missing_name;\n}\n",
+    );
+    write(dir.path(), "util.h", UTIL_H);
+    std::fs::write(dir.path().join("bad.o"), b"stale").expect("write stale");
+
+    let out = hgbuild(
+        dir.path(),
+        &coord.grpc,
+        &["-v", "cc", "-c", "warn.c", "-Wall"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote w1]"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warn.c:2:9: warning: unused variable"),
+        "{}",
+        out.stderr
+    );
+
+    let out = hgbuild(dir.path(), &coord.grpc, &["cc", "-c", "bad.c"]);
+    let plain = gcc(dir.path(), "cc", &["-c", "bad.c", "-o", "ref-bad.o"]);
+    assert_ne!(plain.code, 0);
+    assert_eq!(out.code, plain.code, "exit code differs: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("bad.c:3:12: error: 'missing_name' undeclared")
+            || out
+                .stderr
+                .contains("bad.c:3:12: error: ‘missing_name’ undeclared"),
+        "{}",
+        out.stderr
+    );
+    // Every diagnostic line of the plain compiler that names a file and line
+    // is there too (the caret excerpt needs the source on the worker).
+    for line in plain.stderr.lines().filter(|l| l.starts_with("bad.c")) {
+        assert!(
+            out.stderr.contains(line),
+            "missing `{line}` in:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        !dir.path().join("bad.o").exists(),
+        "a stale object survived a failed compile"
+    );
+    // Reported once: a compile error is not retried locally.
+    assert!(!out.stderr.contains("compiling locally"), "{}", out.stderr);
+}
+
+#[test]
+fn missing_header_fails_like_the_compiler() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(dir.path(), "m.c", "#include \"nope.h\"\nint x;\n");
+    let out = hgbuild(dir.path(), &coord.grpc, &["cc", "-c", "m.c"]);
+    let plain = gcc(dir.path(), "cc", &["-c", "m.c", "-o", "ref.o"]);
+    assert_eq!(out.code, plain.code);
+    assert!(out.stderr.contains("nope.h"), "{}", out.stderr);
+}
+
+#[test]
+fn non_distributable_commands_run_locally_with_the_plain_result() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(dir.path(), "main.c", C_SRC);
+    write(dir.path(), "util.h", UTIL_H);
+    write(dir.path(), "two.c", "int two(void) { return 2; }\n");
+
+    // Linking.
+    let out = hgbuild(
+        dir.path(),
+        &coord.grpc,
+        &["-v", "cc", "main.c", "-o", "prog"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[local linking"), "{}", out.stderr);
+    let run = run_in(
+        dir.path(),
+        &dir.path().join("prog").display().to_string(),
+        &[],
+        &[],
+    );
+    assert_eq!(run.stdout, "49 hello\n");
+
+    // -E prints to stdout exactly what cc -E prints.
+    let out = hgbuild(dir.path(), &coord.grpc, &["cc", "-E", "main.c"]);
+    let plain = gcc(dir.path(), "cc", &["-E", "main.c"]);
+    assert_eq!(out.code, 0);
+    assert_eq!(out.stdout, plain.stdout);
+
+    // Several sources at once.
+    let out = hgbuild(
+        dir.path(),
+        &coord.grpc,
+        &["-v", "cc", "-c", "main.c", "two.c"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("[local multiple input files"),
+        "{}",
+        out.stderr
+    );
+    let a = read(dir.path(), "two.o");
+    let plain = gcc(dir.path(), "cc", &["-c", "two.c"]);
+    assert_eq!(plain.code, 0);
+    assert_eq!(a, read(dir.path(), "two.o"));
+
+    // Not a compile at all.
+    let out = hgbuild(dir.path(), &coord.grpc, &["cc", "--version"]);
+    assert_eq!(out.code, 0);
+    assert_eq!(out.stdout, gcc(dir.path(), "cc", &["--version"]).stdout);
+}
+
+#[test]
+fn large_preprocessed_input_is_not_limited_by_message_size() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    // ~20 MB of poorly compressible preprocessed source (and a ~10 MB object).
+    let mut text = String::from("const char big[] =\n");
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    while text.len() < 20_000_000 {
+        text.push('"');
+        for _ in 0..12 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push_str(&format!("{:08x}", x as u32));
+        }
+        text.push_str("\"\n");
+    }
+    text.push_str(";\nint get(int i) { return big[i]; }\n");
+    write(dir.path(), "big.i", &text);
+    let out = hgbuild(
+        dir.path(),
+        &coord.grpc,
+        &["-v", "cc", "-c", "big.i", "-o", "big.o"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote w1]"), "{}", out.stderr);
+    let plain = gcc(dir.path(), "cc", &["-c", "big.i", "-o", "ref.o"]);
+    assert_eq!(plain.code, 0);
+    assert_eq!(read(dir.path(), "big.o"), read(dir.path(), "ref.o"));
+}
+
+#[test]
+fn coordinator_down_falls_back_locally_or_fails_with_no_fallback() {
+    let dir = tempdir();
+    write(dir.path(), "main.c", C_SRC);
+    write(dir.path(), "util.h", UTIL_H);
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let out = hgbuild(dir.path(), &addr, &["cc", "-c", "main.c"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("connection refused"), "{}", out.stderr);
+    assert!(out.stderr.contains(&addr), "{}", out.stderr);
+    assert!(out.stderr.contains("compiling locally"), "{}", out.stderr);
+    assert!(dir.path().join("main.o").exists());
+
+    std::fs::remove_file(dir.path().join("main.o")).expect("rm");
+    let out = hgbuild(dir.path(), &addr, &["--no-fallback", "cc", "-c", "main.c"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("connection refused"), "{}", out.stderr);
+    assert!(!dir.path().join("main.o").exists());
+}
+
+#[test]
+fn health_endpoints_and_clean_shutdown() {
+    let (mut coord, mut workers) = grid(1);
+    let (code, body) = http_get(&coord.http, "/health");
+    assert_eq!(code, 200);
+    assert_eq!(body.trim(), "OK");
+    let (code, _) = http_get(&workers[0].http, "/health");
+    assert_eq!(code, 200);
+    let (code, body) = http_get(&coord.http, "/api/v1/workers");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"id\":\"w1\""), "{body}");
+
+    let status = hgbuild(std::path::Path::new("/tmp"), &coord.grpc, &["status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(status.stdout.contains("w1"), "{}", status.stdout);
+
+    let w = workers.remove(0);
+    let mut wp = w.proc;
+    let st = wp
+        .terminate(Duration::from_secs(20))
+        .expect("worker exits on SIGTERM");
+    assert!(st.success(), "worker exit status {st:?}");
+    assert!(
+        coord
+            .proc
+            .wait_log("msg=\"worker left\" worker_id=w1", Duration::from_secs(5))
+    );
+    let st = coord
+        .proc
+        .terminate(Duration::from_secs(20))
+        .expect("coordinator exits on SIGTERM");
+    assert!(st.success(), "coordinator exit status {st:?}");
+}
+
+#[test]
+fn bad_configuration_stops_with_the_key_or_file_named() {
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "bad.yaml",
+        "worker:\n  max_concurent_tasks: 3\n",
+    );
+    let out = run_in(dir.path(), WORKER, &["serve", "--config", "bad.yaml"], &[]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("worker.max_concurent_tasks"),
+        "{}",
+        out.stderr
+    );
+    let out = run_in(
+        dir.path(),
+        COORD,
+        &["serve", "--config", "missing.yaml"],
+        &[],
+    );
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("missing.yaml"), "{}", out.stderr);
+    let out = run_in(
+        dir.path(),
+        COORD,
+        &["serve"],
+        &[("HG_COORDINATOR__HEARTBEAT_TTL", "forever")],
+    );
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("coordinator.heartbeat_ttl"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("HG_COORDINATOR__HEARTBEAT_TTL"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn json_logs_carry_the_contract_fields() {
+    let c = start_coordinator(&["--log-format", "json"]);
+    let _w = start_worker(&c.grpc, "wj", &[]);
+    assert!(
+        c.proc
+            .wait_log("worker registered", Duration::from_secs(10))
+    );
+    let line = c
+        .proc
+        .log_text()
+        .lines()
+        .find(|l| l.contains("worker registered"))
+        .map(str::to_owned)
+        .expect("line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
+    assert_eq!(v["level"], "info");
+    assert_eq!(v["msg"], "worker registered");
+    assert_eq!(v["worker_id"], "wj");
+    assert_eq!(v["source"], "handshake");
+}
