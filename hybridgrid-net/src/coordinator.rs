@@ -220,7 +220,11 @@ impl WorkerPool {
                     / a.info.capabilities.max_parallel_tasks.max(1) as f64;
                 let lb = b.active.load(Ordering::Relaxed) as f64
                     / b.info.capabilities.max_parallel_tasks.max(1) as f64;
-                la.total_cmp(&lb)
+                la.total_cmp(&lb).then_with(|| {
+                    a.completed
+                        .load(Ordering::Relaxed)
+                        .cmp(&b.completed.load(Ordering::Relaxed))
+                })
             });
         best.cloned().ok_or_else(|| {
             if exclude.is_empty() {
