@@ -440,3 +440,17 @@ fn json_logs_carry_the_contract_fields() {
     assert_eq!(v["worker_id"], "wj");
     assert_eq!(v["source"], "handshake");
 }
+
+#[test]
+fn debug_info_compiles_stay_byte_identical() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(dir.path(), "main.c", C_SRC);
+    write(dir.path(), "util.h", UTIL_H);
+    let out = hgbuild(dir.path(), &coord.grpc, &["-v", "cc", "-g", "-O2", "-c", "main.c"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[local debug info"), "{}", out.stderr);
+    let plain = gcc(dir.path(), "cc", &["-g", "-O2", "-c", "main.c", "-o", "ref.o"]);
+    assert_eq!(plain.code, 0);
+    assert_eq!(read(dir.path(), "main.o"), read(dir.path(), "ref.o"));
+}

@@ -31,6 +31,10 @@ pub struct ClientOptions {
     pub verbose: bool,
     /// Standard error is a terminal (ask remote compilers for colors).
     pub color: bool,
+    /// Send `-g` compiles to the grid too. Their objects then differ from a
+    /// local build in the line table's column numbers (macros expand
+    /// before the remote compile sees them), so this is off by default.
+    pub remote_debug_info: bool,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +43,7 @@ impl Default for ClientOptions {
             fallback: true,
             verbose: false,
             color: false,
+            remote_debug_info: false,
         }
     }
 }
@@ -290,6 +295,18 @@ where
         }
     };
     let source = Some(plan.source().to_path_buf());
+    if plan.debug_info() && !opts.remote_debug_info {
+        // A remote compile of preprocessed source records different column
+        // numbers in the line table (see RECIPES): keep -g objects exact.
+        let code = run_local(&path, args).await;
+        return Outcome {
+            exit_code: code,
+            route: Route::Local("debug info (-g) is compiled locally to stay byte-identical".into()),
+            source,
+            elapsed: start.elapsed(),
+            fallback_reason: None,
+        };
+    }
     let local = |reason: String, warn: bool| {
         let path = path.clone();
         let source = source.clone();
