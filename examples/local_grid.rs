@@ -80,7 +80,8 @@ async fn main() -> anyhow::Result<()> {
     // All files at once, as `make -j` would run them.
     let mut jobs = tokio::task::JoinSet::new();
     for s in sources.clone() {
-        let (cc, copts, coord_addr, opts) = (cc.clone(), copts.clone(), coord_addr.clone(), opts.clone());
+        let (cc, copts, coord_addr, opts) =
+            (cc.clone(), copts.clone(), coord_addr.clone(), opts.clone());
         jobs.spawn(async move {
             let obj = s.replace(".c", ".o");
             let args: Vec<OsString> = ["-O2", "-Wall", "-c", &s, "-o", &obj]

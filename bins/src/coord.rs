@@ -5,12 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hybridgrid_cache::layer::CacheLayer;
+use hybridgrid_cache::store::DiskStore;
 use hybridgrid_core::config::Config;
 use hybridgrid_net::client::ChannelOptions;
 use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, PoolService, WorkerPool};
 use hybridgrid_net::{http, server};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
 /// A coordinator started with [`start`].
@@ -58,10 +61,18 @@ pub async fn start(cfg: &Config) -> Result<RunningCoordinator, server::ServeErro
     );
     let pool = Arc::new(WorkerPool::new(c.heartbeat_ttl, channel));
     let state = CoordinatorState::new(pool.clone(), c.heartbeat_ttl);
-    let compile = BoxCloneSyncService::new(PoolService::new(
-        pool.clone(),
-        cfg.resilience.retry.max_retries,
-    ));
+    let dispatch = PoolService::new(pool.clone(), cfg.resilience.retry.max_retries);
+    let compile = if cfg.cache.enabled {
+        // The shared tier: every client's results, on the coordinator's disk.
+        let dir = cfg.cache.dir_path().join("coordinator");
+        let store = DiskStore::new(dir, cfg.cache.max_size_bytes());
+        state
+            .cache_enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        BoxCloneSyncService::new(CacheLayer::new(store).layer(dispatch))
+    } else {
+        BoxCloneSyncService::new(dispatch)
+    };
     let srv = CoordinatorServer::new(state.clone(), compile);
 
     let (tx, rx) = watch::channel(false);

@@ -5,12 +5,16 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hybridgrid_core::GridError;
+use hybridgrid_cache::{CacheLayer, DiskStore};
 use hybridgrid_core::config::Config;
+use hybridgrid_core::task::{CompileOutput, CompileTask};
 use hybridgrid_core::worker::CompilerInfo;
+use hybridgrid_core::{BoxError, GridError};
 use hybridgrid_exec::client::{self, ClientOptions, Outcome};
 use hybridgrid_exec::detect;
 use hybridgrid_net::client::{ChannelOptions, CoordinatorClient};
+use tower::Layer;
+use tower::util::BoxCloneSyncService;
 
 /// The names under which hgbuild acts as a compiler (masquerade).
 pub const MASQUERADE_NAMES: &[&str] = &["gcc", "cc", "g++", "c++", "clang", "clang++"];
@@ -78,14 +82,70 @@ async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, GridError>> {
     Some(
         CoordinatorClient::connect(addr, &opts)
             .await
-            .map_err(|e| match e {
-                GridError::WorkerUnavailable { reason, .. } => {
-                    GridError::CoordinatorUnavailable(reason)
-                }
-                other => other,
-            }),
+            .map_err(coordinator_error),
     )
 }
+
+/// The coordinator, connected on the first call (so a local cache hit
+/// needs no connection at all).
+#[derive(Clone, Debug)]
+pub struct LazyCoordinator {
+    address: String,
+    opts: ChannelOptions,
+}
+
+impl tower::Service<CompileTask> for LazyCoordinator {
+    type Response = CompileOutput;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<CompileOutput, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: CompileTask) -> Self::Future {
+        let (address, opts) = (self.address.clone(), self.opts.clone());
+        Box::pin(async move {
+            let mut c = CoordinatorClient::connect(&address, &opts)
+                .await
+                .map_err(coordinator_error)?;
+            Ok(c.compile(&task).await?)
+        })
+    }
+}
+
+fn coordinator_error(e: GridError) -> GridError {
+    match e {
+        GridError::WorkerUnavailable { reason, .. } => GridError::CoordinatorUnavailable(reason),
+        other => other,
+    }
+}
+
+/// The client's compile stack: the local cache tier in front of the
+/// coordinator; `None` when no coordinator is configured.
+pub fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>> {
+    let addr = cfg.client.coordinator.trim();
+    if addr.is_empty() {
+        return None;
+    }
+    let coord = LazyCoordinator {
+        address: addr.to_owned(),
+        opts: ChannelOptions::new(cfg.client.connect_timeout, cfg.client.request_timeout),
+    };
+    Some(Ok(if cfg.cache.enabled {
+        BoxCloneSyncService::new(CacheLayer::new(DiskStore::from_config(&cfg.cache)).layer(coord))
+    } else {
+        BoxCloneSyncService::new(coord)
+    }))
+}
+
+/// A boxed compile service.
+pub type BoxCompile = BoxCloneSyncService<CompileTask, CompileOutput, BoxError>;
 
 /// Compiles as `name ARGS` would, through the grid when it can. Returns the
 /// exit code.
@@ -109,7 +169,7 @@ pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOpti
         o.color = std::io::IsTerminal::is_terminal(&std::io::stderr());
         o
     };
-    let remote = connect(cfg).await;
+    let remote = remote_stack(cfg);
     let outcome: Outcome = client::compile(&compiler, args, remote, &copts).await;
     if opts.verbose {
         let src = outcome
@@ -299,4 +359,103 @@ pub async fn status(cfg: &Config) -> i32 {
         );
     }
     0
+}
+
+/// `hgbuild cache stats|clear|evict`: the local cache.
+pub fn cache_command(cfg: &Config, action: CacheAction) -> i32 {
+    let store = DiskStore::from_config(&cfg.cache);
+    match action {
+        CacheAction::Stats => {
+            store.rescan();
+            let s = store.stats_blocking();
+            println!("cache directory   {}", store.dir().display());
+            println!("enabled           {}", cfg.cache.enabled);
+            println!("entries           {}", s.entries);
+            println!(
+                "size              {:.1} MB of {:.1} MB",
+                s.size_bytes as f64 / 1e6,
+                store.max_bytes() as f64 / 1e6
+            );
+            println!("hits              {}", s.hits);
+            println!("misses            {}", s.misses);
+            println!("hit rate          {:.1}%", s.hit_rate() * 100.0);
+            println!("evictions         {}", s.evictions);
+            println!("errors            {}", s.errors);
+        }
+        CacheAction::Clear => {
+            let out = store.clear();
+            println!(
+                "removed {} entries ({:.1} MB) from {}",
+                out.evicted,
+                out.freed_bytes as f64 / 1e6,
+                store.dir().display()
+            );
+        }
+        CacheAction::Evict { max_size_gb } => {
+            if !(max_size_gb.is_finite() && max_size_gb >= 0.0) {
+                eprintln!("hgbuild: --max-size must be a number of GB >= 0, got {max_size_gb}");
+                return 2;
+            }
+            let out = store.evict_to((max_size_gb * 1e9) as u64);
+            println!(
+                "evicted {} entries ({:.1} MB)",
+                out.evicted,
+                out.freed_bytes as f64 / 1e6
+            );
+        }
+    }
+    0
+}
+
+/// What `hgbuild cache` does.
+#[derive(Clone, Copy, Debug)]
+pub enum CacheAction {
+    /// Print statistics.
+    Stats,
+    /// Remove every entry.
+    Clear,
+    /// Evict least recently used entries down to a size.
+    Evict {
+        /// The size to evict to, in GB.
+        max_size_gb: f64,
+    },
+}
+
+/// `hgbuild stats`: the local cache and the coordinator's counters.
+pub async fn stats(cfg: &Config) -> i32 {
+    let code = cache_command(cfg, CacheAction::Stats);
+    match connect(cfg).await {
+        None => println!("coordinator       not configured"),
+        Some(Err(e)) => println!("coordinator       {e}"),
+        Some(Ok(mut c)) => match c.stats().await {
+            Ok(s) => {
+                let lookups = s.cache_hits + s.cache_misses;
+                println!("coordinator       {}", c.address());
+                println!(
+                    "workers           {} ({} healthy)",
+                    s.workers_total, s.workers_healthy
+                );
+                println!(
+                    "tasks             {} total, {} ok, {} failed, {} active, {} queued",
+                    s.tasks_total,
+                    s.tasks_successful,
+                    s.tasks_failed,
+                    s.tasks_active,
+                    s.tasks_queued
+                );
+                println!(
+                    "shared cache      {} hits, {} misses ({:.1}%)",
+                    s.cache_hits,
+                    s.cache_misses,
+                    if lookups == 0 {
+                        0.0
+                    } else {
+                        s.cache_hits as f64 * 100.0 / lookups as f64
+                    }
+                );
+            }
+            Err(e) => println!("coordinator       {e}"),
+        },
+    }
+    code
 }

@@ -447,10 +447,81 @@ fn debug_info_compiles_stay_byte_identical() {
     let dir = tempdir();
     write(dir.path(), "main.c", C_SRC);
     write(dir.path(), "util.h", UTIL_H);
-    let out = hgbuild(dir.path(), &coord.grpc, &["-v", "cc", "-g", "-O2", "-c", "main.c"]);
+    let out = hgbuild(
+        dir.path(),
+        &coord.grpc,
+        &["-v", "cc", "-g", "-O2", "-c", "main.c"],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("[local debug info"), "{}", out.stderr);
-    let plain = gcc(dir.path(), "cc", &["-g", "-O2", "-c", "main.c", "-o", "ref.o"]);
+    let plain = gcc(
+        dir.path(),
+        "cc",
+        &["-g", "-O2", "-c", "main.c", "-o", "ref.o"],
+    );
     assert_eq!(plain.code, 0);
     assert_eq!(read(dir.path(), "main.o"), read(dir.path(), "ref.o"));
+}
+
+#[test]
+fn local_and_shared_cache_tiers_serve_repeat_compiles() {
+    let (coord, workers) = grid(1);
+    let dir = tempdir();
+    write(dir.path(), "main.c", C_SRC);
+    write(dir.path(), "util.h", UTIL_H);
+    let args = ["-v", "cc", "-O2", "-c", "main.c", "-o", "main.o"];
+    let first = hgbuild(dir.path(), &coord.grpc, &args);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert!(first.stderr.contains("[remote w1]"), "{}", first.stderr);
+    let obj = read(dir.path(), "main.o");
+    std::fs::remove_file(dir.path().join("main.o")).expect("rm");
+
+    // Same client again: the local tier answers.
+    let again = hgbuild(dir.path(), &coord.grpc, &args);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("[cache]"), "{}", again.stderr);
+    assert_eq!(read(dir.path(), "main.o"), obj);
+
+    // A second client with an empty local cache (another HOME) in the same
+    // directory: the coordinator's shared tier answers, no worker compiles.
+    let other_home = tempdir();
+    std::fs::remove_file(dir.path().join("main.o")).expect("rm");
+    let mut a = vec!["--coordinator", coord.grpc.as_str()];
+    a.extend_from_slice(&args);
+    let shared = run_in(
+        dir.path(),
+        HGBUILD,
+        &a,
+        &[("HOME", other_home.path().to_str().expect("utf8"))],
+    );
+    assert_eq!(shared.code, 0, "{}", shared.stderr);
+    assert!(shared.stderr.contains("[cache]"), "{}", shared.stderr);
+    assert_eq!(read(dir.path(), "main.o"), obj);
+    let (_, body) = http_get(&workers[0].http, "/api/status");
+    assert!(
+        body.contains("\"completed\":1"),
+        "the worker compiled again: {body}"
+    );
+    let (_, stats) = http_get(&coord.http, "/api/stats");
+    let v: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    assert_eq!(v["cache"]["hits"], 1, "{stats}");
+    assert_eq!(v["cache"]["misses"], 1, "{stats}");
+
+    // hgbuild cache stats / clear.
+    let st = run_in(dir.path(), HGBUILD, &["cache", "stats"], &[]);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(st.stdout.contains("entries           1"), "{}", st.stdout);
+    let cl = run_in(dir.path(), HGBUILD, &["cache", "clear"], &[]);
+    assert_eq!(cl.code, 0, "{}", cl.stderr);
+    let st = run_in(dir.path(), HGBUILD, &["cache", "stats"], &[]);
+    assert!(st.stdout.contains("entries           0"), "{}", st.stdout);
+}
+
+#[test]
+fn stats_command_reports_the_coordinator() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    let out = hgbuild(dir.path(), &coord.grpc, &["stats"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("workers           1"), "{}", out.stdout);
 }

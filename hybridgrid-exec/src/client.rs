@@ -301,7 +301,9 @@ where
         let code = run_local(&path, args).await;
         return Outcome {
             exit_code: code,
-            route: Route::Local("debug info (-g) is compiled locally to stay byte-identical".into()),
+            route: Route::Local(
+                "debug info (-g) is compiled locally to stay byte-identical".into(),
+            ),
             source,
             elapsed: start.elapsed(),
             fallback_reason: None,

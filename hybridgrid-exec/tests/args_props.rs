@@ -145,16 +145,34 @@ fn driver() -> impl Strategy<Value = DriverKind> {
 
 /// Options whose value is the next word (so `-isystem -c` names a directory `-c`).
 const SEPARATE_VALUE: &[&str] = &[
-    "-D", "-I", "-MF", "-MQ", "-MT", "-U", "-Xassembler", "-Xclang", "-Xpreprocessor",
-    "-idirafter", "-imacros", "-include", "-iprefix", "-iquote", "-isysroot", "-isystem",
-    "-iwithprefix", "-iwithprefixbefore", "--param", "-target", "-arch", "-x",
+    "-D",
+    "-I",
+    "-MF",
+    "-MQ",
+    "-MT",
+    "-U",
+    "-Xassembler",
+    "-Xclang",
+    "-Xpreprocessor",
+    "-idirafter",
+    "-imacros",
+    "-include",
+    "-iprefix",
+    "-iquote",
+    "-isysroot",
+    "-isystem",
+    "-iwithprefix",
+    "-iwithprefixbefore",
+    "--param",
+    "-target",
+    "-arch",
+    "-x",
 ];
 
 /// True if `words` has `bad` as an option of its own (not as an option's value).
 fn has_standalone(words: &[String], bad: &[&str]) -> bool {
     words.iter().enumerate().any(|(i, w)| {
-        bad.contains(&w.as_str())
-            && !(i > 0 && SEPARATE_VALUE.contains(&words[i - 1].as_str()))
+        bad.contains(&w.as_str()) && !(i > 0 && SEPARATE_VALUE.contains(&words[i - 1].as_str()))
     })
 }
 

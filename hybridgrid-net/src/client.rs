@@ -268,6 +268,16 @@ impl CoordinatorClient {
         Ok(r.into_inner().workers)
     }
 
+    /// Task and cache counters.
+    pub async fn stats(&mut self) -> Result<proto::StatsResponse, GridError> {
+        let r = self
+            .build
+            .get_stats(proto::StatsRequest {})
+            .await
+            .map_err(|s| self.err(&s))?;
+        Ok(r.into_inner())
+    }
+
     /// Registers a worker (handshake).
     pub async fn register(
         &mut self,

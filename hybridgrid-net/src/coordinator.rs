@@ -327,6 +327,8 @@ pub struct CoordinatorState {
     pub started: Instant,
     /// The heartbeat interval suggested to workers.
     pub heartbeat_interval: Duration,
+    /// Whether the compile stack has a shared cache (for hit/miss counts).
+    pub cache_enabled: std::sync::atomic::AtomicBool,
 }
 
 impl CoordinatorState {
@@ -337,7 +339,26 @@ impl CoordinatorState {
             tasks: TaskCounters::default(),
             started: Instant::now(),
             heartbeat_interval: (heartbeat_ttl / 3).max(Duration::from_millis(100)),
+            cache_enabled: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The counters as a stats message.
+    pub fn stats(&self) -> proto::StatsResponse {
+        let t = &self.tasks;
+        let workers = self.pool.entries().len() as u32;
+        proto::StatsResponse {
+            workers_total: workers,
+            workers_healthy: workers,
+            tasks_active: t.active.load(Ordering::Relaxed),
+            tasks_queued: t.queued.load(Ordering::Relaxed),
+            tasks_total: t.total.load(Ordering::Relaxed),
+            tasks_successful: t.successful.load(Ordering::Relaxed),
+            tasks_failed: t.failed.load(Ordering::Relaxed),
+            cache_hits: t.cache_hits.load(Ordering::Relaxed),
+            cache_misses: t.cache_misses.load(Ordering::Relaxed),
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
     }
 
     /// The status of every worker.
@@ -407,6 +428,15 @@ impl CoordinatorServer {
             Ok(_) => ("compile_error", false),
             Err(_) => ("error", false),
         };
+        if let Ok(o) = &res
+            && self.state.cache_enabled.load(Ordering::Relaxed)
+        {
+            if o.from_cache {
+                t.cache_hits.fetch_add(1, Ordering::Relaxed);
+            } else {
+                t.cache_misses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if success {
             t.successful.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -453,6 +483,13 @@ impl BuildService for CoordinatorServer {
             version: crate::VERSION.to_owned(),
             uptime_seconds: self.state.started.elapsed().as_secs(),
         }))
+    }
+
+    async fn get_stats(
+        &self,
+        _req: Request<proto::StatsRequest>,
+    ) -> Result<Response<proto::StatsResponse>, Status> {
+        Ok(Response::new(self.state.stats()))
     }
 
     async fn get_worker_status(

@@ -72,27 +72,27 @@ fn base_router(metrics_path: &str) -> Router<()> {
 }
 
 async fn api_stats(State(st): State<Arc<CoordinatorState>>) -> impl IntoResponse {
-    let t = &st.tasks;
-    let workers = st.pool.entries();
-    let total = workers.len();
-    let hits = t.cache_hits.load(Ordering::Relaxed);
-    let misses = t.cache_misses.load(Ordering::Relaxed);
-    let rate = if hits + misses == 0 {
+    let s = st.stats();
+    let rate = if s.cache_hits + s.cache_misses == 0 {
         0.0
     } else {
-        hits as f64 / (hits + misses) as f64
+        s.cache_hits as f64 / (s.cache_hits + s.cache_misses) as f64
     };
     Json(json!({
-        "workers": { "total": total, "healthy": total, "unhealthy": 0 },
-        "tasks": {
-            "active": t.active.load(Ordering::Relaxed),
-            "queued": t.queued.load(Ordering::Relaxed),
-            "total": t.total.load(Ordering::Relaxed),
-            "successful": t.successful.load(Ordering::Relaxed),
-            "failed": t.failed.load(Ordering::Relaxed),
+        "workers": {
+            "total": s.workers_total,
+            "healthy": s.workers_healthy,
+            "unhealthy": s.workers_total - s.workers_healthy,
         },
-        "cache": { "hits": hits, "misses": misses, "hit_rate": rate },
-        "uptime_seconds": st.started.elapsed().as_secs(),
+        "tasks": {
+            "active": s.tasks_active,
+            "queued": s.tasks_queued,
+            "total": s.tasks_total,
+            "successful": s.tasks_successful,
+            "failed": s.tasks_failed,
+        },
+        "cache": { "hits": s.cache_hits, "misses": s.cache_misses, "hit_rate": rate },
+        "uptime_seconds": s.uptime_seconds,
     }))
 }
 

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hybridgrid::cli::{self, CommonFlags};
-use hybridgrid::hgbuild::{self, ENV_NO_FALLBACK, ENV_VERBOSE, MASQUERADE_NAMES, RunOptions};
+use hybridgrid::hgbuild::{
+    self, CacheAction, ENV_NO_FALLBACK, ENV_VERBOSE, MASQUERADE_NAMES, RunOptions,
+};
 use hybridgrid_core::config::{Config, LoggingConfig};
 
 #[derive(Parser, Debug)]
@@ -70,6 +72,27 @@ enum Cmd {
     },
     /// Show the grid's workers.
     Status,
+    /// Show local cache and coordinator statistics.
+    Stats,
+    /// Manage the local cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCmd {
+    /// Print cache statistics.
+    Stats,
+    /// Remove every cached entry.
+    Clear,
+    /// Evict least recently used entries until the cache is at most --max-size GB.
+    Evict {
+        /// Size in GB (10^9 bytes).
+        #[arg(long, value_name = "GB")]
+        max_size: f64,
+    },
 }
 
 fn env_flag(name: &str) -> bool {
@@ -148,6 +171,17 @@ async fn main() -> ExitCode {
         Cmd::Ninja { args } => hgbuild::wrap(&cfg, "ninja", &args, &opts).await,
         Cmd::Cmake { args } => hgbuild::wrap(&cfg, "cmake", &args, &opts).await,
         Cmd::Status => hgbuild::status(&cfg).await,
+        Cmd::Stats => hgbuild::stats(&cfg).await,
+        Cmd::Cache { action } => hgbuild::cache_command(
+            &cfg,
+            match action {
+                CacheCmd::Stats => CacheAction::Stats,
+                CacheCmd::Clear => CacheAction::Clear,
+                CacheCmd::Evict { max_size } => CacheAction::Evict {
+                    max_size_gb: max_size,
+                },
+            },
+        ),
     };
     exit(code)
 }

@@ -17,6 +17,8 @@ pub struct Proc {
     pub child: Child,
     pub name: String,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The process's own HOME (its caches live there).
+    pub home: tempfile::TempDir,
 }
 
 impl Proc {
@@ -75,6 +77,7 @@ impl Drop for Proc {
 /// Starts `bin args`, capturing stderr lines, and waits for a line with
 /// `ready` whose `key=ADDR` fields are returned.
 pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Proc, Vec<String>) {
+    let home = tempdir();
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -82,7 +85,7 @@ pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Pr
         .stderr(Stdio::piped())
         .env_remove("HG_COORDINATOR")
         .env("HG_DISCOVERY__MDNS__ENABLED", "false")
-        .env("HOME", std::env::temp_dir());
+        .env("HOME", home.path());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -112,7 +115,12 @@ pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Pr
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut p = Proc { child, name, log };
+    let mut p = Proc {
+        child,
+        name,
+        log,
+        home,
+    };
     let line = match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(l) => l,
         Err(_) => {
