@@ -317,6 +317,9 @@ impl Parser {
         if self.verbose {
             return Classification::Local(LocalReason::Verbose);
         }
+        if !self.compile && !self.assemble_only {
+            return Classification::Local(LocalReason::Linking);
+        }
         if self.inputs.len() > 1 {
             return Classification::Local(LocalReason::MultipleInputs(self.inputs.len()));
         }

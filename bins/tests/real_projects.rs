@@ -1,0 +1,222 @@
+//! Real open-source projects built with `hgbuild make` through a real grid
+//! (a coordinator and two workers on loopback): every object must be
+//! byte-identical to a plain build, the projects' own tests must pass, and
+//! more than 90% of the compiles must run remotely.
+//!
+//! The sources are Debian's upstream tarballs of Lua 5.4 and zlib, fetched
+//! by `scripts/setup.d/real-projects.sh` into `HG_SOURCES_DIR` (default
+//! `/var/cache/hybridgrid-test-sources`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+fn sources_dir() -> PathBuf {
+    std::env::var_os("HG_SOURCES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/hybridgrid-test-sources"))
+}
+
+fn find_tarball(prefix: &str) -> Option<PathBuf> {
+    let dir = sources_dir();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.contains(".orig.tar."))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn require(prefix: &str) -> Option<PathBuf> {
+    let t = find_tarball(prefix);
+    if t.is_none() {
+        let msg = format!(
+            "no {prefix}*.orig.tar.* in {}: run scripts/setup.d/real-projects.sh",
+            sources_dir().display()
+        );
+        if std::env::var_os("HG_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIP: {msg}");
+    }
+    t
+}
+
+fn sh(dir: &Path, script: &str) -> Output {
+    let out = Command::new("timeout")
+        .args(["600", "sh", "-c", script])
+        .current_dir(dir)
+        .env_remove("HG_COORDINATOR")
+        .env("HG_DISCOVERY__MDNS__ENABLED", "false")
+        .env("HOME", dir)
+        .output()
+        .expect("run sh");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn extract(tarball: &Path, into: &Path) -> PathBuf {
+    let out = Command::new("tar")
+        .arg("xf")
+        .arg(tarball)
+        .current_dir(into)
+        .status()
+        .expect("tar");
+    assert!(out.success(), "cannot extract {}", tarball.display());
+    std::fs::read_dir(into)
+        .expect("read")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir())
+        .expect("extracted directory")
+}
+
+/// Every object file under `dir`, by relative path.
+fn objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("o" | "lo")) {
+                let rel = p.strip_prefix(base).expect("prefix").display().to_string();
+                out.insert(rel, std::fs::read(&p).expect("read object"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+struct Built {
+    remote: usize,
+    compiles: usize,
+    log: String,
+}
+
+/// Builds plainly, keeps the objects, cleans, builds with hgbuild, and
+/// compares every object.
+fn build_both(dir: &Path, coord: &str, configure: &str, make_args: &str, clean: &str) -> Built {
+    if !configure.is_empty() {
+        let c = sh(dir, configure);
+        assert_eq!(c.code, 0, "configure failed: {}{}", c.stdout, c.stderr);
+    }
+    let plain = sh(dir, &format!("make -j4 {make_args}"));
+    assert_eq!(plain.code, 0, "plain build failed: {}", plain.stderr);
+    let reference = objects(dir);
+    assert!(
+        reference.len() >= 10,
+        "too few objects: {}",
+        reference.len()
+    );
+    let c = sh(dir, clean);
+    assert_eq!(c.code, 0, "clean failed: {}", c.stderr);
+    assert!(objects(dir).is_empty(), "clean left objects behind");
+
+    let built = sh(
+        dir,
+        &format!("{HGBUILD} --coordinator {coord} -v make -j4 {make_args}"),
+    );
+    assert_eq!(built.code, 0, "hgbuild make failed:\n{}", built.stderr);
+    let ours = objects(dir);
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>(),
+        "different object files"
+    );
+    for (name, data) in &reference {
+        assert!(ours[name] == *data, "{name} differs from the plain build");
+    }
+    let lines: Vec<&str> = built
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("hgbuild: ["))
+        .collect();
+    let compiles: Vec<&&str> = lines
+        .iter()
+        .filter(|l| !l.contains("[local linking"))
+        .collect();
+    let remote = compiles.iter().filter(|l| l.contains("[remote ")).count();
+    Built {
+        remote,
+        compiles: compiles.len(),
+        log: built.stderr,
+    }
+}
+
+fn assert_mostly_remote(name: &str, b: &Built) {
+    assert!(
+        b.compiles >= 10,
+        "{name}: only {} compiles seen:\n{}",
+        b.compiles,
+        b.log
+    );
+    let share = b.remote as f64 / b.compiles as f64;
+    eprintln!(
+        "{name}: {}/{} compiles remote ({:.0}%)",
+        b.remote,
+        b.compiles,
+        share * 100.0
+    );
+    assert!(
+        share > 0.9,
+        "{name}: only {:.0}% remote:\n{}",
+        share * 100.0,
+        b.log
+    );
+}
+
+#[test]
+fn lua_builds_identically_through_the_grid() {
+    let Some(tarball) = require("lua5.4_") else {
+        return;
+    };
+    let (coord, _workers) = grid(2);
+    let tmp = tempdir();
+    let dir = extract(&tarball, tmp.path());
+    let built = build_both(&dir, &coord.grpc, "", "linux", "make clean");
+    assert_mostly_remote("lua", &built);
+    // The result works: run a Lua program that exercises the VM and libraries.
+    let script = r#"
+        local t = {}
+        for i = 1, 1000 do t[i] = i * i end
+        assert(#t == 1000 and t[1000] == 1000000)
+        assert(string.format("%5.2f", math.pi) == " 3.14")
+        assert(("hybridgrid"):upper() == "HYBRIDGRID")
+        local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1); return b * 2 end)
+        assert(co(1) == 2 and co(21) == 42)
+        assert(select('#', table.unpack({1, 2, 3})) == 3)
+        print("lua ok")
+    "#;
+    std::fs::write(dir.join("check.lua"), script).expect("write script");
+    let run = sh(&dir, "src/lua check.lua");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("lua ok"));
+}
+
+#[test]
+fn zlib_builds_identically_through_the_grid_and_passes_its_tests() {
+    let Some(tarball) = require("zlib_") else {
+        return;
+    };
+    let (coord, _workers) = grid(2);
+    let tmp = tempdir();
+    let dir = extract(&tarball, tmp.path());
+    let built = build_both(&dir, &coord.grpc, "./configure", "", "make clean");
+    assert_mostly_remote("zlib", &built);
+    let t = sh(&dir, "make test");
+    assert_eq!(t.code, 0, "{}{}", t.stdout, t.stderr);
+    assert!(t.stdout.contains("zlib test OK"), "{}", t.stdout);
+}
