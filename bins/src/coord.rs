@@ -83,7 +83,14 @@ pub async fn start(cfg: &Config) -> Result<RunningCoordinator, server::ServeErro
             tracing::error!(error = %e, "gRPC server stopped");
         }
     }));
-    let router = http::coordinator_router(state.clone(), &cfg.metrics.path);
+    let router = http::coordinator_router(
+        state.clone(),
+        if cfg.metrics.enabled {
+            &cfg.metrics.path
+        } else {
+            ""
+        },
+    );
     let r = rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = http::serve(http_l, router, wait_true(r)).await {

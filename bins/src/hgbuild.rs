@@ -166,6 +166,7 @@ pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOpti
         let mut o = ClientOptions::default();
         o.fallback = cfg.resilience.fallback.enabled && !opts.no_fallback;
         o.verbose = opts.verbose;
+        o.remote_debug_info = cfg.client.remote_debug_info;
         o.color = std::io::IsTerminal::is_terminal(&std::io::stderr());
         o
     };

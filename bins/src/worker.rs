@@ -128,7 +128,14 @@ pub async fn start(cfg: &Config) -> Result<RunningWorker, server::ServeError> {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     }));
-    let router = http::worker_router(server.clone(), &cfg.metrics.path);
+    let router = http::worker_router(
+        server.clone(),
+        if cfg.metrics.enabled {
+            &cfg.metrics.path
+        } else {
+            ""
+        },
+    );
     let r = rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = http::serve(http_l, router, wait_true(r)).await {

@@ -64,11 +64,14 @@ async fn metrics_text() -> impl IntoResponse {
     )
 }
 
+/// `metrics_path` empty: no metrics endpoint (`metrics.enabled: false`).
 fn base_router(metrics_path: &str) -> Router<()> {
+    let r = Router::new().route("/health", get(health));
+    if metrics_path.is_empty() {
+        return r;
+    }
     let _ = metrics_handle();
-    Router::new()
-        .route("/health", get(health))
-        .route(metrics_path, get(metrics_text))
+    r.route(metrics_path, get(metrics_text))
 }
 
 async fn api_stats(State(st): State<Arc<CoordinatorState>>) -> impl IntoResponse {
