@@ -525,3 +525,35 @@ fn stats_command_reports_the_coordinator() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("workers           1"), "{}", out.stdout);
 }
+
+#[test]
+fn diagnostics_in_headers_up_the_tree_quote_the_source() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "inc/defs.h",
+        "static int unused_fn(void) { int x; return 0; }\n",
+    );
+    let src = write(
+        dir.path(),
+        "src/a.c",
+        "#include \"defs.h\"\nint main(void) { return 0; }\n",
+    );
+    let src_dir = src.parent().expect("dir").to_path_buf();
+    let args = ["-c", "a.c", "-I../inc", "-Wall", "-Wextra"];
+    let mut a = vec!["--coordinator", coord.grpc.as_str(), "-v", "cc"];
+    a.extend_from_slice(&args);
+    let out = run_in(&src_dir, HGBUILD, &a, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote w1]"), "{}", out.stderr);
+    let plain = run_in(&src_dir, "cc", &args, &[]);
+    assert!(plain.stderr.contains("../inc/defs.h"), "{}", plain.stderr);
+    let ours: String = out
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("hgbuild:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(ours, plain.stderr);
+}

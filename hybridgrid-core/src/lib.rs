@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod payload;
+pub mod preprocessed;
 pub mod task;
 pub mod worker;
 

@@ -213,6 +213,37 @@ pub struct CompileTask {
     pub extra_outputs: Vec<OutputKind>,
     /// The working directory of the client, for debug info.
     pub cwd: String,
+    /// Source files the compiler may read for diagnostics (the excerpts
+    /// under each error), by their relative paths as the line markers name
+    /// them. They do not change the object.
+    pub context_files: Vec<ContextFile>,
+}
+
+/// A file placed in the compile's working directory so diagnostics can
+/// quote it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContextFile {
+    /// Path relative to the working directory (may start with `../`).
+    pub path: String,
+    /// Its content.
+    pub data: Payload,
+}
+
+impl ContextFile {
+    /// How many leading `..` components the path has, or `None` if it is
+    /// not a plain relative path (absolute, `.`/`..` inside, empty parts).
+    pub fn parent_depth(path: &str) -> Option<usize> {
+        if path.is_empty() || path.starts_with('/') || path.len() > 4096 {
+            return None;
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        let depth = parts.iter().take_while(|p| **p == "..").count();
+        let rest = &parts[depth..];
+        if rest.is_empty() || rest.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+            return None;
+        }
+        Some(depth)
+    }
 }
 
 impl CompileTask {
@@ -236,6 +267,7 @@ impl CompileTask {
             target_arch,
             extra_outputs: Vec::new(),
             cwd: String::new(),
+            context_files: Vec::new(),
         }
     }
 }
@@ -287,5 +319,23 @@ impl CompileOutput {
     /// The output file of the given kind, if present.
     pub fn output(&self, kind: OutputKind) -> Option<&OutputFile> {
         self.outputs.iter().find(|o| o.kind == kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_paths() {
+        assert_eq!(ContextFile::parent_depth("a.c"), Some(0));
+        assert_eq!(ContextFile::parent_depth("src/a.h"), Some(0));
+        assert_eq!(ContextFile::parent_depth("../../inc/a.h"), Some(2));
+        assert_eq!(ContextFile::parent_depth("/usr/include/stdio.h"), None);
+        assert_eq!(ContextFile::parent_depth("a/../../b.h"), None);
+        assert_eq!(ContextFile::parent_depth("./a.h"), None);
+        assert_eq!(ContextFile::parent_depth("a//b.h"), None);
+        assert_eq!(ContextFile::parent_depth(".."), None);
+        assert_eq!(ContextFile::parent_depth(""), None);
     }
 }

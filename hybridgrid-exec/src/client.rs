@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hybridgrid_core::payload::Payload;
-use hybridgrid_core::task::{CompileOutput, CompileTask, OutputKind};
+use hybridgrid_core::task::{CompileOutput, CompileTask, ContextFile, OutputKind};
 use hybridgrid_core::worker::CompilerInfo;
 use hybridgrid_core::{BoxError, GridError};
 use tokio::process::Command;
@@ -195,10 +195,46 @@ pub async fn prepare(
         Payload::compress(input),
     );
     task.extra_outputs = plan.extra_output_kinds();
+    if plan.needs_preprocessing() {
+        task.context_files = context_files(task.input.decode().as_deref().unwrap_or_default());
+    }
     task.cwd = std::env::current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_default();
     Ok(Prepared { task, plan })
+}
+
+/// Most bytes of context files sent with one task.
+const CONTEXT_BUDGET: u64 = 8 * 1024 * 1024;
+/// Largest single context file.
+const CONTEXT_FILE_MAX: u64 = 1024 * 1024;
+
+/// The source files of a translation unit that the remote compiler may
+/// quote in diagnostics: those named by relative paths in the line markers
+/// (the project's own files), within a size budget.
+pub fn context_files(preprocessed: &[u8]) -> Vec<ContextFile> {
+    let mut out = Vec::new();
+    let mut budget = CONTEXT_BUDGET;
+    for path in hybridgrid_core::preprocessed::line_marker_files(preprocessed) {
+        if ContextFile::parent_depth(&path).is_none_or(|d| d > 16) {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() || meta.len() > CONTEXT_FILE_MAX || meta.len() > budget {
+            continue;
+        }
+        let Ok(data) = std::fs::read(&path) else {
+            continue;
+        };
+        budget -= data.len() as u64;
+        out.push(ContextFile {
+            path,
+            data: Payload::compress(data),
+        });
+    }
+    out
 }
 
 /// Why a task could not be prepared.

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hybridgrid_core::payload::Payload;
-use hybridgrid_core::task::{CompileOutput, CompileTask, OutputFile, OutputKind, Timings};
+use hybridgrid_core::task::{
+    CompileOutput, CompileTask, ContextFile, OutputFile, OutputKind, Timings,
+};
 use hybridgrid_core::worker::CompilerInfo;
 use hybridgrid_core::{BoxError, GridError};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -184,21 +186,51 @@ impl Inner {
             None => tempfile::Builder::new().prefix("hg-task-").tempdir(),
         }
         .map_err(|e| internal("cannot create task directory", e))?;
-        let input_name = input_file_name(&task.source_name, task.language.extension());
-        let input_path = dir.path().join(&input_name);
-        if let Some(parent) = input_path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| internal("cannot create task directory", e))?;
+        // The compile's working directory sits deep enough that context
+        // files named `../x.h` stay inside the task directory.
+        let depth = task
+            .context_files
+            .iter()
+            .filter_map(|f| ContextFile::parent_depth(&f.path))
+            .max()
+            .unwrap_or(0)
+            .min(16);
+        let mut work = dir.path().join("w");
+        for i in 0..depth {
+            work.push(format!("d{i}"));
         }
-        tokio::fs::write(&input_path, &input)
-            .await
-            .map_err(|e| internal("cannot write task input", e))?;
+        let mut input_name = input_file_name(&task.source_name, task.language.extension());
+        if task.context_files.iter().any(|f| f.path == input_name) {
+            input_name = format!(".hg-input.{}", task.language.extension());
+        }
+        let mut files: Vec<(String, Bytes)> = Vec::with_capacity(task.context_files.len() + 1);
+        for f in &task.context_files {
+            if ContextFile::parent_depth(&f.path).is_none_or(|d| d > depth) {
+                continue;
+            }
+            let data = f
+                .data
+                .decode_limited(self.opts.max_input_bytes)
+                .map_err(|e| GridError::InvalidTask(format!("context file {}: {e}", f.path)))?;
+            files.push((f.path.clone(), data));
+        }
+        files.push((input_name.clone(), input));
+        for (rel, data) in &files {
+            let path = work.join(rel);
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| internal("cannot create task directory", e))?;
+            }
+            tokio::fs::write(&path, data)
+                .await
+                .map_err(|e| internal("cannot write task input", e))?;
+        }
 
         let mut args: Vec<String> = vec!["-x".into(), task.language.as_x_arg().into()];
         args.extend(task.args.iter().cloned());
         args.extend(["-c".into(), input_name, "-o".into(), "output.o".into()]);
-        let result = self.spawn_and_wait(&compiler.path, &args, dir.path()).await;
+        let result = self.spawn_and_wait(&compiler.path, &args, &work).await;
         let (exit_code, stdout, stderr, elapsed) = result?;
 
         let mut outputs = Vec::new();
@@ -209,7 +241,7 @@ impl Inner {
                 wanted.push((OutputKind::SplitDwarf, "output.dwo"));
             }
             for (kind, name) in wanted {
-                let path = dir.path().join(name);
+                let path = work.join(name);
                 let data =
                     read_output(&path, self.opts.max_output_bytes.saturating_sub(total)).await?;
                 total += data.len() as u64;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use hybridgrid_core::GridError;
 use hybridgrid_core::payload::{Encoding, Payload};
 use hybridgrid_core::task::{
-    CompileOutput, CompileTask, CompilerFamily, CompilerIdentity, DriverKind, Language, OutputFile,
-    OutputKind, TaskId, Timings,
+    CompileOutput, CompileTask, CompilerFamily, CompilerIdentity, ContextFile, DriverKind,
+    Language, OutputFile, OutputKind, TaskId, Timings,
 };
 use hybridgrid_core::worker::{
     Arch, Capabilities, CompilerInfo, DockerImage, WorkerId, WorkerInfo, WorkerSource,
@@ -133,6 +133,8 @@ pub struct RequestLimits {
     pub max_args: usize,
     /// Longest argument, in bytes.
     pub max_arg_len: usize,
+    /// Most context files.
+    pub max_context_files: usize,
 }
 
 impl Default for RequestLimits {
@@ -140,6 +142,7 @@ impl Default for RequestLimits {
         RequestLimits {
             max_args: 4096,
             max_arg_len: 64 * 1024,
+            max_context_files: 4096,
         }
     }
 }
@@ -160,6 +163,14 @@ pub fn task_to_proto(t: &CompileTask) -> proto::CompileRequest {
             .map(|k| output_kind_to_proto(*k) as i32)
             .collect(),
         cwd: t.cwd.clone(),
+        context_files: t
+            .context_files
+            .iter()
+            .map(|f| proto::InputFile {
+                path: f.path.clone(),
+                data: Some(payload_to_proto(&f.data)),
+            })
+            .collect(),
     }
 }
 
@@ -202,6 +213,25 @@ pub fn task_from_proto(
         .map(output_kind_from_proto)
         .collect::<Result<_, _>>()?;
     t.cwd = r.cwd;
+    if r.context_files.len() > limits.max_context_files {
+        return Err(invalid(format!(
+            "{} context files exceed the limit of {}",
+            r.context_files.len(),
+            limits.max_context_files
+        )));
+    }
+    for f in r.context_files {
+        if ContextFile::parent_depth(&f.path).is_none_or(|d| d > 16) {
+            return Err(invalid(format!(
+                "context file path `{}` must be relative, without `.` or inner `..`",
+                f.path
+            )));
+        }
+        t.context_files.push(ContextFile {
+            path: f.path,
+            data: payload_from_proto(f.data.ok_or_else(|| invalid("context file without data"))?)?,
+        });
+    }
     Ok(t)
 }
 
@@ -366,6 +396,10 @@ mod tests {
         );
         t.extra_outputs = vec![OutputKind::SplitDwarf];
         t.cwd = "/home/u/p".into();
+        t.context_files = vec![ContextFile {
+            path: "../inc/a.h".into(),
+            data: Payload::raw(&b"int a;"[..]),
+        }];
         let back = task_from_proto(task_to_proto(&t), &RequestLimits::default()).unwrap();
         assert_eq!(back, t);
     }
@@ -408,9 +442,17 @@ mod tests {
             p.raw_size = 1;
         }
         assert!(task_from_proto(r, &lim).is_err());
-        let mut r = base;
+        let mut r = base.clone();
         r.input = None;
         assert!(task_from_proto(r, &lim).is_err());
+        for bad in ["/etc/passwd", "a/../../x", "./a", ""] {
+            let mut r = base.clone();
+            r.context_files = vec![proto::InputFile {
+                path: bad.into(),
+                data: Some(payload_to_proto(&Payload::raw(&b"x"[..]))),
+            }];
+            assert!(task_from_proto(r, &lim).is_err(), "{bad}");
+        }
     }
 
     #[test]
