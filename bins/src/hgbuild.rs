@@ -19,6 +19,23 @@ use tower::util::BoxCloneSyncService;
 /// The names under which hgbuild acts as a compiler (masquerade).
 pub const MASQUERADE_NAMES: &[&str] = &["gcc", "cc", "g++", "c++", "clang", "clang++"];
 
+/// True for a first argument that names a compiler (`/usr/bin/cc`,
+/// `gcc-12`, `aarch64-linux-gnu-g++`) rather than an hgbuild command.
+pub fn looks_like_compiler(arg: &str) -> bool {
+    // `hgbuild cc ...` and `hgbuild c++ ...` are commands (they honour HG_CC/HG_CXX).
+    if matches!(arg, "cc" | "gcc" | "c++" | "g++" | "cxx") {
+        return false;
+    }
+    let base = arg.rsplit('/').next().unwrap_or(arg);
+    let stem = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '-');
+    let named = MASQUERADE_NAMES.contains(&stem)
+        || stem.ends_with("-gcc")
+        || stem.ends_with("-g++")
+        || stem.ends_with("-clang")
+        || stem.ends_with("-clang++");
+    named && (arg.contains('/') || find_real_compiler(arg).is_some())
+}
+
 /// Environment variable that turns on per-file lines in wrapped builds.
 pub const ENV_VERBOSE: &str = "HG_VERBOSE";
 /// Environment variable that disables local fallback in wrapped builds.
@@ -184,7 +201,149 @@ pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOpti
             outcome.elapsed.as_millis()
         );
     }
+    record_event(&outcome);
     outcome.exit_code
+}
+
+/// Environment variable naming the file where each compile of a wrapped
+/// build appends one JSON line (for the progress line and the summary).
+pub const ENV_EVENTS: &str = "HG_EVENTS_FILE";
+
+/// One compile of a wrapped build, as recorded in the events file.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct CompileEvent {
+    /// The source, or `-`.
+    pub src: String,
+    /// `remote`, `cache`, `local` or `passthrough`.
+    pub route: String,
+    /// The worker (remote) or the reason (local).
+    pub detail: String,
+    /// Milliseconds from start to end.
+    pub ms: u64,
+    /// The exit code.
+    pub code: i32,
+    /// Start, in microseconds since the Unix epoch.
+    pub start_us: u64,
+    /// Process id of the hgbuild that compiled it.
+    pub pid: u32,
+}
+
+fn record_event(o: &Outcome) {
+    let Some(path) = std::env::var_os(ENV_EVENTS) else {
+        return;
+    };
+    let (route, detail) = match &o.route {
+        client::Route::Cache => ("cache", String::new()),
+        client::Route::Remote(w) => ("remote", w.clone()),
+        client::Route::Local(r) => ("local", r.clone()),
+        client::Route::Passthrough => ("passthrough", String::new()),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ev = CompileEvent {
+        src: o
+            .source
+            .as_ref()
+            .map(|s| s.display().to_string())
+            .unwrap_or_else(|| "-".into()),
+        route: route.into(),
+        detail,
+        ms: o.elapsed.as_millis() as u64,
+        code: o.exit_code,
+        start_us: now.saturating_sub(o.elapsed).as_micros() as u64,
+        pid: std::process::id(),
+    };
+    let Ok(mut line) = serde_json::to_string(&ev) else {
+        return;
+    };
+    line.push('\n');
+    // One write with O_APPEND: lines of concurrent compiles never interleave.
+    use std::io::Write as _;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// Counts of a wrapped build's compiles.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BuildSummary {
+    /// Compiles (and other compiler calls) seen.
+    pub total: usize,
+    /// Compiled by a worker.
+    pub remote: usize,
+    /// Served from a cache.
+    pub cached: usize,
+    /// Compiled or linked here.
+    pub local: usize,
+    /// Compiler calls that exited non-zero.
+    pub failed: usize,
+}
+
+impl BuildSummary {
+    /// Adds the events in `text` (JSON lines).
+    pub fn add_lines(&mut self, text: &str) {
+        for line in text.lines() {
+            let Ok(ev) = serde_json::from_str::<CompileEvent>(line) else {
+                continue;
+            };
+            self.total += 1;
+            match ev.route.as_str() {
+                "remote" => self.remote += 1,
+                "cache" => self.cached += 1,
+                _ => self.local += 1,
+            }
+            if ev.code != 0 {
+                self.failed += 1;
+            }
+        }
+    }
+
+    /// `34 compiler calls: 30 remote, 2 cached, 2 local, 0 failed`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} compiler calls: {} remote, {} cached, {} local, {} failed",
+            self.total, self.remote, self.cached, self.local, self.failed
+        )
+    }
+}
+
+/// Follows the events file while the build runs: a live progress line on a
+/// terminal.
+async fn follow_events(
+    path: PathBuf,
+    tty: bool,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> BuildSummary {
+    let mut summary = BuildSummary::default();
+    let mut offset = 0usize;
+    loop {
+        let finished = *done.borrow();
+        if let Ok(text) = tokio::fs::read_to_string(&path).await
+            && text.len() > offset
+        {
+            // Only whole lines.
+            let upto = text[offset..]
+                .rfind('\n')
+                .map(|i| offset + i + 1)
+                .unwrap_or(offset);
+            summary.add_lines(&text[offset..upto]);
+            offset = upto;
+            if tty {
+                eprint!("\r\x1b[Khgbuild: {}", summary.line());
+            }
+        }
+        if finished {
+            if tty && summary.total > 0 {
+                eprint!("\r\x1b[K");
+            }
+            return summary;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = done.changed() => {}
+        }
+    }
 }
 
 /// A directory of links named like compilers that point at hgbuild.
@@ -230,14 +389,34 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
         }
     };
     let mut args: Vec<OsString> = args.to_vec();
-    if (tool == "make" || tool == "gmake")
-        && !args.iter().any(|a| {
-            let s = a.to_string_lossy();
-            s.starts_with("-j") || s == "--jobs" || s.starts_with("--jobs=")
-        })
-    {
+    let has_jobs = args.iter().any(|a| {
+        let s = a.to_string_lossy();
+        s.starts_with("-j") || s == "--jobs" || s.starts_with("--jobs=") || s == "--parallel"
+    });
+    if !has_jobs && matches!(tool, "make" | "gmake" | "ninja") {
         let jobs = default_jobs(cfg).await;
         args.insert(0, OsString::from(format!("-j{jobs}")));
+    }
+    if tool == "cmake"
+        && !args
+            .iter()
+            .any(|a| a == "--build" || a == "--install" || a == "-E")
+    {
+        // Configuring: make the generated build call hgbuild for every
+        // compile (cmake records absolute compiler paths, which a PATH
+        // masquerade cannot intercept).
+        if let Ok(exe) = std::env::current_exe() {
+            for lang in ["C", "CXX"] {
+                args.push(OsString::from(format!(
+                    "-DCMAKE_{lang}_COMPILER_LAUNCHER={}",
+                    exe.display()
+                )));
+            }
+        }
+    }
+    let events = masq.path().join("events.jsonl");
+    if let Err(e) = std::fs::write(&events, b"") {
+        eprintln!("hgbuild: cannot create {}: {e}", events.display());
     }
     let mut cmd = tokio::process::Command::new(tool);
     cmd.args(&args)
@@ -253,13 +432,28 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
     if opts.no_fallback {
         cmd.env(ENV_NO_FALLBACK, "1");
     }
-    let status = match cmd.status().await {
+    cmd.env(ENV_EVENTS, &events);
+    let started = std::time::Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !opts.verbose;
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(follow_events(events.clone(), tty, done_rx));
+    let status = cmd.status().await;
+    let _ = done_tx.send(true);
+    let summary = follower.await.unwrap_or_default();
+    let status = match status {
         Ok(s) => s,
         Err(e) => {
             eprintln!("hgbuild: cannot run {tool}: {e}");
             return 127;
         }
     };
+    if summary.total > 0 {
+        eprintln!(
+            "hgbuild: {} in {:.1}s",
+            summary.line(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     drop(masq);
     use std::os::unix::process::ExitStatusExt;
     status

@@ -557,3 +557,51 @@ fn diagnostics_in_headers_up_the_tree_quote_the_source() {
         .collect();
     assert_eq!(ours, plain.stderr);
 }
+
+#[test]
+fn wrapped_make_routes_every_compile_and_summarises() {
+    let (coord, _workers) = grid(2);
+    let dir = tempdir();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sample-c");
+    for e in std::fs::read_dir(&sample).expect("sample") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy");
+    }
+    // The Makefile calls `cc` by name; CC on make's command line is honoured too.
+    let out = hgbuild(dir.path(), &coord.grpc, &["-v", "make", "CC=gcc"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr.matches("[remote ").count(), 4, "{}", out.stderr);
+    assert!(out.stderr.contains("[local linking"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("hgbuild: 5 compiler calls: 4 remote, 0 cached, 1 local, 0 failed in"),
+        "{}",
+        out.stderr
+    );
+    let run = run_in(
+        dir.path(),
+        &dir.path().join("demo").display().to_string(),
+        &[],
+        &[],
+    );
+    assert!(run.stdout.contains("words=5"), "{}", run.stdout);
+    // The wrapped tool's exit code comes back.
+    let fail = hgbuild(dir.path(), &coord.grpc, &["make", "no-such-target"]);
+    assert_eq!(fail.code, 2, "{}", fail.stderr);
+}
+
+#[test]
+fn launcher_form_compiles_like_ccache() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(dir.path(), "main.c", C_SRC);
+    write(dir.path(), "util.h", UTIL_H);
+    let out = run_in(
+        dir.path(),
+        HGBUILD,
+        &["/usr/bin/cc", "-O2", "-c", "main.c"],
+        &[("HG_COORDINATOR", coord.grpc.as_str()), ("HG_VERBOSE", "1")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote w1]"), "{}", out.stderr);
+}

@@ -139,6 +139,24 @@ async fn main() -> ExitCode {
         return exit(hgbuild::compile(&cfg, &name, &args, &opts).await);
     }
 
+    // Launcher form, as ccache takes it: `hgbuild /usr/bin/cc -c x.c`
+    // (CMAKE_C_COMPILER_LAUNCHER=hgbuild).
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if let Some(first) = argv.get(1).map(|a| a.to_string_lossy().into_owned())
+        && hgbuild::looks_like_compiler(&first)
+    {
+        let cfg = cli::load_or_exit(
+            hybridgrid_core::config::ConfigLoader::new().process_env(),
+            "hgbuild",
+        );
+        let opts = RunOptions {
+            verbose: env_flag(ENV_VERBOSE),
+            no_fallback: env_flag(ENV_NO_FALLBACK),
+        };
+        init_logging(&cfg, false);
+        return exit(hgbuild::compile(&cfg, &first, &argv[2..], &opts).await);
+    }
+
     let cli = Cli::parse();
     let loader = cli
         .common
