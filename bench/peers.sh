@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Side-by-side build benchmark: plain make, hybridgrid (cold and fully
+# cached, loopback grid of one coordinator and two workers), distcc,
+# icecream, ccache (cold/warm), sccache (cold/warm), plus one cache-hit
+# compile for ccache, sccache and hybridgrid. Medians of several runs,
+# alternating the tools; every build's objects are checked against the
+# plain build's. Writes a markdown section into docs/benchmarks.md.
+#
+#   bench/peers.sh [--project lua|zlib] [--runs N] [--jobs N] [--out FILE] [--quick]
+#
+# Runs as root on Debian (installs the peers with apt). Everything runs in a
+# private network namespace with only loopback up, so no daemon or discovery
+# traffic leaves the machine.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+project=lua runs=3 jobs=$(( $(nproc) * 2 )) out="$here/docs/benchmarks.md" quick=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --project) project=$2; shift 2 ;;
+        --runs) runs=$2; shift 2 ;;
+        --jobs) jobs=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        --quick) quick=1; runs=1; shift ;;
+        --inner) inner=1; shift ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+if [ "${inner:-0}" != 1 ]; then
+    # Outside the namespace: install, build, fetch sources, then re-enter.
+    missing=()
+    for p in distcc icecc ccache sccache hyperfine make; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        created_policy=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created_policy=1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        [ $created_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+    fi
+    (cd "$here" && cargo build --release -q -p hybridgrid)
+    bash "$here/scripts/setup.d/real-projects.sh" >/dev/null
+    args=(--project "$project" --runs "$runs" --jobs "$jobs" --out "$out")
+    [ $quick = 1 ] && args+=(--quick)
+    exec unshare --net -- bash -c 'ip link set lo up && exec "$0" --inner "$@"' "$0" "${args[@]}"
+fi
+
+bin="$here/target/release"
+work=$(mktemp -d /tmp/hg-bench-XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    SCCACHE_DIR="$work/sccache" sccache --stop-server >/dev/null 2>&1 || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+sources=${HG_SOURCES_DIR:-/var/cache/hybridgrid-test-sources}
+case "$project" in
+    lua)
+        tarball=$(ls "$sources"/lua5.4_*.orig.tar.* | tail -1)
+        cc_plain="gcc -std=gnu99"; target=linux; configure=":"; one_file=src/lvm.c
+        one_flags="-std=gnu99 -O2 -Wall -Wextra -DLUA_COMPAT_5_3 -DLUA_USE_LINUX" ;;
+    zlib)
+        tarball=$(ls "$sources"/zlib_*.orig.tar.* | tail -1)
+        cc_plain="gcc"; target=""; configure="./configure >/dev/null"; one_file=deflate.c
+        one_flags="-O3 -D_LARGEFILE64_SOURCE=1 -DHAVE_HIDDEN" ;;
+    *) echo "unknown project $project" >&2; exit 2 ;;
+esac
+tar -C "$work" -xf "$tarball"
+src=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -1)
+(cd "$src" && eval "$configure")
+
+# The grid: a coordinator and two workers on loopback.
+export HG_DISCOVERY__MDNS__ENABLED=false HG_LOG_LEVEL=warn
+export HOME="$work/home"; mkdir -p "$HOME"
+"$bin/hg-coord" serve --bind 127.0.0.1 --grpc-port 19300 --http-port 19301 >"$work/coord.log" 2>&1 & pids+=($!)
+for i in 1 2; do
+    "$bin/hg-worker" serve --bind 127.0.0.1 --coordinator 127.0.0.1:19300 --grpc-port $((19310 + i)) \
+        --http-port $((19320 + i)) --id "w$i" --max-tasks "$(nproc)" >"$work/w$i.log" 2>&1 & pids+=($!)
+done
+export HG_COORDINATOR=127.0.0.1:19300
+# distcc and icecream daemons on loopback.
+distccd --daemon --no-detach --allow 127.0.0.1 --listen 127.0.0.1 --port 19350 --jobs "$(nproc)" \
+    --log-stderr 2>"$work/distccd.log" & pids+=($!)
+export DISTCC_HOSTS="127.0.0.1:19350/$(( $(nproc) * 2 ))"
+icecc-scheduler -p 19360 >"$work/ice-sched.log" 2>&1 & pids+=($!)
+iceccd -s 127.0.0.1:19360 -m "$(nproc)" -b "$work/icecc-env" >"$work/iceccd.log" 2>&1 & pids+=($!)
+for _ in $(seq 50); do
+    curl -sf http://127.0.0.1:19301/api/stats 2>/dev/null | grep -q '"total":2' && break
+    sleep 0.2
+done
+
+objects() { (cd "$src" && find . -name '*.o' -newer "$work/stamp" -print0 | sort -z | xargs -0 sha256sum); }
+clean() { (cd "$src" && make -s clean >/dev/null 2>&1 || true); }
+reference=""
+declare -A times
+
+build() { # name, CC value, env...
+    local name=$1 cc=$2; shift 2
+    clean; touch "$work/stamp"; sleep 0.01
+    local t0 t1
+    t0=$(date +%s.%N)
+    (cd "$src" && env "$@" make -s -j"$jobs" $target CC="$cc" >"$work/$name.out" 2>&1) || {
+        echo "build $name failed:"; tail -20 "$work/$name.out"; exit 1; }
+    t1=$(date +%s.%N)
+    local objs; objs=$(objects)
+    if [ -z "$reference" ]; then reference=$objs
+    elif [ "$objs" != "$reference" ]; then
+        echo "$name: objects differ from the plain build"; diff <(echo "$reference") <(echo "$objs") | head; exit 1
+    fi
+    times[$name]+="$(echo "$t1 - $t0" | bc) "
+}
+
+hg_clear() { "$bin/hgbuild" cache clear >/dev/null; rm -rf "$HOME/.hybridgrid/cache/coordinator"/[0-9a-f][0-9a-f] 2>/dev/null || true; }
+hgbuild_build() { # name
+    local name=$1
+    clean; touch "$work/stamp"; sleep 0.01
+    local t0 t1
+    t0=$(date +%s.%N)
+    (cd "$src" && "$bin/hgbuild" make -s -j"$jobs" $target CC="$cc_plain" >"$work/$name.out" 2>&1) || {
+        echo "build $name failed:"; tail -20 "$work/$name.out"; exit 1; }
+    t1=$(date +%s.%N)
+    [ "$(objects)" = "$reference" ] || { echo "$name: objects differ from the plain build"; exit 1; }
+    times[$name]+="$(echo "$t1 - $t0" | bc) "
+}
+
+for r in $(seq "$runs"); do
+    echo "run $r/$runs"
+    build plain "$cc_plain"
+    hg_clear; hgbuild_build hybridgrid-cold
+    hgbuild_build hybridgrid-cached
+    build distcc "distcc $cc_plain"
+    build icecream "icecc $cc_plain" ICECC_SCHEDULER_HOST=127.0.0.1:19360
+    rm -rf "$work/ccache"; build ccache-cold "ccache $cc_plain" CCACHE_DIR="$work/ccache"
+    build ccache-warm "ccache $cc_plain" CCACHE_DIR="$work/ccache"
+    SCCACHE_DIR="$work/sccache" sccache --stop-server >/dev/null 2>&1 || true
+    rm -rf "$work/sccache"
+    SCCACHE_DIR="$work/sccache" SCCACHE_IDLE_TIMEOUT=0 sccache --start-server >/dev/null 2>&1
+    build sccache-cold "sccache $cc_plain" SCCACHE_DIR="$work/sccache"
+    build sccache-warm "sccache $cc_plain" SCCACHE_DIR="$work/sccache"
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+base=$(echo "${times[plain]}" | median)
+
+# One cache-hit compile (warm caches from the builds above).
+hit_runs=$([ $quick = 1 ] && echo 5 || echo 30)
+cd "$src"
+obj=$(dirname "$one_file")/hit-bench.o
+hf() { hyperfine -N --warmup 3 --runs "$hit_runs" --export-json "$work/$1.json" "$2" >/dev/null 2>&1 && \
+       python3 -c "import json,sys; print(json.load(open('$work/$1.json'))['results'][0]['median'])"; }
+ccache_hit=$(CCACHE_DIR="$work/ccache" hf ccache "ccache gcc $one_flags -c $one_file -o $obj")
+sccache_hit=$(SCCACHE_DIR="$work/sccache" hf sccache "sccache gcc $one_flags -c $one_file -o $obj")
+hg_hit=$(hf hybridgrid "$bin/hgbuild cc $one_flags -c $one_file -o $obj")
+gcc_plain=$(hf gcc "gcc $one_flags -c $one_file -o $obj")
+
+{
+    echo "## Build benchmark: $project ($(date -u +%Y-%m-%d))"
+    echo
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1e6}' /proc/meminfo), $(uname -sr);" \
+         "gcc $(gcc -dumpfullversion), hybridgrid $("$bin/hgbuild" --version | awk '{print $2}'), distcc $(distcc --version | head -1 | awk '{print $2}')," \
+         "icecc $(icecc --version 2>&1 | head -1 | awk '{print $2}'), ccache $(ccache --version | head -1 | awk '{print $3}'), sccache $(sccache --version | awk '{print $2}')."
+    echo "All on one machine, loopback only: hybridgrid with a coordinator and two workers, distccd and iceccd on 127.0.0.1."
+    echo "Command: \`bench/peers.sh --project $project --runs $runs --jobs $jobs\`. Median of $runs runs, tools alternating; every build's objects equal the plain build's."
+    echo
+    echo "| build | median wall time (s) | ratio to plain make |"
+    echo "|---|---:|---:|"
+    for name in plain hybridgrid-cold hybridgrid-cached distcc icecream ccache-cold ccache-warm sccache-cold sccache-warm; do
+        m=$(echo "${times[$name]}" | median)
+        printf '| %s | %.2f | %.2fx |\n' "$name" "$m" "$(echo "$m / $base" | bc -l)"
+    done
+    echo
+    echo "Single cache-hit compile of \`$one_file\` (hyperfine median of $hit_runs runs):"
+    echo
+    echo "| tool | median (ms) |"
+    echo "|---|---:|"
+    printf '| gcc -c (no cache, baseline) | %.1f |\n' "$(echo "$gcc_plain * 1000" | bc -l)"
+    printf '| ccache hit | %.1f |\n' "$(echo "$ccache_hit * 1000" | bc -l)"
+    printf '| sccache hit | %.1f |\n' "$(echo "$sccache_hit * 1000" | bc -l)"
+    printf '| hgbuild hit | %.1f |\n' "$(echo "$hg_hit * 1000" | bc -l)"
+    echo
+} > "$work/section.md"
+
+cat "$work/section.md"
+if [ $quick = 0 ]; then
+    python3 - "$out" "$work/section.md" "$project" <<'PY'
+import re, sys
+out, section, project = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
+try:
+    text = open(out).read()
+except FileNotFoundError:
+    text = "# Benchmarks\n\n"
+pat = re.compile(r"## Build benchmark: %s \(.*?(?=\n## |\Z)" % re.escape(project), re.S)
+text = pat.sub(lambda m: section.rstrip() + "\n", text) if pat.search(text) else text.rstrip() + "\n\n" + section
+open(out, "w").write(text)
+PY
+    echo "wrote $out"
+fi
