@@ -242,7 +242,7 @@ pub fn output_from_proto(r: proto::CompileResponse) -> Result<CompileOutput, Gri
             data: payload_from_proto(f.data.ok_or_else(|| invalid("output without data"))?)?,
         });
     }
-    o.worker_id = (!r.worker_id.is_empty()).then(|| WorkerId(r.worker_id));
+    o.worker_id = (!r.worker_id.is_empty()).then_some(WorkerId(r.worker_id));
     o.from_cache = r.from_cache;
     o.timings = Timings {
         queue: Duration::from_micros(r.queue_time_us),
