@@ -11,6 +11,7 @@ use hybridgrid_core::worker::CompilerInfo;
 use hybridgrid_exec::client::{self, ClientOptions, Outcome};
 use hybridgrid_exec::detect;
 use hybridgrid_net::client::{ChannelOptions, CoordinatorClient};
+use hybridgrid_net::discovery;
 
 /// The names under which hgbuild acts as a compiler (masquerade).
 pub const MASQUERADE_NAMES: &[&str] = &["gcc", "cc", "g++", "c++", "clang", "clang++"];
@@ -67,21 +68,18 @@ async fn identify(name: &str) -> Result<CompilerInfo, String> {
 }
 
 async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, GridError>> {
-    let addr = cfg.client.coordinator.trim();
-    if addr.is_empty() {
-        return None;
-    }
+    // client.coordinator, else one found by mDNS (cached briefly), else none.
+    let addr = discovery::coordinator_for_client(cfg).await?;
     let opts = ChannelOptions::new(cfg.client.connect_timeout, cfg.client.request_timeout);
-    Some(
-        CoordinatorClient::connect(addr, &opts)
-            .await
-            .map_err(|e| match e {
-                GridError::WorkerUnavailable { reason, .. } => {
-                    GridError::CoordinatorUnavailable(reason)
-                }
-                other => other,
-            }),
-    )
+    Some(CoordinatorClient::connect(&addr, &opts).await.map_err(|e| {
+        discovery::forget_discovered_coordinator(cfg);
+        match e {
+            GridError::WorkerUnavailable { reason, .. } => {
+                GridError::CoordinatorUnavailable(reason)
+            }
+            other => other,
+        }
+    }))
 }
 
 /// Compiles as `name ARGS` would, through the grid when it can. Returns the
@@ -180,8 +178,9 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
         .env("PATH", path)
         .env("CC", masq.path().join("cc"))
         .env("CXX", masq.path().join("c++"));
-    if !cfg.client.coordinator.is_empty() {
-        cmd.env("HG_COORDINATOR", &cfg.client.coordinator);
+    // Resolve the coordinator once (mDNS at most once) for every compile.
+    if let Some(c) = discovery::coordinator_for_client(cfg).await {
+        cmd.env("HG_COORDINATOR", c);
     }
     if opts.verbose {
         cmd.env(ENV_VERBOSE, "1");
@@ -235,7 +234,7 @@ pub async fn status(cfg: &Config) -> i32 {
     let mut c = match connect(cfg).await {
         None => {
             eprintln!(
-                "hgbuild: no coordinator configured: pass --coordinator HOST:PORT or set HG_COORDINATOR"
+                "hgbuild: no coordinator configured and none found by mDNS: pass --coordinator HOST:PORT or set HG_COORDINATOR"
             );
             return 2;
         }
