@@ -16,9 +16,10 @@
 //!   `role=coordinator` so that workers and `hgbuild` find it.
 //!
 //! [`drive`] applies the events of several sources to a
-//! [`WorkerPool`]. A worker seen by two sources (say, a handshake and mDNS,
-//! with the same id) stays one pool entry: the source that registered it
-//! first keeps it, and a `Lost` only removes an entry its own source made.
+//! [`WorkerPool`] through a [`Reconciler`]. A worker seen by two sources
+//! (say, a handshake and mDNS, with the same id) stays one pool entry: the
+//! source that registered it first keeps it (a handshake replaces a
+//! discovered entry, never the reverse).
 //!
 //! ```
 //! use hybridgrid_core::worker::WorkerId;
@@ -28,6 +29,7 @@
 //! assert_eq!(ev.id(), &WorkerId::from("w1"));
 //! ```
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,42 +103,74 @@ pub enum DiscoveryError {
     NotCompiled,
 }
 
-/// Applies one event from `source` to the pool. Returns true if the pool
-/// changed.
+/// Applies discovery events to a [`WorkerPool`], remembering where each
+/// source saw each worker.
 ///
 /// - `Found` registers the worker unless the pool already has a worker with
 ///   that id from another source (that one stays: one worker, one entry), or
 ///   the same description from this source (nothing to do).
-/// - `Lost` removes the worker only if this source registered it.
-pub fn apply(pool: &WorkerPool, source: WorkerSource, event: DiscoveryEvent) -> bool {
-    let existing = pool
-        .entries()
-        .into_iter()
-        .find(|e| &e.info.id == event.id());
-    match event {
-        DiscoveryEvent::Found(mut info) => {
-            info.source = source;
-            if let Some(e) = existing {
-                if e.info.source != source {
-                    tracing::debug!(worker_id = %info.id, known_via = %e.info.source, found_via = %source, "worker already in the pool");
-                    return false;
+/// - `Lost` removes the worker if this source registered it, or if the
+///   pool's entry has the address at which this source saw it stop
+///   answering (a handshake worker killed at that address leaves at once
+///   rather than at heartbeat expiry; one that is in fact alive registers
+///   again with its next heartbeat).
+#[derive(Debug)]
+pub struct Reconciler {
+    pool: Arc<WorkerPool>,
+    seen: HashMap<(WorkerSource, WorkerId), String>,
+}
+
+impl Reconciler {
+    /// A reconciler over `pool`.
+    pub fn new(pool: Arc<WorkerPool>) -> Self {
+        Reconciler {
+            pool,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Applies one event from `source`; true if the pool changed.
+    pub fn apply(&mut self, source: WorkerSource, event: DiscoveryEvent) -> bool {
+        let pool = &self.pool;
+        let existing = pool
+            .entries()
+            .into_iter()
+            .find(|e| &e.info.id == event.id());
+        match event {
+            DiscoveryEvent::Found(mut info) => {
+                info.source = source;
+                self.seen
+                    .insert((source, info.id.clone()), info.address.clone());
+                if let Some(e) = existing {
+                    if e.info.source != source {
+                        tracing::debug!(worker_id = %info.id, known_via = %e.info.source, found_via = %source, "worker already in the pool");
+                        return false;
+                    }
+                    if e.info == info {
+                        return false;
+                    }
                 }
-                if e.info == info {
-                    return false;
+                match pool.register(info) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(source = %source, error = %e, "cannot register discovered worker");
+                        false
+                    }
                 }
             }
-            match pool.register(info) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(source = %source, error = %e, "cannot register discovered worker");
-                    false
+            DiscoveryEvent::Lost { id, reason } => {
+                let seen_at = self.seen.remove(&(source, id.clone()));
+                match existing {
+                    Some(e)
+                        if e.info.source == source
+                            || seen_at.as_deref() == Some(e.info.address.as_str()) =>
+                    {
+                        pool.remove(&id, &format!("{source}: {reason}"))
+                    }
+                    _ => false,
                 }
             }
         }
-        DiscoveryEvent::Lost { id, reason } => match existing {
-            Some(e) if e.info.source == source => pool.remove(&id, &format!("{source}: {reason}")),
-            _ => false,
-        },
     }
 }
 
@@ -155,13 +189,14 @@ pub async fn drive(
         return;
     }
     let mut all = futures::stream::select_all(tagged);
+    let mut rec = Reconciler::new(pool);
     loop {
         if *shutdown.borrow() {
             return;
         }
         tokio::select! {
             ev = all.next() => match ev {
-                Some((src, ev)) => { apply(&pool, src, ev); }
+                Some((src, ev)) => { rec.apply(src, ev); }
                 None => return,
             },
             r = shutdown.changed() => if r.is_err() { return },
@@ -346,8 +381,11 @@ mod tests {
         )
     }
 
-    fn pool() -> WorkerPool {
-        WorkerPool::new(Duration::from_secs(30), ChannelOptions::default())
+    fn pool() -> Arc<WorkerPool> {
+        Arc::new(WorkerPool::new(
+            Duration::from_secs(30),
+            ChannelOptions::default(),
+        ))
     }
 
     fn only(p: &WorkerPool) -> WorkerInfo {
@@ -359,43 +397,48 @@ mod tests {
     #[tokio::test]
     async fn handshake_then_mdns_is_one_worker_shown_as_handshake() {
         let p = pool();
+        let mut r = Reconciler::new(p.clone());
         p.register(info("w1", "10.0.0.1:50052")).unwrap();
-        let found = DiscoveryEvent::Found(info("w1", "10.0.0.1:50052"));
-        assert!(!apply(&p, WorkerSource::Mdns, found));
+        // Seen by mDNS at another address: not removed when that one stops.
+        let found = DiscoveryEvent::Found(info("w1", "10.9.0.1:50052"));
+        assert!(!r.apply(WorkerSource::Mdns, found));
         assert_eq!(only(&p).source, WorkerSource::Handshake);
-        // mDNS losing it does not remove what the handshake registered.
         let lost = DiscoveryEvent::Lost {
             id: "w1".into(),
             reason: "withdrawn".into(),
         };
-        assert!(!apply(&p, WorkerSource::Mdns, lost));
+        assert!(!r.apply(WorkerSource::Mdns, lost.clone()));
         assert_eq!(only(&p).source, WorkerSource::Handshake);
+        // Seen at its own address: one entry, and when it stops answering
+        // there it leaves at once.
+        let found = DiscoveryEvent::Found(info("w1", "10.0.0.1:50052"));
+        assert!(!r.apply(WorkerSource::Mdns, found));
+        assert_eq!(only(&p).source, WorkerSource::Handshake);
+        assert!(r.apply(WorkerSource::Mdns, lost));
+        assert!(p.entries().is_empty());
     }
 
     #[tokio::test]
     async fn static_then_mdns_is_one_worker_and_lost_removes_it() {
         let p = pool();
-        assert!(apply(
-            &p,
+        let mut r = Reconciler::new(p.clone());
+        assert!(r.apply(
             WorkerSource::Static,
             DiscoveryEvent::Found(info("w1", "10.0.0.1:50052"))
         ));
         assert_eq!(only(&p).source, WorkerSource::Static);
         // The same worker by mDNS at another address of the same host.
-        assert!(!apply(
-            &p,
+        assert!(!r.apply(
             WorkerSource::Mdns,
             DiscoveryEvent::Found(info("w1", "10.0.9.1:50052"))
         ));
         assert_eq!(only(&p).address, "10.0.0.1:50052");
         // Registering the same description again changes nothing.
-        assert!(!apply(
-            &p,
+        assert!(!r.apply(
             WorkerSource::Static,
             DiscoveryEvent::Found(info("w1", "10.0.0.1:50052"))
         ));
-        assert!(apply(
-            &p,
+        assert!(r.apply(
             WorkerSource::Static,
             DiscoveryEvent::Lost {
                 id: "w1".into(),
@@ -408,8 +451,8 @@ mod tests {
     #[tokio::test]
     async fn a_handshake_replaces_a_discovered_entry() {
         let p = pool();
-        apply(
-            &p,
+        let mut r = Reconciler::new(p.clone());
+        r.apply(
             WorkerSource::Mdns,
             DiscoveryEvent::Found(info("w1", "10.0.0.1:50052")),
         );
@@ -420,7 +463,7 @@ mod tests {
 
     #[tokio::test]
     async fn drive_applies_tagged_streams() {
-        let p = Arc::new(pool());
+        let p = pool();
         let (_tx, rx) = watch::channel(false);
         let s1: BoxDiscover = Box::pin(futures::stream::iter(vec![
             DiscoveryEvent::Found(info("a", "10.0.0.1:1")),
