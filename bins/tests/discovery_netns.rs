@@ -183,10 +183,9 @@ impl Lab {
             "netns",
             "exec",
             &rt,
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ip_forward=1",
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/ip_forward",
         ]);
         lab
     }
