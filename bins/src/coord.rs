@@ -108,6 +108,13 @@ pub async fn start(cfg: &Config) -> Result<RunningCoordinator, server::ServeErro
             }
         }
     }));
+    tasks.push(hybridgrid_net::discovery::spawn_coordinator(
+        cfg,
+        state.pool.clone(),
+        grpc_addr.port(),
+        http_addr.port(),
+        rx.clone(),
+    ));
     tracing::info!(grpc = %grpc_addr, http = %http_addr, "coordinator listening");
     Ok(RunningCoordinator {
         grpc_addr,

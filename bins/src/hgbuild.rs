@@ -13,6 +13,7 @@ use hybridgrid_core::{BoxError, GridError};
 use hybridgrid_exec::client::{self, ClientOptions, Outcome};
 use hybridgrid_exec::detect;
 use hybridgrid_net::client::{ChannelOptions, CoordinatorClient};
+use hybridgrid_net::discovery;
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
@@ -91,16 +92,13 @@ async fn identify(name: &str) -> Result<CompilerInfo, String> {
 }
 
 async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, GridError>> {
-    let addr = cfg.client.coordinator.trim();
-    if addr.is_empty() {
-        return None;
-    }
+    // client.coordinator, else one found by mDNS (cached briefly), else none.
+    let addr = discovery::coordinator_for_client(cfg).await?;
     let opts = ChannelOptions::new(cfg.client.connect_timeout, cfg.client.request_timeout);
-    Some(
-        CoordinatorClient::connect(addr, &opts)
-            .await
-            .map_err(coordinator_error),
-    )
+    Some(CoordinatorClient::connect(&addr, &opts).await.map_err(|e| {
+        discovery::forget_discovered_coordinator(cfg);
+        coordinator_error(e)
+    }))
 }
 
 /// The coordinator, connected on the first call (so a local cache hit
@@ -145,13 +143,11 @@ fn coordinator_error(e: GridError) -> GridError {
 
 /// The client's compile stack: the local cache tier in front of the
 /// coordinator; `None` when no coordinator is configured.
-pub fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>> {
-    let addr = cfg.client.coordinator.trim();
-    if addr.is_empty() {
-        return None;
-    }
+pub async fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>> {
+    // client.coordinator, else one found by mDNS (cached briefly), else none.
+    let addr = discovery::coordinator_for_client(cfg).await?;
     let coord = LazyCoordinator {
-        address: addr.to_owned(),
+        address: addr,
         opts: ChannelOptions::new(cfg.client.connect_timeout, cfg.client.request_timeout),
     };
     Some(Ok(if cfg.cache.enabled {
@@ -187,7 +183,7 @@ pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOpti
         o.color = std::io::IsTerminal::is_terminal(&std::io::stderr());
         o
     };
-    let remote = remote_stack(cfg);
+    let remote = remote_stack(cfg).await;
     let outcome: Outcome = client::compile(&compiler, args, remote, &copts).await;
     if opts.verbose {
         let src = outcome
@@ -423,8 +419,9 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
         .env("PATH", path)
         .env("CC", masq.path().join("cc"))
         .env("CXX", masq.path().join("c++"));
-    if !cfg.client.coordinator.is_empty() {
-        cmd.env("HG_COORDINATOR", &cfg.client.coordinator);
+    // Resolve the coordinator once (mDNS at most once) for every compile.
+    if let Some(c) = discovery::coordinator_for_client(cfg).await {
+        cmd.env("HG_COORDINATOR", c);
     }
     if opts.verbose {
         cmd.env(ENV_VERBOSE, "1");
@@ -493,7 +490,7 @@ pub async fn status(cfg: &Config) -> i32 {
     let mut c = match connect(cfg).await {
         None => {
             eprintln!(
-                "hgbuild: no coordinator configured: pass --coordinator HOST:PORT or set HG_COORDINATOR"
+                "hgbuild: no coordinator configured and none found by mDNS: pass --coordinator HOST:PORT or set HG_COORDINATOR"
             );
             return 2;
         }

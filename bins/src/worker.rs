@@ -145,16 +145,20 @@ pub async fn start(cfg: &Config) -> Result<RunningWorker, server::ServeError> {
     if !w.coordinator.is_empty() {
         tasks.push(tokio::spawn(run_registration(
             w.coordinator.clone(),
-            info,
+            info.clone(),
             server.counters(),
             w.heartbeat_interval,
             rx.clone(),
         )));
-    } else {
-        tracing::warn!(
-            "no coordinator configured (worker.coordinator / --coordinator); waiting to be dialled (static list)"
-        );
     }
+    // mDNS announcement, and the coordinator lookup when none is configured.
+    tasks.push(hybridgrid_net::discovery::spawn_worker(
+        cfg,
+        info,
+        grpc_addr.port(),
+        server.counters(),
+        rx.clone(),
+    ));
     tracing::info!(worker_id = %id, grpc = %grpc_addr, http = %http_addr, "worker listening");
     Ok(RunningWorker {
         id: WorkerId(id),

@@ -4,7 +4,9 @@
 //! protocol ([`proto`]), conversions to the core model ([`convert`]),
 //! clients for the coordinator and workers ([`client`]), the gRPC services
 //! of the coordinator ([`coordinator`]) and the worker ([`worker`]), and
-//! the HTTP endpoints ([`http`]).
+//! the HTTP endpoints ([`http`]), and how workers and the coordinator
+//! find each other ([`discovery`]: static lists, mDNS behind the `mdns`
+//! feature).
 //!
 //! ```
 //! use hybridgrid_core::GridError;
@@ -18,6 +20,7 @@
 pub mod client;
 pub mod convert;
 pub mod coordinator;
+pub mod discovery;
 pub mod http;
 pub mod server;
 pub mod status;
