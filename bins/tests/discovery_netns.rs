@@ -543,7 +543,8 @@ fn discovery_across_namespaces() {
     let o = run(lab.command(
         "cl",
         HGBUILD,
-        &["-v", "cc", "-c", "two.c", "-o", "three.o"],
+        // -O1: another cache key, so the coordinator's shared tier cannot answer.
+        &["-v", "cc", "-O1", "-c", "two.c", "-o", "three.o"],
         &[("HG_CACHE__ENABLED", "false")],
     ));
     let err = String::from_utf8_lossy(&o.stderr);
