@@ -19,8 +19,10 @@ pub mod client;
 pub mod convert;
 pub mod coordinator;
 pub mod http;
+pub mod obs;
 pub mod server;
 pub mod status;
+pub mod tasks;
 pub mod worker;
 
 /// Generated code of the `hybridgrid.v1` protocol.
