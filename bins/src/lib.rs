@@ -7,5 +7,6 @@
 
 pub mod cli;
 pub mod coord;
+pub mod heap;
 pub mod hgbuild;
 pub mod worker;
