@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hybridgrid_core::payload::Payload;
-use hybridgrid_core::task::{CompileOutput, CompileTask, OutputKind};
+use hybridgrid_core::task::{CompileOutput, CompileTask, OutputKind, Timings};
 use hybridgrid_core::worker::CompilerInfo;
 use hybridgrid_core::{BoxError, GridError};
 use tokio::process::Command;
@@ -86,6 +86,9 @@ pub struct Outcome {
     /// Why the grid was not used, when a remote compile failed over to
     /// local (the warning that was printed).
     pub fallback_reason: Option<String>,
+    /// Where the grid spent the time of a remote compile (queue on the
+    /// worker, compiler run); zero for local compiles and cache hits.
+    pub timings: Timings,
 }
 
 /// Runs `compiler args` locally, inheriting standard streams; returns its
@@ -281,6 +284,7 @@ where
                 source: None,
                 elapsed: start.elapsed(),
                 fallback_reason: None,
+                timings: Timings::default(),
             };
         }
         Classification::NotCompile => {
@@ -291,6 +295,7 @@ where
                 source: None,
                 elapsed: start.elapsed(),
                 fallback_reason: None,
+                timings: Timings::default(),
             };
         }
     };
@@ -307,6 +312,7 @@ where
             source,
             elapsed: start.elapsed(),
             fallback_reason: None,
+            timings: Timings::default(),
         };
     }
     let local = |reason: String, warn: bool| {
@@ -329,6 +335,7 @@ where
                 source,
                 elapsed: start.elapsed(),
                 fallback_reason: warn.then_some(reason),
+                timings: Timings::default(),
             }
         }
     };
@@ -346,6 +353,7 @@ where
                 source,
                 elapsed: start.elapsed(),
                 fallback_reason: None,
+                timings: Timings::default(),
             };
         }
         Err(PrepareError::Io(m)) => return local(m, true).await,
@@ -370,6 +378,7 @@ where
                     source,
                     elapsed: start.elapsed(),
                     fallback_reason: None,
+                    timings: out.timings,
                 },
                 Err(e) => local(format!("cannot write the remote result: {e}"), true).await,
             }
@@ -399,5 +408,6 @@ where
         source: None,
         elapsed: Duration::ZERO,
         fallback_reason: Some(reason),
+        timings: Timings::default(),
     }
 }
