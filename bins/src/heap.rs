@@ -2,7 +2,7 @@
 //! heap profiles (cargo feature `heap-profile`, on by default), exposed to
 //! the HTTP layer through a hook so the library crates need no allocator.
 //!
-//! A binary opts in with [`heap_profiling_allocator!`]; `/debug/pprof/heap`
+//! A binary opts in with [`heap_profiling_allocator!`](crate::heap_profiling_allocator); `/debug/pprof/heap`
 //! then answers a gzip'd pprof protobuf that `go tool pprof` reads.
 //! Without the feature the endpoint answers `501 Not Implemented`.
 

@@ -185,11 +185,16 @@
     var st = snap.stats;
     history.push({ t: now, total: st.tasks.total, hits: st.cache.hits, misses: st.cache.misses });
     while (history.length && history[0].t < now - HISTORY_MS - 5000) history.shift();
+    // Throughput over a sliding 5 s window (events arrive at uneven
+    // intervals: every second and just after each finished task).
     var thr = [], hr = [];
+    var j = 0;
     for (var i = 1; i < history.length; i++) {
-      var a = history[i - 1], b = history[i];
+      var b = history[i];
+      while (j < i - 1 && history[j + 1].t <= b.t - 5000) j++;
+      var a = history[j];
       var dt = (b.t - a.t) / 1000;
-      if (dt <= 0) continue;
+      if (dt < 0.9) continue;
       thr.push({ t: b.t, v: Math.max(0, b.total - a.total) / dt });
       var look = b.hits + b.misses;
       hr.push({ t: b.t, v: look ? 100 * b.hits / look : null });
