@@ -8,8 +8,10 @@ use std::time::Duration;
 use hybridgrid_cache::layer::CacheLayer;
 use hybridgrid_cache::store::DiskStore;
 use hybridgrid_core::config::Config;
+use hybridgrid_core::logging::LogHandle;
 use hybridgrid_net::client::ChannelOptions;
 use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, PoolService, WorkerPool};
+use hybridgrid_net::http::admin::AdminHooks;
 use hybridgrid_net::{http, server};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,6 +51,15 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 
 /// Binds the ports of `cfg.coordinator` and serves until shut down.
 pub async fn start(cfg: &Config) -> Result<RunningCoordinator, server::ServeError> {
+    start_with(cfg, crate::heap::admin_hooks(LogHandle::detached())).await
+}
+
+/// [`start`] with the admin endpoints acting on `admin` (the process's log
+/// handle, the heap profiler).
+pub async fn start_with(
+    cfg: &Config,
+    admin: AdminHooks,
+) -> Result<RunningCoordinator, server::ServeError> {
     let c = &cfg.coordinator;
     let grpc = server::bind(&c.bind_address, c.grpc_port).await?;
     let http_l = server::bind(&c.bind_address, c.http_port).await?;
@@ -83,13 +94,15 @@ pub async fn start(cfg: &Config) -> Result<RunningCoordinator, server::ServeErro
             tracing::error!(error = %e, "gRPC server stopped");
         }
     }));
-    let router = http::coordinator_router(
+    let router = http::coordinator_app(
         state.clone(),
         if cfg.metrics.enabled {
             &cfg.metrics.path
         } else {
             ""
         },
+        admin,
+        rx.clone(),
     );
     let r = rx.clone();
     tasks.push(tokio::spawn(async move {

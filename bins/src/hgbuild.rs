@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Fail instead of compiling locally.
     pub no_fallback: bool,
+    /// Write a Chrome/Perfetto trace of the build here (`--trace`,
+    /// `HG_TRACE`); see [`crate::trace`].
+    pub trace: Option<PathBuf>,
 }
 
 fn path_dirs() -> Vec<PathBuf> {
@@ -163,6 +166,7 @@ pub type BoxCompile = BoxCloneSyncService<CompileTask, CompileOutput, BoxError>;
 /// Compiles as `name ARGS` would, through the grid when it can. Returns the
 /// exit code.
 pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOptions) -> i32 {
+    let started = std::time::SystemTime::now();
     let compiler = match identify(name).await {
         Ok(c) => c,
         Err(e) => {
@@ -198,6 +202,7 @@ pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOpti
         );
     }
     record_event(&outcome);
+    crate::trace::record(opts.trace.as_deref(), &outcome, started, name);
     outcome.exit_code
 }
 
@@ -429,6 +434,27 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
     if opts.no_fallback {
         cmd.env(ENV_NO_FALLBACK, "1");
     }
+    // Compiles append to a side file; it becomes the trace at the end.
+    let sink = match &opts.trace {
+        Some(_) => match tempfile::Builder::new()
+            .prefix("hgbuild-trace-")
+            .suffix(".jsonl")
+            .tempfile()
+        {
+            Ok(f) => {
+                cmd.env(crate::trace::ENV_TRACE_SINK, f.path())
+                    .env_remove(crate::trace::ENV_TRACE);
+                Some(f)
+            }
+            Err(e) => {
+                eprintln!("hgbuild: warning: cannot create the trace side file: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let build_start = std::time::SystemTime::now();
+    let build_clock = std::time::Instant::now();
     cmd.env(ENV_EVENTS, &events);
     let started = std::time::Instant::now();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !opts.verbose;
@@ -451,6 +477,29 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
             started.elapsed().as_secs_f64()
         );
     }
+    if let (Some(path), Some(sink)) = (&opts.trace, &sink) {
+        let label = std::iter::once(tool.to_owned())
+            .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let events = crate::trace::read_events(sink.path()).unwrap_or_default();
+        let trace = crate::trace::chrome_trace(
+            &events,
+            Some((label.as_str(), build_start, build_clock.elapsed())),
+        );
+        match crate::trace::write_trace(path, &trace) {
+            Ok(()) => eprintln!(
+                "hgbuild: trace of {} compiler runs written to {}",
+                events.len(),
+                path.display()
+            ),
+            Err(e) => eprintln!(
+                "hgbuild: warning: cannot write the trace {}: {e}",
+                path.display()
+            ),
+        }
+    }
+    drop(sink);
     drop(masq);
     use std::os::unix::process::ExitStatusExt;
     status

@@ -7,5 +7,7 @@
 
 pub mod cli;
 pub mod coord;
+pub mod heap;
 pub mod hgbuild;
+pub mod trace;
 pub mod worker;

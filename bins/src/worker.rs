@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hybridgrid_core::config::Config;
+use hybridgrid_core::logging::LogHandle;
 use hybridgrid_core::worker::{Arch, Capabilities, WorkerId, WorkerInfo, WorkerSource};
 use hybridgrid_exec::detect::{self, DetectOptions};
 use hybridgrid_exec::native::{NativeExecutor, NativeOptions};
+use hybridgrid_net::http::admin::AdminHooks;
 use hybridgrid_net::worker::{WorkerServer, run_registration};
 use hybridgrid_net::{http, server};
 use tokio::sync::watch;
@@ -69,6 +71,15 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 
 /// Detects this machine's capabilities and starts the worker.
 pub async fn start(cfg: &Config) -> Result<RunningWorker, server::ServeError> {
+    start_with(cfg, crate::heap::admin_hooks(LogHandle::detached())).await
+}
+
+/// [`start`] with the admin endpoints acting on `admin` (the process's log
+/// handle, the heap profiler).
+pub async fn start_with(
+    cfg: &Config,
+    admin: AdminHooks,
+) -> Result<RunningWorker, server::ServeError> {
     let w = &cfg.worker;
     let grpc = server::bind(&w.bind_address, w.grpc_port).await?;
     let http_l = server::bind(&w.bind_address, w.http_port).await?;
@@ -128,13 +139,14 @@ pub async fn start(cfg: &Config) -> Result<RunningWorker, server::ServeError> {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     }));
-    let router = http::worker_router(
+    let router = http::worker_app(
         server.clone(),
         if cfg.metrics.enabled {
             &cfg.metrics.path
         } else {
             ""
         },
+        admin,
     );
     let r = rx.clone();
     tasks.push(tokio::spawn(async move {

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hybridgrid_core::payload::Payload;
-use hybridgrid_core::task::{CompileOutput, CompileTask, ContextFile, OutputKind};
+use hybridgrid_core::task::{CompileOutput, CompileTask, ContextFile, OutputKind, Timings};
 use hybridgrid_core::worker::CompilerInfo;
 use hybridgrid_core::{BoxError, GridError};
 use tokio::process::Command;
@@ -86,6 +86,9 @@ pub struct Outcome {
     /// Why the grid was not used, when a remote compile failed over to
     /// local (the warning that was printed).
     pub fallback_reason: Option<String>,
+    /// Where the grid spent the time of a remote compile (queue on the
+    /// worker, compiler run); zero for local compiles and cache hits.
+    pub timings: Timings,
 }
 
 /// Runs `compiler args` locally, inheriting standard streams; returns its
@@ -317,6 +320,7 @@ where
                 source: None,
                 elapsed: start.elapsed(),
                 fallback_reason: None,
+                timings: Timings::default(),
             };
         }
         Classification::NotCompile => {
@@ -327,6 +331,7 @@ where
                 source: None,
                 elapsed: start.elapsed(),
                 fallback_reason: None,
+                timings: Timings::default(),
             };
         }
     };
@@ -343,6 +348,7 @@ where
             source,
             elapsed: start.elapsed(),
             fallback_reason: None,
+            timings: Timings::default(),
         };
     }
     let local = |reason: String, warn: bool| {
@@ -365,6 +371,7 @@ where
                 source,
                 elapsed: start.elapsed(),
                 fallback_reason: warn.then_some(reason),
+                timings: Timings::default(),
             }
         }
     };
@@ -382,6 +389,7 @@ where
                 source,
                 elapsed: start.elapsed(),
                 fallback_reason: None,
+                timings: Timings::default(),
             };
         }
         Err(PrepareError::Io(m)) => return local(m, true).await,
@@ -406,6 +414,7 @@ where
                     source,
                     elapsed: start.elapsed(),
                     fallback_reason: None,
+                    timings: out.timings,
                 },
                 Err(e) => local(format!("cannot write the remote result: {e}"), true).await,
             }
@@ -435,5 +444,6 @@ where
         source: None,
         elapsed: Duration::ZERO,
         fallback_reason: Some(reason),
+        timings: Timings::default(),
     }
 }

@@ -329,6 +329,8 @@ pub struct CoordinatorState {
     pub heartbeat_interval: Duration,
     /// Whether the compile stack has a shared cache (for hit/miss counts).
     pub cache_enabled: std::sync::atomic::AtomicBool,
+    /// The most recent finished tasks (`/api/v1/tasks`, the dashboard).
+    pub recent: crate::tasks::RecentTasks,
 }
 
 impl CoordinatorState {
@@ -340,6 +342,7 @@ impl CoordinatorState {
             started: Instant::now(),
             heartbeat_interval: (heartbeat_ttl / 3).max(Duration::from_millis(100)),
             cache_enabled: std::sync::atomic::AtomicBool::new(false),
+            recent: crate::tasks::RecentTasks::default(),
         })
     }
 
@@ -415,6 +418,7 @@ impl CoordinatorServer {
         t.active.fetch_add(1, Ordering::SeqCst);
         let start = Instant::now();
         let task_id = task.id.clone();
+        let source = task.source_name.clone();
         let res = self.compile.clone().oneshot(task).await;
         t.active.fetch_sub(1, Ordering::SeqCst);
         let duration = start.elapsed();
@@ -445,6 +449,9 @@ impl CoordinatorServer {
         metrics::counter!("hybridgrid_tasks_total", "outcome" => outcome).increment(1);
         metrics::histogram!("hybridgrid_task_duration_seconds").record(duration.as_secs_f64());
         tracing::info!(task_id = %task_id, duration = ?duration, success, "task completed");
+        self.state
+            .recent
+            .record(&task_id.0, &source, duration, &res);
         match &res {
             Ok(o) if !o.success() => {
                 let stderr = String::from_utf8_lossy(&o.stderr);
@@ -466,12 +473,15 @@ impl BuildService for CoordinatorServer {
         &self,
         req: Request<proto::CompileRequest>,
     ) -> Result<Response<proto::CompileResponse>, Status> {
+        let received = prost::Message::encoded_len(req.get_ref());
         let task =
             convert::task_from_proto(req.into_inner(), &self.limits).map_err(|e| to_status(&e))?;
         let out = CoordinatorServer::compile(self, task)
             .await
             .map_err(|e| to_status(&e))?;
-        Ok(Response::new(convert::output_to_proto(&out)))
+        let resp = convert::output_to_proto(&out);
+        crate::obs::count_bytes(received, prost::Message::encoded_len(&resp));
+        Ok(Response::new(resp))
     }
 
     async fn health_check(

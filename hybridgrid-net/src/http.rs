@@ -1,5 +1,10 @@
 //! HTTP endpoints: `/health`, `/metrics` (Prometheus), and on the
-//! coordinator `/api/stats` and `/api/v1/workers`.
+//! coordinator `/api/stats` and `/api/v1/workers`; the dashboard and its
+//! APIs ([`dashboard`]) and the admin endpoints ([`admin`]: log level, heap
+//! profile). [`coordinator_app`] and [`worker_app`] compose all of them.
+
+pub mod admin;
+pub mod dashboard;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -64,17 +69,26 @@ async fn metrics_text() -> impl IntoResponse {
     )
 }
 
+/// Refreshes state gauges just before `/metrics` renders.
+type Refresh = Arc<dyn Fn() + Send + Sync>;
+
 /// `metrics_path` empty: no metrics endpoint (`metrics.enabled: false`).
-fn base_router(metrics_path: &str) -> Router<()> {
+fn base_router(metrics_path: &str, refresh: Refresh) -> Router<()> {
     let r = Router::new().route("/health", get(health));
     if metrics_path.is_empty() {
         return r;
     }
     let _ = metrics_handle();
-    r.route(metrics_path, get(metrics_text))
+    r.route(
+        metrics_path,
+        get(move || {
+            refresh();
+            metrics_text()
+        }),
+    )
 }
 
-async fn api_stats(State(st): State<Arc<CoordinatorState>>) -> impl IntoResponse {
+pub(crate) async fn api_stats(State(st): State<Arc<CoordinatorState>>) -> Json<serde_json::Value> {
     let s = st.stats();
     let rate = if s.cache_hits + s.cache_misses == 0 {
         0.0
@@ -99,7 +113,9 @@ async fn api_stats(State(st): State<Arc<CoordinatorState>>) -> impl IntoResponse
     }))
 }
 
-async fn api_workers(State(st): State<Arc<CoordinatorState>>) -> impl IntoResponse {
+pub(crate) async fn api_workers(
+    State(st): State<Arc<CoordinatorState>>,
+) -> Json<serde_json::Value> {
     let list: Vec<serde_json::Value> = st
         .pool
         .entries()
@@ -141,8 +157,24 @@ pub fn coordinator_router(state: Arc<CoordinatorState>, metrics_path: &str) -> R
     let api = Router::new()
         .route("/api/stats", get(api_stats))
         .route("/api/v1/workers", get(api_workers))
-        .with_state(state);
-    base_router(metrics_path).merge(api)
+        .with_state(state.clone());
+    crate::obs::register(crate::obs::Role::Coordinator);
+    let refresh: Refresh = Arc::new(move || crate::obs::refresh_coordinator(&state));
+    base_router(metrics_path, refresh).merge(api)
+}
+
+/// Everything the coordinator serves over HTTP: [`coordinator_router`],
+/// the dashboard (whose event streams end when `stop` turns true) and the
+/// admin endpoints.
+pub fn coordinator_app(
+    state: Arc<CoordinatorState>,
+    metrics_path: &str,
+    admin: admin::AdminHooks,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Router<()> {
+    coordinator_router(state.clone(), metrics_path)
+        .merge(dashboard::router(state, stop))
+        .merge(admin::router(admin))
 }
 
 async fn worker_status(State(w): State<WorkerServer>) -> impl IntoResponse {
@@ -161,8 +193,20 @@ async fn worker_status(State(w): State<WorkerServer>) -> impl IntoResponse {
 pub fn worker_router(worker: WorkerServer, metrics_path: &str) -> Router<()> {
     let api = Router::new()
         .route("/api/status", get(worker_status))
-        .with_state(worker);
-    base_router(metrics_path).merge(api)
+        .with_state(worker.clone());
+    crate::obs::register(crate::obs::Role::Worker);
+    let refresh: Refresh = Arc::new(move || crate::obs::refresh_worker(&worker));
+    base_router(metrics_path, refresh).merge(api)
+}
+
+/// Everything the worker serves over HTTP: [`worker_router`] and the admin
+/// endpoints.
+pub fn worker_app(
+    worker: WorkerServer,
+    metrics_path: &str,
+    admin: admin::AdminHooks,
+) -> Router<()> {
+    worker_router(worker, metrics_path).merge(admin::router(admin))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -22,8 +22,10 @@ pub mod convert;
 pub mod coordinator;
 pub mod discovery;
 pub mod http;
+pub mod obs;
 pub mod server;
 pub mod status;
+pub mod tasks;
 pub mod worker;
 
 /// Generated code of the `hybridgrid.v1` protocol.

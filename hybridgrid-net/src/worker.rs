@@ -85,6 +85,11 @@ impl WorkerServer {
         &self.state.info
     }
 
+    /// How long it has been serving.
+    pub fn uptime(&self) -> Duration {
+        self.state.started.elapsed()
+    }
+
     /// Its counters.
     pub fn counters(&self) -> Arc<WorkerCounters> {
         self.state.counters.clone()
@@ -170,12 +175,15 @@ impl WorkerService for WorkerServer {
         &self,
         req: Request<proto::CompileRequest>,
     ) -> Result<Response<proto::CompileResponse>, Status> {
+        let received = prost::Message::encoded_len(req.get_ref());
         let task = convert::task_from_proto(req.into_inner(), &self.state.limits)
             .map_err(|e| to_status(&e))?;
         let out = WorkerServer::compile(self, task)
             .await
             .map_err(|e| to_status(&e))?;
-        Ok(Response::new(convert::output_to_proto(&out)))
+        let resp = convert::output_to_proto(&out);
+        crate::obs::count_bytes(received, prost::Message::encoded_len(&resp));
+        Ok(Response::new(resp))
     }
 
     async fn get_capabilities(

@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use hybridgrid::cli::{self, CommonFlags};
 
+hybridgrid::heap_profiling_allocator!();
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hg-coord",
@@ -50,11 +52,15 @@ async fn main() -> ExitCode {
         .set_opt("coordinator.http_port", http_port)
         .set_opt("coordinator.bind_address", bind);
     let cfg = cli::load_or_exit(loader, "hg-coord");
-    if let Err(e) = hybridgrid_core::logging::init(&cfg.logging) {
-        eprintln!("hg-coord: {e}");
-        return ExitCode::from(2);
-    }
-    let running = match hybridgrid::coord::start(&cfg).await {
+    let log = match hybridgrid_core::logging::init(&cfg.logging) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("hg-coord: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let admin = hybridgrid::heap::admin_hooks(log);
+    let running = match hybridgrid::coord::start_with(&cfg, admin).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

@@ -18,7 +18,7 @@ use hybridgrid_core::config::{Config, LoggingConfig};
     name = "hgbuild",
     version,
     about = "Compile C/C++ on the hybridgrid grid",
-    after_help = "Examples:\n  hgbuild make -j32\n  hgbuild cc -c foo.c -o foo.o\n  CC=\"hgbuild cc\" ./configure\n  hgbuild status"
+    after_help = "Examples:\n  hgbuild make -j32\n  hgbuild --trace build.json make -j32\n  hgbuild cc -c foo.c -o foo.o\n  CC=\"hgbuild cc\" ./configure\n  hgbuild status"
 )]
 struct Cli {
     /// The coordinator (HOST:PORT); also HG_COORDINATOR.
@@ -30,6 +30,11 @@ struct Cli {
     /// Print where each file was compiled.
     #[arg(short, long)]
     verbose: bool,
+    /// Write a Chrome/Perfetto trace (JSON) of the build to FILE: one slice
+    /// per compile, where it ran and how long it queued and compiled; also
+    /// HG_TRACE.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
     #[command(flatten)]
     common: CommonFlags,
     #[command(subcommand)]
@@ -133,6 +138,7 @@ async fn main() -> ExitCode {
         let opts = RunOptions {
             verbose: env_flag(ENV_VERBOSE),
             no_fallback: env_flag(ENV_NO_FALLBACK),
+            trace: hybridgrid::trace::requested(None),
         };
         init_logging(&cfg, false);
         let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -152,6 +158,7 @@ async fn main() -> ExitCode {
         let opts = RunOptions {
             verbose: env_flag(ENV_VERBOSE),
             no_fallback: env_flag(ENV_NO_FALLBACK),
+            trace: hybridgrid::trace::requested(None),
         };
         init_logging(&cfg, false);
         return exit(hgbuild::compile(&cfg, &first, &argv[2..], &opts).await);
@@ -166,6 +173,7 @@ async fn main() -> ExitCode {
     let opts = RunOptions {
         verbose: cli.verbose || env_flag(ENV_VERBOSE),
         no_fallback: cli.no_fallback || env_flag(ENV_NO_FALLBACK),
+        trace: hybridgrid::trace::requested(cli.trace.clone()),
     };
     init_logging(&cfg, false);
     let code = match cli.cmd {
