@@ -87,7 +87,11 @@ mod tests {
 
     #[test]
     fn messages_carry_the_contract_words() {
-        assert!(GridError::CircuitOpen.to_string().contains("circuit breaker open"));
+        assert!(
+            GridError::CircuitOpen
+                .to_string()
+                .contains("circuit breaker open")
+        );
         assert!(
             GridError::DeadlineExceeded(Duration::from_secs(1))
                 .to_string()

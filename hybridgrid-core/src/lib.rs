@@ -25,7 +25,11 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod payload;
+pub mod registry;
 pub mod task;
 pub mod worker;
+
+#[cfg(test)]
+mod testutil;
 
 pub use error::{BoxError, GridError};
