@@ -21,6 +21,7 @@
 //! ```
 
 pub mod addr;
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod logging;

@@ -97,3 +97,39 @@ pub(crate) fn worker_info(id: &str, arch: Arch, compilers: &[CompilerIdentity]) 
         caps,
     )
 }
+
+/// A recorder for metrics set on this thread while the guard lives.
+pub(crate) fn capture_metrics() -> (
+    metrics_util::debugging::Snapshotter,
+    metrics::LocalRecorderGuard<'static>,
+) {
+    let rec: &'static metrics_util::debugging::DebuggingRecorder =
+        Box::leak(Box::new(metrics_util::debugging::DebuggingRecorder::new()));
+    (rec.snapshotter(), metrics::set_default_local_recorder(rec))
+}
+
+/// The value of a gauge or counter with the given name and (optional)
+/// `worker` label in a snapshot.
+pub(crate) fn metric(
+    snap: &metrics_util::debugging::Snapshotter,
+    name: &str,
+    worker: Option<&str>,
+) -> Option<f64> {
+    use metrics_util::debugging::DebugValue;
+    snap.snapshot()
+        .into_vec()
+        .into_iter()
+        .find(|(k, _, _, _)| {
+            k.key().name() == name
+                && worker.is_none_or(|w| {
+                    k.key()
+                        .labels()
+                        .any(|l| l.key() == "worker" && l.value() == w)
+                })
+        })
+        .map(|(_, _, _, v)| match v {
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Counter(c) => c as f64,
+            DebugValue::Histogram(h) => h.len() as f64,
+        })
+}
