@@ -20,13 +20,19 @@
 //! assert_eq!(task.target_arch.as_str(), "amd64");
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod addr;
+pub mod admission;
 pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod hedge;
 pub mod logging;
 pub mod payload;
 pub mod registry;
+pub mod retry;
+pub mod scheduler;
 pub mod task;
 pub mod worker;
 

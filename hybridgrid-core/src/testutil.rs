@@ -133,3 +133,22 @@ pub(crate) fn metric(
             DebugValue::Histogram(h) => h.len() as f64,
         })
 }
+
+/// Every metric in one snapshot, by name (labels ignored).
+pub(crate) fn metrics_of(
+    snap: &metrics_util::debugging::Snapshotter,
+) -> std::collections::HashMap<String, f64> {
+    use metrics_util::debugging::DebugValue;
+    snap.snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(k, _, _, v)| {
+            let v = match v {
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Counter(c) => c as f64,
+                DebugValue::Histogram(h) => h.len() as f64,
+            };
+            (k.key().name().to_owned(), v)
+        })
+        .collect()
+}
