@@ -33,6 +33,8 @@ pub mod payload;
 pub mod registry;
 pub mod retry;
 pub mod scheduler;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod task;
 pub mod worker;
 

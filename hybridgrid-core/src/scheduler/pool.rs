@@ -189,7 +189,9 @@ impl<S> Pool<S> {
         if (stats.active() as f64) < s.slots {
             run
         } else {
-            run.max((stats.backlog() as f64 + cost) / (speed * s.slots))
+            // Every slot is busy: wait for the work in flight to drain
+            // through all slots, then run.
+            stats.backlog() as f64 / (speed * s.slots) + run
         }
     }
 
@@ -248,7 +250,8 @@ impl<S> Pool<S> {
                     _ => 1.0,
                 };
                 self.best_by(task, arch, exclude, |p, i| {
-                    -p.finish_time(i, cost, prior) - 1e-9 * p.load(i)
+                    // Ties (unknown speeds) go to the less loaded worker.
+                    -p.finish_time(i, cost, prior) * (1.0 + 1e-6 * p.load(i))
                 })
             }
         };
