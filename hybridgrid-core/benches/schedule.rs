@@ -2,6 +2,9 @@
 //!
 //! `cargo bench -p hybridgrid-core --bench schedule`
 
+// criterion's macros generate undocumented public items.
+#![allow(missing_docs)]
+
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hybridgrid_core::BoxError;
 use hybridgrid_core::config::{Algorithm, SchedulerConfig};
@@ -55,10 +58,8 @@ fn bench(c: &mut Criterion) {
                     })),
                 )
             };
-            let cfg = SchedulerConfig {
-                algorithm: alg,
-                ..Default::default()
-            };
+            let mut cfg = SchedulerConfig::default();
+            cfg.algorithm = alg;
             let sched = Scheduler::new(Endpoints::new(registry.subscribe(), make), &cfg);
             for i in 0..n {
                 let mut caps = Capabilities::new(Arch::Amd64);
