@@ -19,8 +19,11 @@ pub struct WorkerStats {
     backlog: AtomicU64,
     /// Latency EWMA in microseconds, as f64 bits; 0 = no sample yet.
     latency_us: AtomicU64,
-    /// Speed EWMA in cost units per second per slot, as f64 bits; 0 = unknown.
-    speed: AtomicU64,
+    /// Cost units and service microseconds of completed tasks, whose ratio
+    /// is the speed (more robust than averaging per-task ratios: a task's
+    /// input size predicts its compile time poorly).
+    done_cost: AtomicU64,
+    done_us: AtomicU64,
 }
 
 fn load_f64(a: &AtomicU64) -> f64 {
@@ -77,7 +80,11 @@ impl WorkerStats {
 
     /// Learned speed in cost units per second per slot (0 when unknown).
     pub fn speed(&self) -> f64 {
-        load_f64(&self.speed)
+        let us = self.done_us.load(Ordering::Relaxed);
+        if us == 0 {
+            return 0.0;
+        }
+        self.done_cost.load(Ordering::Relaxed) as f64 / (us as f64 / 1e6)
     }
 
     /// Records that a task of `cost` units was sent to the worker.
@@ -100,9 +107,10 @@ impl WorkerStats {
         }
         self.completed.fetch_add(1, Ordering::Relaxed);
         ewma(&self.latency_us, latency.as_secs_f64() * 1e6);
-        let secs = service.unwrap_or(latency).as_secs_f64();
-        if secs > 0.0 && cost > 0 {
-            ewma(&self.speed, cost as f64 / secs);
+        let us = service.unwrap_or(latency).as_micros() as u64;
+        if us > 0 && cost > 0 {
+            self.done_cost.fetch_add(cost, Ordering::Relaxed);
+            self.done_us.fetch_add(us, Ordering::Relaxed);
         }
     }
 
