@@ -293,6 +293,74 @@ pub enum Algorithm {
 pub struct SchedulerConfig {
     /// Which algorithm places tasks.
     pub algorithm: Algorithm,
+    /// Weights of the P2C score.
+    pub weights: ScoreWeights,
+    /// Hedging of slow tasks on a second worker.
+    pub hedge: HedgeConfig,
+}
+
+/// `scheduler.weights:` how much each worker property counts in the P2C
+/// score (higher score wins). Each property is normalised to about 0..1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ScoreWeights {
+    /// Bonus for a worker whose native architecture is the task's target.
+    pub native_arch: f64,
+    /// Bonus for a worker that cross-compiles to the task's target.
+    pub cross_compile: f64,
+    /// Bonus per core (up to 64 cores).
+    pub cores: f64,
+    /// Bonus per GiB of RAM (up to 128 GiB).
+    pub memory: f64,
+    /// Penalty per active task per slot.
+    pub load: f64,
+    /// Penalty for latency (EWMA `l` seconds counts `l / (l + 1)`).
+    pub latency: f64,
+    /// Bonus for a worker on the local network (found by mDNS).
+    pub lan: f64,
+}
+
+impl Default for ScoreWeights {
+    fn default() -> Self {
+        ScoreWeights {
+            native_arch: 1.0,
+            cross_compile: 0.5,
+            cores: 0.5,
+            memory: 0.25,
+            load: 4.0,
+            latency: 1.0,
+            lan: 0.25,
+        }
+    }
+}
+
+/// `scheduler.hedge:` running a slow task a second time on an idle worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HedgeConfig {
+    /// Whether to hedge at all.
+    pub enabled: bool,
+    /// Hedge when a task runs longer than this many times the p90 duration
+    /// learned for its compiler.
+    pub p90_multiplier: f64,
+    /// Never hedge a task before it has run this long.
+    #[serde(with = "humantime_serde")]
+    pub min_delay: Duration,
+    /// Durations to learn for a compiler before hedging its tasks.
+    pub min_samples: u32,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        HedgeConfig {
+            enabled: true,
+            p90_multiplier: 3.0,
+            min_delay: Duration::from_secs(2),
+            min_samples: 20,
+        }
+    }
 }
 
 /// `resilience:` settings.
@@ -986,6 +1054,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("coordinator.static_workers[0]"), "{e}");
+    }
+
+    #[test]
+    fn scheduler_weights_and_hedge_keys() {
+        let c = load_yaml(
+            "scheduler:\n  algorithm: cost-aware\n  weights: { load: 2.5, lan: 0 }\n  hedge: { enabled: false, p90_multiplier: 4, min_delay: 5s, min_samples: 3 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.scheduler.algorithm, Algorithm::CostAware);
+        assert_eq!(c.scheduler.weights.load, 2.5);
+        assert_eq!(c.scheduler.weights.lan, 0.0);
+        assert_eq!(c.scheduler.weights.native_arch, 1.0);
+        assert!(!c.scheduler.hedge.enabled);
+        assert_eq!(c.scheduler.hedge.p90_multiplier, 4.0);
+        assert_eq!(c.scheduler.hedge.min_delay, Duration::from_secs(5));
+        assert_eq!(c.scheduler.hedge.min_samples, 3);
+        let e = load_yaml("scheduler:\n  weights: { speed: 1 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("speed"), "{e}");
+        let e = load_yaml("scheduler:\n  hedge: { min_delay: later }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scheduler.hedge.min_delay"), "{e}");
     }
 
     #[test]

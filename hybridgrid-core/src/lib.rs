@@ -20,13 +20,26 @@
 //! assert_eq!(task.target_arch.as_str(), "amd64");
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod addr;
+pub mod admission;
+pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod hedge;
 pub mod logging;
 pub mod payload;
 pub mod preprocessed;
+pub mod registry;
+pub mod retry;
+pub mod scheduler;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod task;
 pub mod worker;
+
+#[cfg(test)]
+mod testutil;
 
 pub use error::{BoxError, GridError};

@@ -1,0 +1,321 @@
+//! The workers the scheduler knows, indexed by compiler and target, and the
+//! placement algorithms.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::Endpoint;
+use crate::config::{Algorithm, ScoreWeights};
+use crate::error::GridError;
+use crate::task::{CompileTask, CompilerIdentity};
+use crate::worker::{Arch, WorkerId, WorkerSource};
+
+/// The estimated cost of a task, in cost units: the size of its input in
+/// bytes (at least 1). Compile time grows with the preprocessed size.
+pub fn task_cost(task: &CompileTask) -> u64 {
+    task.input.raw_len().max(1)
+}
+
+pub(super) struct Slot<S> {
+    pub(super) id: WorkerId,
+    pub(super) endpoint: Endpoint<S>,
+    arch: Option<Arch>,
+    /// The score terms that do not depend on the task or on load.
+    static_score: f64,
+    slots: f64,
+}
+
+/// Speeds learned across the pool (cost units per second per slot, f64
+/// bits), the prior for workers with no sample yet.
+#[derive(Debug, Default)]
+pub(super) struct PoolSpeed(AtomicU64);
+
+impl PoolSpeed {
+    pub(super) fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn observe(&self, sample: f64) {
+        let old = self.get();
+        let new = if old == 0.0 {
+            sample
+        } else {
+            old + 0.1 * (sample - old)
+        };
+        self.0.store(new.to_bits(), Ordering::Relaxed);
+    }
+}
+
+pub(super) struct Pool<S> {
+    pub(super) slots: Vec<Slot<S>>,
+    by_id: HashMap<WorkerId, usize>,
+    /// Capable workers (indexes into `slots`) by compiler and target, built
+    /// lazily; cleared when the membership changes.
+    index: HashMap<CompilerIdentity, HashMap<Arch, Vec<u32>>>,
+    algorithm: Algorithm,
+    weights: ScoreWeights,
+    rng: u64,
+    pub(super) speed: Arc<PoolSpeed>,
+}
+
+fn static_score(w: &ScoreWeights, e: &Endpoint<impl Sized>) -> f64 {
+    let caps = &e.worker.info.capabilities;
+    let cores = (f64::from(caps.cores) / 64.0).min(1.0);
+    let mem = (caps.memory_bytes as f64 / (128u64 << 30) as f64).min(1.0);
+    let lan = if e.worker.info.source == WorkerSource::Mdns {
+        1.0
+    } else {
+        0.0
+    };
+    w.cores * cores + w.memory * mem + w.lan * lan
+}
+
+impl<S> Pool<S> {
+    pub(super) fn new(algorithm: Algorithm, weights: ScoreWeights, seed: u64) -> Self {
+        Pool {
+            slots: Vec::new(),
+            by_id: HashMap::new(),
+            index: HashMap::new(),
+            algorithm,
+            weights,
+            rng: seed | 1,
+            speed: Arc::new(PoolSpeed::default()),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(super) fn insert(&mut self, id: WorkerId, endpoint: Endpoint<S>) {
+        let caps = &endpoint.worker.info.capabilities;
+        let slot = Slot {
+            arch: caps.arch.clone(),
+            slots: f64::from(if caps.max_parallel_tasks > 0 {
+                caps.max_parallel_tasks
+            } else {
+                caps.cores.max(1)
+            }),
+            static_score: static_score(&self.weights, &endpoint),
+            id: id.clone(),
+            endpoint,
+        };
+        match self.by_id.get(&id) {
+            Some(&i) => self.slots[i] = slot,
+            None => {
+                self.by_id.insert(id, self.slots.len());
+                self.slots.push(slot);
+            }
+        }
+        self.index.clear();
+    }
+
+    pub(super) fn remove(&mut self, id: &WorkerId) {
+        if let Some(i) = self.by_id.remove(id) {
+            self.slots.swap_remove(i);
+            if let Some(moved) = self.slots.get(i) {
+                self.by_id.insert(moved.id.clone(), i);
+            }
+            self.index.clear();
+        }
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // splitmix64: fast, deterministic for a seed.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn ensure_index(&mut self, compiler: &CompilerIdentity, arch: &Arch) {
+        let present = self
+            .index
+            .get(compiler)
+            .is_some_and(|m| m.contains_key(arch));
+        if present {
+            return;
+        }
+        let list: Vec<u32> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                let caps = &s.endpoint.worker.info.capabilities;
+                caps.can_compile(compiler) && caps.can_target(arch)
+            })
+            .map(|(i, _)| i as u32)
+            .collect();
+        self.index
+            .entry(compiler.clone())
+            .or_default()
+            .insert(arch.clone(), list);
+    }
+
+    fn usable(&self, i: usize, exclude: &[WorkerId]) -> bool {
+        let s = &self.slots[i];
+        !exclude.contains(&s.id) && s.endpoint.circuit.as_ref().is_none_or(|c| c.admits())
+    }
+
+    fn score(&self, i: usize, arch: &Arch) -> f64 {
+        let s = &self.slots[i];
+        let w = &self.weights;
+        let stats = &s.endpoint.worker.stats;
+        let arch_bonus = if s.arch.as_ref() == Some(arch) {
+            w.native_arch
+        } else {
+            w.cross_compile
+        };
+        let lat = stats.latency_secs();
+        s.static_score + arch_bonus
+            - w.load * (stats.active() as f64 / s.slots)
+            - w.latency * (lat / (lat + 1.0))
+    }
+
+    fn load(&self, i: usize) -> f64 {
+        let s = &self.slots[i];
+        s.endpoint.worker.stats.active() as f64 / s.slots
+    }
+
+    /// Estimated time (seconds) until a task of `cost` would finish on `i`.
+    fn finish_time(&self, i: usize, cost: f64, prior: f64) -> f64 {
+        let s = &self.slots[i];
+        let stats = &s.endpoint.worker.stats;
+        let learned = stats.speed();
+        let speed = if learned > 0.0 { learned } else { prior };
+        let run = cost / speed;
+        if (stats.active() as f64) < s.slots {
+            run
+        } else {
+            // Every slot is busy: wait for the work in flight to drain
+            // through all slots, then run.
+            stats.backlog() as f64 / (speed * s.slots) + run
+        }
+    }
+
+    /// Chooses a worker for `task`, avoiding `exclude`.
+    pub(super) fn pick(
+        &mut self,
+        task: &CompileTask,
+        exclude: &[WorkerId],
+    ) -> Result<usize, GridError> {
+        let arch = &task.target_arch;
+        self.ensure_index(&task.compiler, arch);
+        let n = self.list(task, arch).len();
+        if n == 0 {
+            return Err(GridError::NoWorker(format!(
+                "no worker has compiler {} for target {} ({} workers registered)",
+                task.compiler,
+                arch,
+                self.slots.len()
+            )));
+        }
+        let chosen = match self.algorithm {
+            Algorithm::P2c if n > 2 => {
+                let mut found = [usize::MAX; 2];
+                let mut k = 0;
+                for _ in 0..8 {
+                    let r = self.next_rand();
+                    let idx = self.index_at(task, arch, (r % n as u64) as usize);
+                    if self.usable(idx, exclude) && !found[..k].contains(&idx) {
+                        found[k] = idx;
+                        k += 1;
+                        if k == 2 {
+                            break;
+                        }
+                    }
+                }
+                match k {
+                    2 => {
+                        let (a, b) = (found[0], found[1]);
+                        Some(if self.score(a, arch) >= self.score(b, arch) {
+                            a
+                        } else {
+                            b
+                        })
+                    }
+                    _ => self.best_by(task, arch, exclude, |p, i| p.score(i, arch)),
+                }
+            }
+            Algorithm::P2c => self.best_by(task, arch, exclude, |p, i| p.score(i, arch)),
+            Algorithm::LeastLoaded => self.best_by(task, arch, exclude, |p, i| {
+                -p.load(i) + 1e-3 * p.slots[i].static_score
+            }),
+            Algorithm::CostAware => {
+                let cost = task_cost(task) as f64;
+                let prior = match self.speed.get() {
+                    s if s > 0.0 => s,
+                    _ => 1.0,
+                };
+                self.best_by(task, arch, exclude, |p, i| {
+                    // Ties (unknown speeds) go to the less loaded worker.
+                    -p.finish_time(i, cost, prior) * (1.0 + 1e-6 * p.load(i))
+                })
+            }
+        };
+        chosen.ok_or_else(|| self.none_usable(task, arch, exclude))
+    }
+
+    fn list(&self, task: &CompileTask, arch: &Arch) -> &[u32] {
+        self.index
+            .get(&task.compiler)
+            .and_then(|m| m.get(arch))
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    fn index_at(&self, task: &CompileTask, arch: &Arch, k: usize) -> usize {
+        self.list(task, arch)[k] as usize
+    }
+
+    /// The usable candidate with the highest `key`.
+    fn best_by(
+        &self,
+        task: &CompileTask,
+        arch: &Arch,
+        exclude: &[WorkerId],
+        key: impl Fn(&Self, usize) -> f64,
+    ) -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        for &i in self.list(task, arch) {
+            let i = i as usize;
+            if !self.usable(i, exclude) {
+                continue;
+            }
+            let k = key(self, i);
+            if best.is_none_or(|(_, bk)| k > bk) {
+                best = Some((i, k));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    fn none_usable(&self, task: &CompileTask, arch: &Arch, exclude: &[WorkerId]) -> GridError {
+        let list = self.list(task, arch);
+        let untried = list
+            .iter()
+            .filter(|&&i| !exclude.contains(&self.slots[i as usize].id))
+            .count();
+        if untried == 0 {
+            GridError::NoWorker(format!(
+                "all {} workers with compiler {} for target {} were already tried",
+                list.len(),
+                task.compiler,
+                arch
+            ))
+        } else {
+            GridError::CircuitOpen
+        }
+    }
+
+    /// True if a worker able to run `task`, not in `exclude`, admits calls
+    /// and has a free slot.
+    pub(super) fn has_idle(&mut self, task: &CompileTask, exclude: &[WorkerId]) -> bool {
+        let arch = &task.target_arch;
+        self.ensure_index(&task.compiler, arch);
+        self.list(task, arch)
+            .iter()
+            .any(|&i| self.usable(i as usize, exclude) && self.load(i as usize) < 1.0)
+    }
+}

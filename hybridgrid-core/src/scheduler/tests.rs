@@ -1,0 +1,253 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tower::{Service, ServiceExt};
+
+use super::*;
+use crate::config::{Algorithm, CircuitBreakerConfig};
+use crate::registry::{Registry, WorkerChanges};
+use crate::task::Timings;
+use crate::testutil::{capture_logs, gcc, gcc_amd64, task_of, worker_info};
+use crate::worker::Arch;
+
+type Fake = tower::util::BoxCloneService<CompileTask, CompileOutput, BoxError>;
+type Sched = Scheduler<
+    Endpoints<
+        WorkerChanges,
+        Box<dyn FnMut(crate::registry::RegisteredWorker) -> Endpoint<Fake> + Send>,
+    >,
+    Fake,
+>;
+
+/// A worker that compiles `speed` bytes per second, or fails if `speed` is 0.
+fn fake(speed: f64) -> Fake {
+    tower::util::BoxCloneService::new(tower::service_fn(move |t: CompileTask| async move {
+        if speed == 0.0 {
+            return Err(GridError::WorkerUnavailable {
+                worker: "x".into(),
+                reason: "connection refused".into(),
+            }
+            .into());
+        }
+        let d = Duration::from_secs_f64(t.input.raw_len() as f64 / speed);
+        tokio::time::sleep(d).await;
+        Ok(CompileOutput {
+            timings: Timings {
+                queue: Duration::ZERO,
+                compile: d,
+            },
+            ..Default::default()
+        })
+    }))
+}
+
+fn scheduler(algorithm: Algorithm, speeds: HashMap<&'static str, f64>) -> (Registry, Sched) {
+    let reg = Registry::new();
+    let speeds: HashMap<String, f64> = speeds.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let make: Box<dyn FnMut(crate::registry::RegisteredWorker) -> Endpoint<Fake> + Send> =
+        Box::new(move |w| {
+            let speed = speeds.get(&w.info.id.0).copied().unwrap_or(1000.0);
+            let ep = Endpoint::with_breaker(w, fake(speed), CircuitBreakerConfig::default());
+            Endpoint {
+                worker: ep.worker,
+                circuit: ep.circuit,
+                service: Fake::new(ep.service),
+            }
+        });
+    let cfg = SchedulerConfig {
+        algorithm,
+        ..Default::default()
+    };
+    let s = Scheduler::new(Endpoints::new(reg.subscribe(), make), &cfg);
+    (reg, s)
+}
+
+async fn run(s: &mut Sched, t: CompileTask) -> Result<CompileOutput, BoxError> {
+    ServiceExt::<CompileTask>::ready(s).await?.call(t).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn capability_filter_is_exact() {
+    let (reg, mut s) = scheduler(Algorithm::P2c, HashMap::new());
+    let mut gcc13 = gcc_amd64();
+    gcc13.version = "13.1.0".into();
+    reg.register(worker_info("a", Arch::Amd64, &[gcc_amd64()]));
+    reg.register(worker_info("b", Arch::Amd64, &[gcc13.clone()]));
+    reg.register(worker_info("c", Arch::Arm64, &[gcc("aarch64-linux-gnu")]));
+    for _ in 0..20 {
+        let out = run(&mut s, task_of(10)).await.expect("ok");
+        assert_eq!(out.worker_id, Some("a".into()));
+    }
+    let mut t = task_of(10);
+    t.compiler = gcc("aarch64-linux-gnu");
+    t.target_arch = Arch::Arm64;
+    assert_eq!(
+        run(&mut s, t).await.expect("ok").worker_id,
+        Some("c".into())
+    );
+    let mut t = task_of(10);
+    t.compiler.version = "14.0.0".into();
+    let e = run(&mut s, t).await.expect_err("no worker").to_string();
+    assert!(e.contains("no worker available"), "{e}");
+    assert!(e.contains("gcc 14.0.0 (x86_64-linux-gnu)"), "{e}");
+    assert!(
+        e.contains("amd64") && e.contains("3 workers registered"),
+        "{e}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn routes_around_open_circuits_and_reports_all_open() {
+    let (reg, mut s) = scheduler(Algorithm::P2c, HashMap::from([("bad", 0.0)]));
+    reg.register(worker_info("bad", Arch::Amd64, &[gcc_amd64()]));
+    reg.register(worker_info("good", Arch::Amd64, &[gcc_amd64()]));
+    let mut bad_calls = 0;
+    for _ in 0..60 {
+        if let Err(e) = run(&mut s, task_of(10)).await {
+            assert_eq!(WorkerError::worker_of(e.as_ref()), Some(&"bad".into()));
+            assert!(GridError::find(e.as_ref()).is_some_and(|g| g.is_retryable()));
+            bad_calls += 1;
+        }
+    }
+    assert_eq!(
+        bad_calls, 10,
+        "the circuit opens after request_threshold failures"
+    );
+    reg.remove(&"good".into(), "test");
+    let e = run(&mut s, task_of(10)).await.expect_err("all open");
+    assert_eq!(GridError::find(e.as_ref()), Some(&GridError::CircuitOpen));
+    assert!(e.to_string().contains("circuit breaker open"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exclusion_and_removal() {
+    let (reg, mut s) = scheduler(Algorithm::LeastLoaded, HashMap::new());
+    reg.register(worker_info("a", Arch::Amd64, &[gcc_amd64()]));
+    reg.register(worker_info("b", Arch::Amd64, &[gcc_amd64()]));
+    let mut a = Attempt::new(task_of(10));
+    a.exclude = vec!["a".into()];
+    let route = RouteSlot::new();
+    a.route = Some(route.clone());
+    let out = ServiceExt::<Attempt>::ready(&mut s)
+        .await
+        .expect("ready")
+        .call(a)
+        .await;
+    assert_eq!(out.expect("ok").worker_id, Some("b".into()));
+    assert_eq!(route.get(), Some(&"b".into()));
+    let mut a = Attempt::new(task_of(10));
+    a.exclude = vec!["a".into(), "b".into()];
+    let e = ServiceExt::<Attempt>::ready(&mut s)
+        .await
+        .expect("ready")
+        .call(a)
+        .await;
+    let e = e.expect_err("all tried").to_string();
+    assert!(e.contains("already tried"), "{e}");
+    reg.remove(&"a".into(), "test");
+    s.refresh().expect("refresh");
+    assert_eq!(s.len(), 1);
+    assert_eq!(s.choose(&task_of(1), &[]).expect("b"), "b".into());
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_never_picks_the_most_loaded_of_three() {
+    let (reg, s) = scheduler(Algorithm::P2c, HashMap::new());
+    reg.register(worker_info("a", Arch::Amd64, &[gcc_amd64()]));
+    reg.register(worker_info("b", Arch::Amd64, &[gcc_amd64()]));
+    reg.register(worker_info("busy", Arch::Amd64, &[gcc_amd64()]));
+    s.refresh().expect("refresh");
+    let busy = reg.get(&"busy".into()).expect("busy");
+    for _ in 0..4 {
+        busy.worker.stats.start(1);
+    }
+    let mut seen = HashMap::new();
+    for _ in 0..200 {
+        *seen
+            .entry(s.choose(&task_of(1), &[]).expect("pick").0)
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("busy"), None, "{seen:?}");
+    assert!(seen.get("a").is_some_and(|&n| n > 50), "{seen:?}");
+    assert!(seen.get("b").is_some_and(|&n| n > 50), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_prefers_native_arch() {
+    let (reg, s) = scheduler(Algorithm::P2c, HashMap::new());
+    // An arm64 box with an x86-64 cross compiler vs native ones.
+    for id in ["n1", "n2"] {
+        reg.register(worker_info(id, Arch::Amd64, &[gcc_amd64()]));
+    }
+    reg.register(worker_info("cross", Arch::Arm64, &[gcc_amd64()]));
+    s.refresh().expect("refresh");
+    for _ in 0..100 {
+        assert_ne!(s.choose(&task_of(1), &[]).expect("pick").0, "cross");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn least_loaded_picks_fewest_active_per_slot() {
+    let (reg, s) = scheduler(Algorithm::LeastLoaded, HashMap::new());
+    reg.register(worker_info("a", Arch::Amd64, &[gcc_amd64()]));
+    let mut big = worker_info("big", Arch::Amd64, &[gcc_amd64()]);
+    big.capabilities.max_parallel_tasks = 16;
+    reg.register(big);
+    s.refresh().expect("refresh");
+    reg.get(&"a".into()).expect("a").worker.stats.start(1);
+    let big = reg.get(&"big".into()).expect("big");
+    for _ in 0..3 {
+        big.worker.stats.start(1);
+    }
+    // a: 1/4 busy, big: 3/16 busy.
+    assert_eq!(s.choose(&task_of(1), &[]).expect("pick").0, "big");
+    big.worker.stats.start(1);
+    big.worker.stats.start(1);
+    // big: 5/16 > 1/4.
+    assert_eq!(s.choose(&task_of(1), &[]).expect("pick").0, "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_learns_speeds_and_queues_on_the_fast_worker() {
+    let (logs, _g) = capture_logs();
+    let (reg, s) = scheduler(
+        Algorithm::CostAware,
+        HashMap::from([("slow", 100.0), ("fast", 1000.0)]),
+    );
+    for id in ["slow", "fast"] {
+        let mut w = worker_info(id, Arch::Amd64, &[gcc_amd64()]);
+        w.capabilities.max_parallel_tasks = 1;
+        reg.register(w);
+    }
+    // Two tasks at once: equal priors, so one goes to each; both speeds learned.
+    let (r1, r2) = tokio::join!(
+        s.clone().oneshot(task_of(1000)),
+        s.clone().oneshot(task_of(1000))
+    );
+    let mut ws = vec![r1.expect("ok").worker_id, r2.expect("ok").worker_id];
+    ws.sort();
+    assert_eq!(ws, vec![Some("fast".into()), Some("slow".into())]);
+    let fast = reg.get(&"fast".into()).expect("fast");
+    let slow = reg.get(&"slow".into()).expect("slow");
+    assert!(
+        (fast.worker.stats.speed() - 1000.0).abs() < 1.0,
+        "{}",
+        fast.worker.stats.speed()
+    );
+    assert!(
+        (slow.worker.stats.speed() - 100.0).abs() < 1.0,
+        "{}",
+        slow.worker.stats.speed()
+    );
+    assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "fast");
+    // Fast is busy with 3000 bytes (3 s more), slow would take 10 s: queue on fast.
+    fast.worker.stats.start(3000);
+    assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "fast");
+    // With 20 s of backlog on fast, the idle slow worker finishes first.
+    fast.worker.stats.start(17000);
+    assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "slow");
+    let text = logs.text();
+    assert!(text.contains("msg=\"task started\""), "{text}");
+    assert!(text.contains("msg=\"task completed\""), "{text}");
+    assert!(text.contains("success=true"), "{text}");
+}
