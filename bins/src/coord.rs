@@ -10,7 +10,7 @@ use hybridgrid_cache::store::DiskStore;
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_net::client::ChannelOptions;
-use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, PoolService, WorkerPool};
+use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, WorkerPool, compose_stack};
 use hybridgrid_net::http::admin::AdminHooks;
 use hybridgrid_net::{http, server};
 use tokio::sync::watch;
@@ -72,8 +72,10 @@ pub async fn start_with(
     );
     let pool = Arc::new(WorkerPool::new(c.heartbeat_ttl, channel));
     let state = CoordinatorState::new(pool.clone(), c.heartbeat_ttl);
-    let dispatch = PoolService::new(pool.clone(), cfg.resilience.retry.max_retries);
-    let compile = if cfg.cache.enabled {
+    let compile = compose_stack(&pool, cfg, |dispatch| {
+        if !cfg.cache.enabled {
+            return dispatch;
+        }
         // The shared tier: every client's results, on the coordinator's disk.
         let dir = cfg.cache.dir_path().join("coordinator");
         let store = DiskStore::new(dir, cfg.cache.max_size_bytes());
@@ -81,9 +83,7 @@ pub async fn start_with(
             .cache_enabled
             .store(true, std::sync::atomic::Ordering::Relaxed);
         BoxCloneSyncService::new(CacheLayer::new(store).layer(dispatch))
-    } else {
-        BoxCloneSyncService::new(dispatch)
-    };
+    });
     let srv = CoordinatorServer::new(state.clone(), compile);
 
     let (tx, rx) = watch::channel(false);

@@ -2,13 +2,17 @@
 //! `RegistryService` for workers, over a [`WorkerPool`].
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hybridgrid_core::admission::Admission;
+use hybridgrid_core::breaker::{CircuitHandle, CircuitState};
+use hybridgrid_core::config::CircuitBreakerConfig;
+use hybridgrid_core::hedge::Hedge;
+use hybridgrid_core::registry::{RegisteredWorker, Registry, WorkerStats};
+use hybridgrid_core::retry::Retry;
+use hybridgrid_core::scheduler::{Endpoint, Endpoints, Scheduler};
 use hybridgrid_core::task::{CompileOutput, CompileTask};
 use hybridgrid_core::worker::{WorkerId, WorkerInfo, WorkerSource};
 use hybridgrid_core::{BoxError, GridError, addr};
@@ -45,275 +49,195 @@ pub struct TaskCounters {
     pub cache_misses: AtomicU64,
 }
 
-/// One worker in the pool.
-#[derive(Debug)]
+/// One worker in the pool, as status pages show it.
+#[derive(Debug, Clone)]
 pub struct PoolEntry {
     /// What it is.
-    pub info: WorkerInfo,
-    client: WorkerClient,
-    /// Tasks running on it now.
-    pub active: AtomicU32,
-    /// Tasks it finished.
-    pub completed: AtomicU64,
-    /// Tasks that failed on it for reasons of the worker.
-    pub failed: AtomicU64,
-    last_seen: Mutex<tokio::time::Instant>,
-    latency_ewma_us: AtomicU64,
+    pub info: Arc<WorkerInfo>,
+    stats: Arc<WorkerStats>,
+    circuit: Option<CircuitState>,
 }
 
 impl PoolEntry {
-    /// Average latency of its tasks (EWMA), in milliseconds.
-    pub fn avg_latency_ms(&self) -> f64 {
-        self.latency_ewma_us.load(Ordering::Relaxed) as f64 / 1000.0
+    /// Tasks running on it now.
+    pub fn active(&self) -> u64 {
+        self.stats.active()
     }
 
-    fn record_latency(&self, d: Duration) {
-        let new = d.as_micros() as u64;
-        let old = self.latency_ewma_us.load(Ordering::Relaxed);
-        let v = if old == 0 {
-            new
-        } else {
-            (old * 7 + new * 3) / 10
-        };
-        self.latency_ewma_us.store(v, Ordering::Relaxed);
+    /// Tasks it finished.
+    pub fn completed(&self) -> u64 {
+        self.stats.completed()
+    }
+
+    /// Tasks that failed on it for reasons of the worker.
+    pub fn failed(&self) -> u64 {
+        self.stats.failed()
+    }
+
+    /// Average latency of its tasks (EWMA), in milliseconds.
+    pub fn avg_latency_ms(&self) -> f64 {
+        self.stats.latency_secs() * 1000.0
+    }
+
+    /// `closed`, `half-open` or `open`.
+    pub fn circuit_state(&self) -> &'static str {
+        self.circuit.map(CircuitState::as_str).unwrap_or("closed")
+    }
+
+    /// True unless its circuit is open.
+    pub fn healthy(&self) -> bool {
+        self.circuit != Some(CircuitState::Open)
     }
 }
 
-/// The workers the coordinator knows, with their clients and load.
+/// The workers the coordinator knows: a façade over the core
+/// [`Registry`] that the network layer (registration RPCs, discovery,
+/// status pages) uses, plus each worker's circuit.
 #[derive(Debug)]
 pub struct WorkerPool {
-    workers: RwLock<HashMap<WorkerId, Arc<PoolEntry>>>,
+    registry: Registry,
+    circuits: Arc<Mutex<HashMap<WorkerId, CircuitHandle>>>,
     channel: ChannelOptions,
     heartbeat_ttl: Duration,
 }
 
 impl WorkerPool {
-    /// An empty pool whose workers expire after `heartbeat_ttl` without a
-    /// heartbeat.
+    /// An empty pool whose handshake workers expire after `heartbeat_ttl`
+    /// without a heartbeat; `channel` is how workers are dialled.
     pub fn new(heartbeat_ttl: Duration, channel: ChannelOptions) -> Self {
         WorkerPool {
-            workers: RwLock::new(HashMap::new()),
+            registry: Registry::new(),
+            circuits: Arc::new(Mutex::new(HashMap::new())),
             channel,
             heartbeat_ttl,
         }
+    }
+
+    /// The registry behind the pool (the scheduler subscribes to it).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Adds or updates a worker. A worker known under the same id or the
     /// same address is replaced, never duplicated.
     pub fn register(&self, info: WorkerInfo) -> Result<(), GridError> {
         addr::parse_host_port(&info.address).map_err(|e| GridError::InvalidTask(e.to_string()))?;
-        let client = WorkerClient::new(info.id.clone(), &info.address, &self.channel)?;
-        let entry = Arc::new(PoolEntry {
-            client,
-            active: AtomicU32::new(0),
-            completed: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            last_seen: Mutex::new(tokio::time::Instant::now()),
-            latency_ewma_us: AtomicU64::new(0),
-            info,
-        });
-        let mut map = self
-            .workers
-            .write()
-            .map_err(|_| GridError::Internal("pool lock".into()))?;
-        map.retain(|id, e| id == &entry.info.id || e.info.address != entry.info.address);
-        tracing::info!(
-            worker_id = %entry.info.id,
-            arch = %entry.info.capabilities.arch.as_ref().map(|a| a.to_string()).unwrap_or_default(),
-            source = %entry.info.source,
-            address = %entry.info.address,
-            "worker registered"
-        );
-        map.insert(entry.info.id.clone(), entry);
-        metrics::gauge!("hybridgrid_workers", "state" => "healthy").set(map.len() as f64);
+        self.registry.register(info);
+        self.update_gauge();
         Ok(())
     }
 
     /// Records a heartbeat; false if the worker is unknown.
     pub fn heartbeat(&self, id: &WorkerId) -> bool {
-        let map = match self.workers.read() {
-            Ok(m) => m,
-            Err(_) => return false,
-        };
-        match map.get(id) {
-            Some(e) => {
-                if let Ok(mut t) = e.last_seen.lock() {
-                    *t = tokio::time::Instant::now();
-                }
-                true
-            }
-            None => false,
-        }
+        self.registry.heartbeat(id)
     }
 
     /// Removes a worker, logging why.
     pub fn remove(&self, id: &WorkerId, reason: &str) -> bool {
-        let Ok(mut map) = self.workers.write() else {
-            return false;
-        };
-        let removed = map.remove(id).is_some();
+        let removed = self.registry.remove(id, reason).is_some();
         if removed {
-            tracing::info!(worker_id = %id, reason = %reason, "worker left");
-            metrics::gauge!("hybridgrid_workers", "state" => "healthy").set(map.len() as f64);
+            if let Ok(mut c) = self.circuits.lock() {
+                c.remove(id);
+            }
+            self.update_gauge();
         }
         removed
     }
 
-    /// Removes workers whose last heartbeat is older than the TTL.
+    /// Removes handshake workers whose last heartbeat is older than the
+    /// TTL. Static and mDNS workers are kept alive by their discovery
+    /// sources, which remove them when they stop answering.
     pub fn expire(&self) -> Vec<WorkerId> {
-        let now = tokio::time::Instant::now();
-        let stale: Vec<WorkerId> = match self.workers.read() {
-            Ok(map) => map
-                .values()
-                .filter(|e| {
-                    e.info.source == WorkerSource::Handshake
-                        && e.last_seen
-                            .lock()
-                            .map(|t| now.duration_since(*t) > self.heartbeat_ttl)
-                            .unwrap_or(false)
-                })
-                .map(|e| e.info.id.clone())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        for id in &stale {
-            self.remove(id, "heartbeat expired");
+        for snap in self.registry.snapshot() {
+            if !snap.sources.contains(&WorkerSource::Handshake) {
+                self.registry.heartbeat(&snap.worker.info.id);
+            }
         }
-        stale
+        let gone: Vec<WorkerId> = self
+            .registry
+            .expire(self.heartbeat_ttl)
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        if !gone.is_empty() {
+            if let Ok(mut c) = self.circuits.lock() {
+                for id in &gone {
+                    c.remove(id);
+                }
+            }
+            self.update_gauge();
+        }
+        gone
     }
 
-    /// Every worker.
-    pub fn entries(&self) -> Vec<Arc<PoolEntry>> {
-        let mut v: Vec<Arc<PoolEntry>> = self
-            .workers
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+    /// Every worker, sorted by id.
+    pub fn entries(&self) -> Vec<PoolEntry> {
+        let circuits = self.circuits.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut v: Vec<PoolEntry> = self
+            .registry
+            .snapshot()
+            .into_iter()
+            .map(|s| PoolEntry {
+                circuit: circuits.get(&s.worker.info.id).map(CircuitHandle::state),
+                info: s.worker.info,
+                stats: s.worker.stats,
+            })
+            .collect();
         v.sort_by(|a, b| a.info.id.cmp(&b.info.id));
         v
     }
 
-    /// The capable worker with the lowest load, skipping `exclude`.
-    pub fn pick(
+    fn update_gauge(&self) {
+        metrics::gauge!("hybridgrid_workers", "state" => "healthy").set(self.registry.len() as f64);
+    }
+
+    /// The per-worker service the scheduler calls: a gRPC client guarded by
+    /// the worker's circuit breaker (remembered for status pages).
+    pub fn endpoint(
         &self,
-        task: &CompileTask,
-        exclude: &[WorkerId],
-    ) -> Result<Arc<PoolEntry>, GridError> {
-        let map = self
-            .workers
-            .read()
-            .map_err(|_| GridError::Internal("pool lock".into()))?;
-        if map.is_empty() {
-            return Err(GridError::NoWorker(
-                "no workers are registered with the coordinator".into(),
-            ));
+        w: RegisteredWorker,
+        breaker: &CircuitBreakerConfig,
+    ) -> Endpoint<BoxCompile> {
+        let id = w.info.id.clone();
+        let client: BoxCompile = match WorkerClient::new(id.clone(), &w.info.address, &self.channel)
+        {
+            Ok(c) => BoxCloneSyncService::new(c),
+            Err(e) => BoxCloneSyncService::new(tower::service_fn(move |_t: CompileTask| {
+                let e = e.clone();
+                async move { Err::<CompileOutput, BoxError>(e.into()) }
+            })),
+        };
+        let ep = Endpoint::with_breaker(w, client, breaker.clone());
+        if let (Some(c), Ok(mut map)) = (&ep.circuit, self.circuits.lock()) {
+            map.insert(id, c.clone());
         }
-        let best = map
-            .values()
-            .filter(|e| {
-                e.info.capabilities.can_compile(&task.compiler)
-                    && e.info.capabilities.can_target(&task.target_arch)
-                    && !exclude.contains(&e.info.id)
-            })
-            .min_by(|a, b| {
-                let la = a.active.load(Ordering::Relaxed) as f64
-                    / a.info.capabilities.max_parallel_tasks.max(1) as f64;
-                let lb = b.active.load(Ordering::Relaxed) as f64
-                    / b.info.capabilities.max_parallel_tasks.max(1) as f64;
-                la.total_cmp(&lb).then_with(|| {
-                    a.completed
-                        .load(Ordering::Relaxed)
-                        .cmp(&b.completed.load(Ordering::Relaxed))
-                })
-            });
-        best.cloned().ok_or_else(|| {
-            if exclude.is_empty() {
-                GridError::NoWorker(format!(
-                    "none of the {} registered workers has {} for {}",
-                    map.len(),
-                    task.compiler,
-                    task.target_arch
-                ))
-            } else {
-                GridError::NoWorker(format!(
-                    "every worker with {} failed this task",
-                    task.compiler
-                ))
-            }
-        })
-    }
-}
-
-/// Dispatches tasks to the pool's workers, retrying retryable failures on
-/// another worker.
-#[derive(Clone, Debug)]
-pub struct PoolService {
-    pool: Arc<WorkerPool>,
-    max_retries: u32,
-}
-
-impl PoolService {
-    /// A dispatcher over `pool` with up to `max_retries` retries.
-    pub fn new(pool: Arc<WorkerPool>, max_retries: u32) -> Self {
-        PoolService { pool, max_retries }
-    }
-
-    async fn dispatch(self, task: CompileTask) -> Result<CompileOutput, GridError> {
-        let mut tried: Vec<WorkerId> = Vec::new();
-        let mut last: Option<GridError> = None;
-        for attempt in 0..=self.max_retries {
-            let entry = match self.pool.pick(&task, &tried) {
-                Ok(e) => e,
-                Err(e) => return Err(last.unwrap_or(e)),
-            };
-            if attempt > 0 {
-                metrics::counter!("hybridgrid_retries_total").increment(1);
-            }
-            tried.push(entry.info.id.clone());
-            tracing::info!(task_id = %task.id, worker = %entry.info.id, compiler = %task.compiler, "task started");
-            entry.active.fetch_add(1, Ordering::SeqCst);
-            let start = Instant::now();
-            let mut client = entry.client.clone();
-            let res = client.compile(&task).await;
-            entry.active.fetch_sub(1, Ordering::SeqCst);
-            let elapsed = start.elapsed();
-            match res {
-                Ok(out) => {
-                    entry.completed.fetch_add(1, Ordering::Relaxed);
-                    entry.record_latency(elapsed);
-                    return Ok(out);
-                }
-                Err(e) => {
-                    if e.is_worker_fault() {
-                        entry.failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if let GridError::WorkerUnavailable { reason, .. } = &e {
-                        tracing::error!(worker = %entry.info.id, error = %reason, "worker unreachable");
-                    }
-                    if !e.is_retryable() {
-                        return Err(e);
-                    }
-                    last = Some(e);
-                }
-            }
+        Endpoint {
+            worker: ep.worker,
+            circuit: ep.circuit,
+            service: BoxCloneSyncService::new(ep.service),
         }
-        Err(last.unwrap_or_else(|| GridError::Internal("no attempt made".into())))
     }
 }
 
-impl tower::Service<CompileTask> for PoolService {
-    type Response = CompileOutput;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<CompileOutput, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, task: CompileTask) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { this.dispatch(task).await.map_err(BoxError::from) })
-    }
+/// Composes the coordinator's compile stack over `pool`, as DESIGN.md
+/// orders it: admission -> (cache, added by the caller inside) -> retry on
+/// another worker -> hedging -> scheduler (capability filter, algorithm,
+/// open circuits skipped) -> per-worker circuit breaker -> gRPC client.
+/// `cache` wraps the retry stack (e.g. a `CacheLayer`); pass `|s| s` for none.
+pub fn compose_stack(
+    pool: &Arc<WorkerPool>,
+    cfg: &hybridgrid_core::config::Config,
+    cache: impl FnOnce(BoxCompile) -> BoxCompile,
+) -> BoxCompile {
+    let breaker = cfg.resilience.circuit_breaker.clone();
+    let p = pool.clone();
+    let endpoints = Endpoints::new(pool.registry().subscribe(), move |w: RegisteredWorker| {
+        p.endpoint(w, &breaker)
+    });
+    let scheduler = Scheduler::new(endpoints, &cfg.scheduler);
+    let hedge = Hedge::new(scheduler.clone(), scheduler, cfg.scheduler.hedge.clone());
+    let retry = BoxCloneSyncService::new(Retry::new(hedge, cfg.resilience.retry.clone()));
+    BoxCloneSyncService::new(Admission::from_config(cache(retry), &cfg.coordinator))
 }
 
 /// Shared state of the coordinator's services.
@@ -349,10 +273,12 @@ impl CoordinatorState {
     /// The counters as a stats message.
     pub fn stats(&self) -> proto::StatsResponse {
         let t = &self.tasks;
-        let workers = self.pool.entries().len() as u32;
+        let entries = self.pool.entries();
+        let workers = entries.len() as u32;
+        let healthy = entries.iter().filter(|e| e.healthy()).count() as u32;
         proto::StatsResponse {
             workers_total: workers,
-            workers_healthy: workers,
+            workers_healthy: healthy,
             tasks_active: t.active.load(Ordering::Relaxed),
             tasks_queued: t.queued.load(Ordering::Relaxed),
             tasks_total: t.total.load(Ordering::Relaxed),
@@ -371,12 +297,12 @@ impl CoordinatorState {
             .iter()
             .map(|e| proto::WorkerStatus {
                 info: Some(convert::worker_to_proto(&e.info)),
-                circuit_state: "closed".into(),
-                active_tasks: e.active.load(Ordering::Relaxed),
-                completed_tasks: e.completed.load(Ordering::Relaxed),
-                failed_tasks: e.failed.load(Ordering::Relaxed),
+                circuit_state: e.circuit_state().into(),
+                active_tasks: e.active() as u32,
+                completed_tasks: e.completed(),
+                failed_tasks: e.failed(),
                 avg_latency_ms: e.avg_latency_ms(),
-                healthy: true,
+                healthy: e.healthy(),
             })
             .collect()
     }
@@ -448,7 +374,11 @@ impl CoordinatorServer {
         }
         metrics::counter!("hybridgrid_tasks_total", "outcome" => outcome).increment(1);
         metrics::histogram!("hybridgrid_task_duration_seconds").record(duration.as_secs_f64());
-        tracing::info!(task_id = %task_id, duration = ?duration, success, "task completed");
+        if matches!(&res, Ok(o) if o.from_cache) {
+            // Served by the shared cache: no worker ran it, so the
+            // scheduler logged nothing.
+            tracing::info!(task_id = %task_id, duration = ?duration, success, from_cache = true, "task completed");
+        }
         self.state
             .recent
             .record(&task_id.0, &source, duration, &res);

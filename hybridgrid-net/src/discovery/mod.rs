@@ -146,7 +146,7 @@ impl Reconciler {
                         tracing::debug!(worker_id = %info.id, known_via = %e.info.source, found_via = %source, "worker already in the pool");
                         return false;
                     }
-                    if e.info == info {
+                    if *e.info == info {
                         return false;
                     }
                 }
@@ -391,7 +391,7 @@ mod tests {
     fn only(p: &WorkerPool) -> WorkerInfo {
         let e = p.entries();
         assert_eq!(e.len(), 1, "one worker expected: {e:?}");
-        e[0].info.clone()
+        (*e[0].info).clone()
     }
 
     #[tokio::test]
