@@ -43,6 +43,12 @@ impl<'a> MakeWriter<'a> for Logs {
 }
 
 pub(crate) fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    // A global subscriber that is interested in everything, so no test
+    // thread caches a callsite as disabled while another test captures.
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
     let logs = Logs::default();
     let sub = tracing_subscriber::fmt()
         .event_format(LineFormat {

@@ -148,9 +148,12 @@ impl Registry {
             if !entry.sources.contains(&info.source) {
                 entry.sources.push(info.source);
             }
-            // The worker keeps the source it was first known by.
+            // The worker keeps the source it was first known by, except
+            // that its own handshake wins over having been discovered.
             let mut info = info;
-            info.source = entry.worker.info.source;
+            if info.source != WorkerSource::Handshake {
+                info.source = entry.worker.info.source;
+            }
             if *entry.worker.info != info {
                 entry.worker.info = Arc::new(info);
                 let change = Change::Insert(id.clone(), entry.worker.clone());
