@@ -605,3 +605,65 @@ fn launcher_form_compiles_like_ccache() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("[remote w1]"), "{}", out.stderr);
 }
+
+/// A C file that takes gcc a noticeable moment at -O2.
+fn heavy_source(i: usize) -> String {
+    let mut s = String::from("#include <string.h>\n");
+    for f in 0..60 {
+        s.push_str(&format!(
+            "int f{i}_{f}(const char *p, int n) {{ int acc = {f}; for (int k = 0; k < n; k++) {{ acc = acc * 31 + p[k] + (int)strlen(p + k); if (acc % 7 == {m}) acc ^= k << 3; }} return acc; }}\n",
+            m = f % 7
+        ));
+    }
+    s
+}
+
+#[test]
+fn a_worker_killed_mid_build_does_not_break_the_build() {
+    let (coord, mut workers) = grid(2);
+    let dir = tempdir();
+    let n = 24;
+    let mut makefile = String::from("OBJS =");
+    for i in 0..n {
+        write(dir.path(), &format!("u{i}.c"), &heavy_source(i));
+        makefile.push_str(&format!(" u{i}.o"));
+    }
+    makefile.push_str("\nall: $(OBJS)\n%.o: %.c\n\t$(CC) -O2 -c $< -o $@\n");
+    write(dir.path(), "Makefile", &makefile);
+
+    let mut build = std::process::Command::new(HGBUILD)
+        .args(["--coordinator", &coord.grpc, "-v", "make", "-j4"])
+        .current_dir(dir.path())
+        .env_remove("HG_COORDINATOR")
+        .env("HG_DISCOVERY__MDNS__ENABLED", "false")
+        .env("HG_CACHE__ENABLED", "false")
+        .env("HOME", dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start build");
+    // Kill w1 (SIGKILL) once it has started compiling.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !coord.proc.log_text().contains("worker=w1") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    workers[0].proc.kill();
+    let out = build.wait_with_output().expect("build finishes");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "build failed:\n{stderr}");
+    for i in 0..n {
+        let plain = run_in(
+            dir.path(),
+            "cc",
+            &["-O2", "-c", &format!("u{i}.c"), "-o", "ref.o"],
+            &[],
+        );
+        assert_eq!(plain.code, 0);
+        assert_eq!(
+            read(dir.path(), &format!("u{i}.o")),
+            read(dir.path(), "ref.o"),
+            "u{i}.o differs from a plain compile"
+        );
+    }
+    assert!(stderr.contains("[remote w2]"), "{stderr}");
+    drop(workers);
+}
