@@ -83,12 +83,14 @@ pub fn find_real_compiler(name: &str) -> Option<PathBuf> {
     })
 }
 
-async fn identify(name: &str) -> Result<CompilerInfo, String> {
+async fn identify(cfg: &Config, name: &str) -> Result<CompilerInfo, String> {
     let path =
         find_real_compiler(name).ok_or_else(|| format!("compiler `{name}` not found on PATH"))?;
-    let mut info = detect::identify(name, &path)
-        .await
-        .map_err(|e| e.to_string())?;
+    let cache = cfg.cache.dir_path().join("compilers");
+    let mut info =
+        detect::identify_cached(name, &path, cfg.cache.enabled.then_some(cache.as_path()))
+            .await
+            .map_err(|e| e.to_string())?;
     // Run it as found (gcc names itself after argv[0] in its messages).
     info.path = path.display().to_string();
     Ok(info)
@@ -167,7 +169,7 @@ pub type BoxCompile = BoxCloneSyncService<CompileTask, CompileOutput, BoxError>;
 /// exit code.
 pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOptions) -> i32 {
     let started = std::time::SystemTime::now();
-    let compiler = match identify(name).await {
+    let compiler = match identify(cfg, name).await {
         Ok(c) => c,
         Err(e) => {
             // Not a compiler we know: run it as it is.

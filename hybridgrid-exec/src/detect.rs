@@ -136,6 +136,71 @@ pub async fn identify(name: &str, path: &Path) -> Result<CompilerInfo, DetectErr
     })
 }
 
+/// Like [`identify`], remembering the answer in `cache_dir` keyed by the
+/// binary's resolved path, size and modification time, so that a build of
+/// a thousand files does not run `cc --version` a thousand times. Any
+/// problem with the cache only means identifying again.
+pub async fn identify_cached(
+    name: &str,
+    path: &Path,
+    cache_dir: Option<&Path>,
+) -> Result<CompilerInfo, DetectError> {
+    let Some(dir) = cache_dir else {
+        return identify(name, path).await;
+    };
+    let key = std::fs::canonicalize(path).ok().and_then(|real| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&real).ok()?;
+        Some(format!(
+            "{}|{}|{}|{}.{}|{}",
+            name,
+            real.display(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ino()
+        ))
+    });
+    let Some(key) = key else {
+        return identify(name, path).await;
+    };
+    let file = dir.join(format!("{:016x}.json", fnv1a(key.as_bytes())));
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let Ok(cached) = serde_json::from_str::<CachedCompiler>(&text)
+        && cached.key == key
+    {
+        return Ok(cached.info);
+    }
+    let info = identify(name, path).await?;
+    let entry = CachedCompiler {
+        key,
+        info: info.clone(),
+    };
+    if std::fs::create_dir_all(dir).is_ok()
+        && let Ok(text) = serde_json::to_vec(&entry)
+        && let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir)
+    {
+        use std::io::Write as _;
+        if tmp.write_all(&text).is_ok() {
+            let _ = tmp.persist(&file);
+        }
+    }
+    Ok(info)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedCompiler {
+    key: String,
+    info: CompilerInfo,
+}
+
+/// A stable 64-bit FNV-1a hash (file names of the identity cache).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn clang_version(text: &str) -> Option<String> {
     let line = text.lines().find(|l| l.contains("clang version"))?;
     let rest = line.split("clang version").nth(1)?.trim();
@@ -236,6 +301,42 @@ mod tests {
         let gxx = find_and_identify("g++", &dirs).await.expect("g++");
         assert_eq!(gxx.identity.driver, DriverKind::Cxx);
         assert_eq!(gxx.identity.version, info.identity.version);
+    }
+
+    #[tokio::test]
+    async fn identities_are_cached_per_binary() {
+        let dirs = DetectOptions::default().path_dirs;
+        let gcc = which("gcc", &dirs).expect("gcc");
+        let cache = tempfile::tempdir().expect("tempdir");
+        let a = identify_cached("gcc", &gcc, Some(cache.path()))
+            .await
+            .expect("first");
+        assert_eq!(std::fs::read_dir(cache.path()).expect("dir").count(), 1);
+        let b = identify_cached("gcc", &gcc, Some(cache.path()))
+            .await
+            .expect("second");
+        assert_eq!(a, b);
+        // A cached answer is used: tamper with it and see it come back.
+        let file = std::fs::read_dir(cache.path())
+            .expect("dir")
+            .next()
+            .expect("entry")
+            .expect("entry")
+            .path();
+        let text = std::fs::read_to_string(&file)
+            .expect("read")
+            .replace(&a.identity.version, "99.9.9");
+        std::fs::write(&file, text).expect("write");
+        let c = identify_cached("gcc", &gcc, Some(cache.path()))
+            .await
+            .expect("third");
+        assert_eq!(c.identity.version, "99.9.9");
+        // Garbage is ignored.
+        std::fs::write(&file, "{not json").expect("write");
+        let d = identify_cached("gcc", &gcc, Some(cache.path()))
+            .await
+            .expect("fourth");
+        assert_eq!(d, a);
     }
 
     #[tokio::test]
