@@ -631,7 +631,7 @@ fn a_worker_killed_mid_build_does_not_break_the_build() {
     makefile.push_str("\nall: $(OBJS)\n%.o: %.c\n\t$(CC) -O2 -c $< -o $@\n");
     write(dir.path(), "Makefile", &makefile);
 
-    let mut build = std::process::Command::new(HGBUILD)
+    let build = std::process::Command::new(HGBUILD)
         .args(["--coordinator", &coord.grpc, "-v", "make", "-j4"])
         .current_dir(dir.path())
         .env_remove("HG_COORDINATOR")
