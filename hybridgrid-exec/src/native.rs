@@ -489,7 +489,7 @@ impl Inner {
     }
 }
 
-async fn read_output(path: &Path, limit: u64) -> Result<Vec<u8>, GridError> {
+pub(crate) async fn read_output(path: &Path, limit: u64) -> Result<Vec<u8>, GridError> {
     let meta = tokio::fs::metadata(path)
         .await
         .map_err(|e| internal(&format!("compiler wrote no {}", path.display()), e))?;
