@@ -290,7 +290,7 @@ impl DockerExecutor {
         self.inner.run(task).await
     }
 
-    /// Stops and removes every container and the work root. Later tasks
+    /// Stops and removes every container (and the default work root). Later tasks
     /// fail with `Docker not available`.
     pub async fn shutdown(&self) {
         self.inner.shutdown().await;
@@ -779,7 +779,9 @@ impl Inner {
                     tracing::warn!(container = %id, error = %e, "cannot remove Docker container");
                 }
             }
-            let _ = std::fs::remove_dir_all(&self.work_root);
+            if self.opts.work_root.is_none() {
+                let _ = std::fs::remove_dir_all(&self.work_root);
+            }
             tracing::info!("Docker executor shut down");
         }
     }
@@ -837,7 +839,11 @@ impl Drop for Inner {
         }
         let ids: Vec<String> = self.containers.get_mut().drain().map(|(_, v)| v).collect();
         let opts = self.opts.clone();
-        let root = self.work_root.clone();
+        let root = self
+            .opts
+            .work_root
+            .is_none()
+            .then(|| self.work_root.clone());
         // Best effort, on a thread of its own: the caller's runtime may be
         // shutting down. Bounded by the removal timeout below.
         let t = std::thread::spawn(move || {
@@ -861,8 +867,119 @@ impl Drop for Inner {
                 })
                 .await;
             });
-            let _ = std::fs::remove_dir_all(&root);
+            if let Some(root) = root {
+                let _ = std::fs::remove_dir_all(&root);
+            }
         });
         let _ = t.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridgrid_core::task::{CompilerFamily, CompilerIdentity, DriverKind, Language};
+
+    fn alive_with(marker: &str) -> usize {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        let p = e.path();
+                        let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+                        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                        String::from_utf8_lossy(&cmd).contains(marker) && !stat.contains(") Z ")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_exec_and_the_container_survives() {
+        let image = "hybridgrid-test/gcc:1";
+        if count_containers(None, "probe").await.is_none()
+            || !std::process::Command::new("docker")
+                .args(["image", "inspect", image])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        {
+            assert_ne!(
+                std::env::var("HG_TEST_REQUIRE_ALL").as_deref(),
+                Ok("1"),
+                "no Docker daemon or no {image}"
+            );
+            eprintln!("skipping: no Docker daemon or no {image}");
+            return;
+        }
+        let id = format!("hgtest-timeout-{}", std::process::id());
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut ex = DockerExecutor::start(
+            DockerOptions::new(&id, BTreeMap::from([("amd64".into(), image.into())]))
+                .with_work_root(root.path())
+                .with_timeout(Duration::from_millis(1500)),
+        )
+        .await;
+        assert_eq!(ex.unavailable_reason(), None);
+        // A hanging "compiler" with a child, visible in the container
+        // through the shared work root.
+        let marker = format!("3{}.5", std::process::id() % 1000);
+        let script = root.path().join("slowcc");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\nsleep {marker} &\nsleep {marker}\n"),
+        )
+        .expect("script");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let fake = CompilerIdentity {
+            family: CompilerFamily::Gcc,
+            driver: DriverKind::C,
+            version: "0-slow".into(),
+            target: "x86_64-linux-gnu".into(),
+        };
+        let real = ex.compilers().first().cloned().expect("gcc in the image");
+        Arc::get_mut(&mut ex.inner)
+            .expect("sole owner")
+            .compilers
+            .push(Placed {
+                info: CompilerInfo {
+                    name: "gcc".into(),
+                    path: script.display().to_string(),
+                    identity: fake.clone(),
+                },
+                image: image.into(),
+            });
+        let task = |identity: &CompilerIdentity| {
+            CompileTask::new(
+                identity.clone(),
+                Language::C,
+                vec![],
+                "t.c",
+                Payload::compress(b"int x;\n".to_vec()),
+            )
+        };
+        let t0 = Instant::now();
+        let e = ex.run(task(&fake)).await.expect_err("must time out");
+        assert!(e.to_string().contains("deadline exceeded"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(15));
+        let mut left = alive_with(&marker);
+        for _ in 0..30 {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            left = alive_with(&marker);
+        }
+        assert_eq!(left, 0, "the timed-out compile survived");
+        // Only the script is left in the work root: the task dir is gone.
+        assert_eq!(std::fs::read_dir(root.path()).expect("root").count(), 1);
+        // The container still compiles, and is still the only one.
+        let out = ex.run(task(&real.identity)).await.expect("compile");
+        assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(count_containers(None, &id).await, Some(1));
+        ex.shutdown().await;
+        assert_eq!(count_containers(None, &id).await, Some(0));
     }
 }

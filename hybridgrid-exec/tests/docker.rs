@@ -259,3 +259,88 @@ async fn leftovers_are_removed_at_start_and_drop_cleans_up() {
     ex.shutdown().await;
     assert_eq!(count_containers(None, &id).await, Some(0));
 }
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Per-compile overhead of exec-into-a-long-lived-container against native
+/// compiles of the same file (`scripts/bench-docker-overhead.sh`).
+#[tokio::test]
+#[ignore = "benchmark; run with scripts/bench-docker-overhead.sh"]
+async fn bench_docker_exec_overhead() {
+    use hybridgrid_core::config::IsolationMode;
+    let image = "hybridgrid-test/gcc:1";
+    if let Err(why) = docker_ready(image).await {
+        return skip_or_fail(&why);
+    }
+    let n: usize = std::env::var("HG_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let dirs = hybridgrid_exec::detect::DetectOptions::default().path_dirs;
+    let gcc = hybridgrid_exec::detect::find_and_identify("gcc", &dirs)
+        .await
+        .expect("gcc");
+    let id = worker_id("bench");
+    let d = DockerExecutor::start(DockerOptions::new(&id, images("amd64", image))).await;
+    let dcc = d.compilers().into_iter().next().expect("gcc in the image");
+    let src = "#include <stdio.h>\nint main(void) { printf(\"%d\\n\", 42); return 0; }\n";
+    let time = |ex: Box<dyn Fn(CompileTask) -> futures::future::BoxFuture<'static, ()>>,
+                identity: CompilerIdentity| async move {
+        let mut v = Vec::new();
+        for i in 0..n + 3 {
+            let t0 = std::time::Instant::now();
+            ex(c_task(&identity, src)).await;
+            if i >= 3 {
+                v.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        median(v)
+    };
+    let mut rows = Vec::new();
+    for mode in [IsolationMode::Off, IsolationMode::Auto] {
+        let native = NativeExecutor::new(
+            vec![gcc.clone()],
+            NativeOptions::default().with_isolation(mode),
+        );
+        let label = format!("native ({:?})", native.isolation().map(|i| i.describe()));
+        let ms = time(
+            Box::new(move |t| {
+                let ex = native.clone();
+                Box::pin(async move {
+                    assert_eq!(ex.run(t).await.unwrap().exit_code, 0);
+                })
+            }),
+            gcc.identity.clone(),
+        )
+        .await;
+        rows.push((label, ms));
+    }
+    let dd = d.clone();
+    let ms = time(
+        Box::new(move |t| {
+            let ex = dd.clone();
+            Box::pin(async move {
+                assert_eq!(ex.run(t).await.unwrap().exit_code, 0);
+            })
+        }),
+        dcc.identity.clone(),
+    )
+    .await;
+    rows.push((format!("docker exec ({image})"), ms));
+    d.shutdown().await;
+    println!(
+        "median of {n} compiles of a 3-line C file (gcc {}, -O2 -c):",
+        gcc.identity.version
+    );
+    for (label, ms) in &rows {
+        println!("  {ms:7.1} ms  {label}");
+    }
+    println!(
+        "  overhead docker exec vs native (off): {:+.1} ms; vs native (default isolation): {:+.1} ms",
+        rows[2].1 - rows[0].1,
+        rows[2].1 - rows[1].1
+    );
+}
