@@ -122,6 +122,8 @@ pub struct WorkerConfig {
     pub heartbeat_interval: Duration,
     /// Largest output (object plus diagnostics) a compile may produce, in bytes.
     pub max_output_bytes: u64,
+    /// How native compiles are isolated (`auto`, `off`, `bubblewrap`, `unshare`).
+    pub isolation: IsolationMode,
     /// `worker.docker:` settings.
     pub docker: DockerConfig,
 }
@@ -139,7 +141,36 @@ impl Default for WorkerConfig {
             task_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(5),
             max_output_bytes: 256 * 1024 * 1024,
+            isolation: IsolationMode::Auto,
             docker: DockerConfig::default(),
+        }
+    }
+}
+
+/// `worker.isolation:` how the native executor isolates a compiler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum IsolationMode {
+    /// The best available: `bubblewrap`, else `unshare`, else none (warned).
+    #[default]
+    Auto,
+    /// No isolation: the compiler runs as the worker, with its network and files.
+    Off,
+    /// `bwrap`: no network, read-only system, only the task directory writable.
+    Bubblewrap,
+    /// `unshare --net --map-root-user`: no network (files are not protected).
+    Unshare,
+}
+
+impl IsolationMode {
+    /// The configuration spelling (`auto`, `off`, `bubblewrap`, `unshare`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::Auto => "auto",
+            IsolationMode::Off => "off",
+            IsolationMode::Bubblewrap => "bubblewrap",
+            IsolationMode::Unshare => "unshare",
         }
     }
 }
@@ -1010,6 +1041,19 @@ mod tests {
         assert_eq!(c.worker.max_concurrent_tasks, 2);
         assert_eq!(c.coordinator.static_workers.len(), 2);
         assert_eq!(c.scheduler.algorithm, Algorithm::LeastLoaded);
+    }
+
+    #[test]
+    fn isolation_mode() {
+        assert_eq!(load_yaml("").unwrap().worker.isolation, IsolationMode::Auto);
+        let c = load_yaml("worker:\n  isolation: off\n").unwrap();
+        assert_eq!(c.worker.isolation, IsolationMode::Off);
+        let c = load_yaml("worker:\n  isolation: bubblewrap\n").unwrap();
+        assert_eq!(c.worker.isolation, IsolationMode::Bubblewrap);
+        let e = load_yaml("worker:\n  isolation: jail\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.isolation"), "{e}");
     }
 
     #[test]

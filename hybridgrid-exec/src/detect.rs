@@ -99,11 +99,33 @@ pub fn driver_kind_of(name: &str) -> DriverKind {
 
 /// Identifies the compiler at `path` (invoked as `name`).
 pub async fn identify(name: &str, path: &Path) -> Result<CompilerInfo, DetectError> {
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    identify_with(name, &resolved.display().to_string(), |args| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_capture(path, &args).await
+    })
+    .await
+}
+
+/// Identifies a compiler by asking it through `run`, which runs the
+/// compiler with the given arguments and returns its trimmed standard
+/// output if it succeeded. This is how compilers inside containers are
+/// identified; `path` is recorded as is.
+pub async fn identify_with<F, Fut>(
+    name: &str,
+    path: &str,
+    run: F,
+) -> Result<CompilerInfo, DetectError>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
     let unrec = |reason: &str| DetectError::Unrecognised {
-        path: path.display().to_string(),
+        path: path.to_owned(),
         reason: reason.to_owned(),
     };
-    let version_text = run_capture(path, &["--version"])
+    let ask = |a: &str| run(vec![a.to_owned()]);
+    let version_text = ask("--version")
         .await
         .ok_or_else(|| unrec("`--version` failed"))?;
     let family = if version_text.contains("clang version") {
@@ -114,19 +136,18 @@ pub async fn identify(name: &str, path: &Path) -> Result<CompilerInfo, DetectErr
         return Err(unrec("neither gcc nor clang"));
     };
     let version = match family {
-        CompilerFamily::Gcc => run_capture(path, &["-dumpfullversion"]).await,
+        CompilerFamily::Gcc => ask("-dumpfullversion").await,
         _ => clang_version(&version_text),
     }
     .filter(|v| !v.is_empty())
     .ok_or_else(|| unrec("no version"))?;
-    let target = run_capture(path, &["-dumpmachine"])
+    let target = ask("-dumpmachine")
         .await
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unrec("`-dumpmachine` failed"))?;
-    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     Ok(CompilerInfo {
         name: name.to_owned(),
-        path: resolved.display().to_string(),
+        path: path.to_owned(),
         identity: CompilerIdentity {
             family,
             driver: driver_kind_of(name),
@@ -201,6 +222,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// True for names that look like a compiler driver: the native names and
+/// `<triple>-gcc` / `<triple>-g++` cross compilers.
+pub fn is_compiler_name(n: &str) -> bool {
+    if NATIVE_NAMES.contains(&n) {
+        return true;
+    }
+    let parts: Vec<&str> = n.split('-').collect();
+    // <arch>-<...>-<os/abi>-gcc|g++, at least a triple.
+    parts.len() >= 3 && matches!(parts.last(), Some(&"gcc") | Some(&"g++"))
+}
+
 fn clang_version(text: &str) -> Option<String> {
     let line = text.lines().find(|l| l.contains("clang version"))?;
     let rest = line.split("clang version").nth(1)?.trim();
@@ -221,12 +253,7 @@ fn cross_candidates(dirs: &[PathBuf]) -> Vec<String> {
         };
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            let parts: Vec<&str> = n.split('-').collect();
-            // <arch>-<...>-<os/abi>-gcc|g++|clang|clang++, at least a triple.
-            if parts.len() >= 3
-                && matches!(parts.last(), Some(&"gcc") | Some(&"g++"))
-                && !n.contains("gcc-ar")
-            {
+            if !NATIVE_NAMES.contains(&n.as_str()) && is_compiler_name(&n) {
                 names.push(n);
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! Running compilers: detecting which ones a machine has
 //! ([`detect`]), and executors that compile a [`CompileTask`] into a
-//! [`CompileOutput`] ([`native`]).
+//! [`CompileOutput`]: [`native`], `docker` (cargo feature `docker`), and
+//! [`routing`] to combine them.
 //!
 //! An [`Executor`] is any `tower::Service<CompileTask>` with the right
 //! response and error types; write your own and it plugs into a worker.
@@ -24,7 +25,10 @@
 pub mod args;
 pub mod client;
 pub mod detect;
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod native;
+pub mod routing;
 
 use hybridgrid_core::BoxError;
 use hybridgrid_core::task::{CompileOutput, CompileTask};

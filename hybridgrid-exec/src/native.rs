@@ -1,11 +1,19 @@
 //! The native executor: runs a detected compiler in a fresh private
 //! directory per task.
 //!
+//! A task's arguments are checked first
+//! ([`validate_remote_args`](crate::args::validate_remote_args)): anything
+//! that would read or write files, load code or is unknown is refused.
 //! Each task gets its own temporary directory holding only its input; the
 //! compiler runs there with a cleaned environment in its own process group,
 //! writes its outputs there, and the directory is removed afterwards,
 //! whatever happened. A compile that outlives the task timeout is killed
 //! with its whole process tree and reported as `deadline exceeded`.
+//!
+//! On Linux the compiler is also isolated when the machine allows it
+//! without root ([`Isolation`]): with bubblewrap it has no network, sees
+//! the system read-only and can write only its task directory; with
+//! `unshare` it has no network. `worker.isolation: off` turns this off.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -16,6 +24,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hybridgrid_core::config::IsolationMode;
 use hybridgrid_core::payload::Payload;
 use hybridgrid_core::task::{
     CompileOutput, CompileTask, ContextFile, OutputFile, OutputKind, Timings,
@@ -41,6 +50,8 @@ pub struct NativeOptions {
     pub max_output_bytes: u64,
     /// Where task directories are created (default: the system temp dir).
     pub work_root: Option<PathBuf>,
+    /// How compilers are isolated (default: the best available).
+    pub isolation: IsolationMode,
 }
 
 impl Default for NativeOptions {
@@ -50,6 +61,7 @@ impl Default for NativeOptions {
             max_input_bytes: 1024 * 1024 * 1024,
             max_output_bytes: 256 * 1024 * 1024,
             work_root: None,
+            isolation: IsolationMode::Auto,
         }
     }
 }
@@ -72,11 +84,136 @@ impl NativeOptions {
         self.work_root = Some(p.into());
         self
     }
+
+    /// Options with this isolation mode.
+    pub fn with_isolation(mut self, mode: IsolationMode) -> Self {
+        self.isolation = mode;
+        self
+    }
+}
+
+/// The isolation a native compile runs under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// None: the compiler has the worker's network and file access.
+    None,
+    /// Through `bwrap` (this binary): new network, PID and IPC namespaces
+    /// (no network), the file system read-only, the work root hidden and
+    /// only the task's own directory writable.
+    Bubblewrap(PathBuf),
+    /// Through `unshare --net --map-root-user` (this binary): no network;
+    /// files are not protected.
+    Unshare(PathBuf),
+}
+
+impl Isolation {
+    /// A short description for logs and docs.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Isolation::None => "none (compilers have the worker's network and file access)",
+            Isolation::Bubblewrap(_) => {
+                "bubblewrap (no network, read-only file system, only the task directory writable)"
+            }
+            Isolation::Unshare(_) => "unshare (no network; the file system is not protected)",
+        }
+    }
+
+    /// The isolation `mode` asks for on this machine: for `auto` the best
+    /// one that works, for a named one that one or why it cannot be used.
+    /// Probing runs `bwrap`/`unshare` once per process (a few milliseconds).
+    pub fn resolve(mode: IsolationMode) -> Result<Isolation, String> {
+        let probed = probed();
+        match mode {
+            IsolationMode::Off => Ok(Isolation::None),
+            IsolationMode::Bubblewrap => probed.0.clone().map(Isolation::Bubblewrap),
+            IsolationMode::Unshare => probed.1.clone().map(Isolation::Unshare),
+            _ => Ok(match probed {
+                (Ok(b), _) => Isolation::Bubblewrap(b.clone()),
+                (_, Ok(u)) => Isolation::Unshare(u.clone()),
+                _ => Isolation::None,
+            }),
+        }
+    }
+}
+
+type Probe = Result<PathBuf, String>;
+
+fn probed() -> &'static (Probe, Probe) {
+    static PROBED: std::sync::OnceLock<(Probe, Probe)> = std::sync::OnceLock::new();
+    PROBED.get_or_init(|| {
+        let dirs = crate::detect::DetectOptions::default().path_dirs;
+        let probe = |name: &str, args: &[&str]| -> Probe {
+            let path = crate::detect::which(name, &dirs)
+                .ok_or_else(|| format!("`{name}` not found on PATH"))?;
+            let out = std::process::Command::new(&path)
+                .args(args)
+                .arg("true")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+            if out.status.success() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "{} does not work here: {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        let mut bwrap_args = bwrap_args(Path::new("/"), Path::new("/"), None);
+        bwrap_args.push("--".into());
+        let bwrap_args: Vec<&str> = bwrap_args.iter().map(String::as_str).collect();
+        (
+            probe("bwrap", &bwrap_args),
+            probe("unshare", &["--net", "--map-root-user", "--"]),
+        )
+    })
+}
+
+/// The `bwrap` options that isolate a compile in `task_dir` (writable),
+/// running in `cwd` (inside it); the directory `hide` (the work root) is
+/// replaced by an empty tmpfs first.
+fn bwrap_args(task_dir: &Path, cwd: &Path, hide: Option<&Path>) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(h) = hide.filter(|h| *h != Path::new("/")) {
+        a.extend(["--tmpfs".into(), h.display().to_string()]);
+    }
+    if task_dir != Path::new("/") {
+        let d = task_dir.display().to_string();
+        a.extend([
+            "--bind".into(),
+            d.clone(),
+            d,
+            "--chdir".into(),
+            cwd.display().to_string(),
+        ]);
+    }
+    a
 }
 
 struct Inner {
     compilers: Vec<CompilerInfo>,
     opts: NativeOptions,
+    /// The isolation in effect, or why the one asked for is unusable.
+    isolation: Result<Isolation, String>,
 }
 
 /// Runs compiles with the compilers detected on this machine.
@@ -96,10 +233,42 @@ impl std::fmt::Debug for NativeExecutor {
 
 impl NativeExecutor {
     /// An executor that may run exactly these compilers.
+    ///
+    /// Resolves the isolation asked for in `opts` and logs which one is in
+    /// effect. If a named isolation (`bubblewrap`, `unshare`) does not work
+    /// here, the reason is logged and every task is refused with it rather
+    /// than run unprotected.
     pub fn new(compilers: Vec<CompilerInfo>, opts: NativeOptions) -> Self {
-        NativeExecutor {
-            inner: Arc::new(Inner { compilers, opts }),
+        let isolation = Isolation::resolve(opts.isolation);
+        match &isolation {
+            Ok(Isolation::None) if opts.isolation == IsolationMode::Auto => tracing::warn!(
+                isolation = "none",
+                "native executor isolation: {} (install bubblewrap or allow unprivileged user namespaces)",
+                Isolation::None.describe()
+            ),
+            Ok(i) => tracing::info!(
+                isolation = i.describe(),
+                "native executor isolation: {}",
+                i.describe()
+            ),
+            Err(e) => tracing::error!(
+                mode = opts.isolation.as_str(),
+                error = %e,
+                "native executor isolation unavailable: every task will be refused"
+            ),
         }
+        NativeExecutor {
+            inner: Arc::new(Inner {
+                compilers,
+                opts,
+                isolation,
+            }),
+        }
+    }
+
+    /// The isolation in effect (`None` when the one configured is unusable).
+    pub fn isolation(&self) -> Option<&Isolation> {
+        self.inner.isolation.as_ref().ok()
     }
 
     /// The compilers it may run.
@@ -156,6 +325,15 @@ fn kill_group(pid: Option<u32>) {
 
 impl Inner {
     async fn run(&self, task: CompileTask) -> Result<CompileOutput, GridError> {
+        // Nothing runs before the arguments pass the worker's allow list.
+        crate::args::validate_remote_args(&task.args)
+            .map_err(|e| GridError::InvalidTask(e.to_string()))?;
+        let isolation = self.isolation.as_ref().map_err(|e| {
+            GridError::Internal(format!(
+                "isolation `{}` is not usable on this worker: {e}",
+                self.opts.isolation.as_str()
+            ))
+        })?;
         let compiler = self
             .compilers
             .iter()
@@ -230,7 +408,9 @@ impl Inner {
         let mut args: Vec<String> = vec!["-x".into(), task.language.as_x_arg().into()];
         args.extend(task.args.iter().cloned());
         args.extend(["-c".into(), input_name, "-o".into(), "output.o".into()]);
-        let result = self.spawn_and_wait(&compiler.path, &args, &work).await;
+        let result = self
+            .spawn_and_wait(isolation, &compiler.path, &args, dir.path(), &work)
+            .await;
         let (exit_code, stdout, stderr, elapsed) = result?;
 
         let mut outputs = Vec::new();
@@ -267,11 +447,27 @@ impl Inner {
 
     async fn spawn_and_wait(
         &self,
+        isolation: &Isolation,
         program: &str,
         args: &[String],
+        task_dir: &Path,
         cwd: &Path,
     ) -> Result<(i32, Vec<u8>, Vec<u8>, Duration), GridError> {
-        let mut cmd = Command::new(program);
+        let mut cmd = match isolation {
+            Isolation::None => Command::new(program),
+            Isolation::Bubblewrap(bwrap) => {
+                let mut c = Command::new(bwrap);
+                c.args(bwrap_args(task_dir, cwd, task_dir.parent()))
+                    .arg("--")
+                    .arg(program);
+                c
+            }
+            Isolation::Unshare(unshare) => {
+                let mut c = Command::new(unshare);
+                c.args(["--net", "--map-root-user", "--", program]);
+                c
+            }
+        };
         cmd.args(args)
             .current_dir(cwd)
             .env_clear()
@@ -361,7 +557,7 @@ fn input_file_name(source_name: &str, ext: &str) -> String {
     }
 }
 
-async fn read_output(path: &Path, limit: u64) -> Result<Vec<u8>, GridError> {
+pub(crate) async fn read_output(path: &Path, limit: u64) -> Result<Vec<u8>, GridError> {
     let meta = tokio::fs::metadata(path)
         .await
         .map_err(|e| internal(&format!("compiler wrote no {}", path.display()), e))?;
@@ -480,6 +676,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn refused_args_name_the_argument() {
+        let c = gcc().await;
+        let ex = NativeExecutor::new(vec![c.clone()], NativeOptions::default());
+        let e = ex
+            .run(task(&c, "int x;\n", &["-O2", "-fplugin=/tmp/evil.so"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, GridError::InvalidTask(_)), "{e}");
+        assert!(e.to_string().contains("-fplugin=/tmp/evil.so"), "{e}");
+    }
+
+    #[tokio::test]
     async fn timeout_kills_and_reports_deadline_exceeded() {
         // A "compiler" that hangs: a shell script posing as gcc, with a
         // child process, so the whole group must be killed.
@@ -500,7 +708,9 @@ mod tests {
         c.path = fake.display().to_string();
         let ex = NativeExecutor::new(
             vec![c.clone()],
-            NativeOptions::default().with_timeout(Duration::from_millis(500)),
+            NativeOptions::default()
+                .with_timeout(Duration::from_millis(500))
+                .with_isolation(IsolationMode::Off),
         );
         let t0 = Instant::now();
         let e = ex.run(task(&c, "int x;\n", &[])).await.unwrap_err();

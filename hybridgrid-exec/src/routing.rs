@@ -1,0 +1,99 @@
+//! Sending each task to one of two executors.
+//!
+//! A worker with Docker images composes its executor as
+//! [`RoutingExecutor::docker_or_native`]: tasks whose compiler is in an
+//! image go to the Docker executor, the rest to the native one. Any two
+//! executors and any rule compose the same way with [`RoutingExecutor::new`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hybridgrid_core::BoxError;
+use hybridgrid_core::task::{CompileOutput, CompileTask};
+use tower::ServiceExt;
+
+use crate::Executor;
+
+type Rule = Arc<dyn Fn(&CompileTask) -> bool + Send + Sync>;
+
+/// Runs a task on `secondary` when the rule says so, else on `primary`.
+#[derive(Clone)]
+pub struct RoutingExecutor<A, B> {
+    primary: A,
+    secondary: B,
+    to_secondary: Rule,
+}
+
+impl<A: std::fmt::Debug, B: std::fmt::Debug> std::fmt::Debug for RoutingExecutor<A, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingExecutor")
+            .field("primary", &self.primary)
+            .field("secondary", &self.secondary)
+            .finish()
+    }
+}
+
+impl<A, B> RoutingExecutor<A, B> {
+    /// Routes tasks for which `to_secondary` is true to `secondary`.
+    pub fn new(
+        primary: A,
+        secondary: B,
+        to_secondary: impl Fn(&CompileTask) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        RoutingExecutor {
+            primary,
+            secondary,
+            to_secondary: Arc::new(to_secondary),
+        }
+    }
+
+    /// The executor most tasks go to.
+    pub fn primary(&self) -> &A {
+        &self.primary
+    }
+
+    /// The executor the rule selects.
+    pub fn secondary(&self) -> &B {
+        &self.secondary
+    }
+}
+
+#[cfg(feature = "docker")]
+impl RoutingExecutor<crate::native::NativeExecutor, crate::docker::DockerExecutor> {
+    /// Native compiles, except tasks whose compiler is in a Docker image,
+    /// and tasks for an architecture configured for Docker that no native
+    /// compiler serves (those get `Docker not available: <reason>` when
+    /// Docker is not usable).
+    pub fn docker_or_native(
+        native: crate::native::NativeExecutor,
+        docker: crate::docker::DockerExecutor,
+    ) -> Self {
+        let (n, d) = (native.clone(), docker.clone());
+        RoutingExecutor::new(native, docker, move |task| {
+            d.handles(task)
+                || (!n.compilers().iter().any(|c| c.identity == task.compiler)
+                    && d.configured_for(&task.compiler.target_arch()))
+        })
+    }
+}
+
+impl<A: Executor, B: Executor> tower::Service<CompileTask> for RoutingExecutor<A, B> {
+    type Response = CompileOutput;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<CompileOutput, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Readiness is checked on the chosen executor in `call`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: CompileTask) -> Self::Future {
+        if (self.to_secondary)(&task) {
+            Box::pin(self.secondary.clone().oneshot(task))
+        } else {
+            Box::pin(self.primary.clone().oneshot(task))
+        }
+    }
+}
