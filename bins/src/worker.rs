@@ -123,7 +123,8 @@ pub async fn start_with(
         compilers,
         NativeOptions::default()
             .with_timeout(w.task_timeout)
-            .with_max_output_bytes(w.max_output_bytes),
+            .with_max_output_bytes(w.max_output_bytes)
+            .with_isolation(w.isolation),
     );
     let server = WorkerServer::new(
         info.clone(),
