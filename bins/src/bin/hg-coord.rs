@@ -52,14 +52,7 @@ async fn main() -> ExitCode {
         .set_opt("coordinator.http_port", http_port)
         .set_opt("coordinator.bind_address", bind);
     let cfg = cli::load_or_exit(loader, "hg-coord");
-    let log = match hybridgrid_core::logging::init(&cfg.logging) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("hg-coord: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let admin = hybridgrid::heap::admin_hooks(log);
+    let admin = cli::logging_or_exit(&cfg, "hg-coord");
     let running = match hybridgrid::coord::start_with(&cfg, admin).await {
         Ok(r) => r,
         Err(e) => {

@@ -72,14 +72,7 @@ async fn main() -> ExitCode {
         .set_opt("worker.id", id)
         .set_opt("worker.bind_address", bind);
     let cfg = cli::load_or_exit(loader, "hg-worker");
-    let log = match hybridgrid_core::logging::init(&cfg.logging) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("hg-worker: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let admin = hybridgrid::heap::admin_hooks(log);
+    let admin = cli::logging_or_exit(&cfg, "hg-worker");
     let running = match hybridgrid::worker::start_with(&cfg, admin).await {
         Ok(r) => r,
         Err(e) => {
