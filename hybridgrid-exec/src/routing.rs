@@ -1,7 +1,7 @@
 //! Sending each task to one of two executors.
 //!
 //! A worker with Docker images composes its executor as
-//! [`RoutingExecutor::docker_or_native`]: tasks whose compiler is in an
+//! `RoutingExecutor::docker_or_native` (with the `docker` feature): tasks whose compiler is in an
 //! image go to the Docker executor, the rest to the native one. Any two
 //! executors and any rule compose the same way with [`RoutingExecutor::new`].
 
