@@ -190,6 +190,12 @@ pub async fn prepare(
     {
         remote_args.push("-fdiagnostics-color=always".into());
     }
+    // Read from the preprocessed text before it is compressed.
+    let context = if plan.needs_preprocessing() {
+        context_files(&input)
+    } else {
+        Vec::new()
+    };
     let mut task = CompileTask::new(
         compiler.identity.clone(),
         plan.remote_language(),
@@ -198,9 +204,7 @@ pub async fn prepare(
         Payload::compress(input),
     );
     task.extra_outputs = plan.extra_output_kinds();
-    if plan.needs_preprocessing() {
-        task.context_files = context_files(task.input.decode().as_deref().unwrap_or_default());
-    }
+    task.context_files = context;
     task.cwd = std::env::current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_default();
