@@ -15,42 +15,6 @@ use std::process::Command;
 
 use support::*;
 
-fn sources_dir() -> PathBuf {
-    std::env::var_os("HG_SOURCES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/hybridgrid-test-sources"))
-}
-
-fn find_tarball(prefix: &str) -> Option<PathBuf> {
-    let dir = sources_dir();
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix) && n.contains(".orig.tar."))
-        })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-fn require(prefix: &str) -> Option<PathBuf> {
-    let t = find_tarball(prefix);
-    if t.is_none() {
-        let msg = format!(
-            "no {prefix}*.orig.tar.* in {}: run scripts/setup.d/real-projects.sh",
-            sources_dir().display()
-        );
-        if std::env::var_os("HG_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIP: {msg}");
-    }
-    t
-}
-
 fn sh(dir: &Path, script: &str) -> Output {
     let out = Command::new("timeout")
         .args(["600", "sh", "-c", script])
@@ -65,21 +29,6 @@ fn sh(dir: &Path, script: &str) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-fn extract(tarball: &Path, into: &Path) -> PathBuf {
-    let out = Command::new("tar")
-        .arg("xf")
-        .arg(tarball)
-        .current_dir(into)
-        .status()
-        .expect("tar");
-    assert!(out.success(), "cannot extract {}", tarball.display());
-    std::fs::read_dir(into)
-        .expect("read")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.is_dir())
-        .expect("extracted directory")
 }
 
 /// Every object file under `dir`, by relative path.

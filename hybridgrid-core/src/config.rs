@@ -619,6 +619,32 @@ impl ConfigError {
     }
 }
 
+/// The values each configuration enum accepts, by its Rust name.
+const ENUM_VALUES: &[(&str, &[&str])] = &[
+    ("IsolationMode", &["auto", "off", "bubblewrap", "unshare"]),
+    ("Algorithm", &["p2c", "least-loaded", "cost-aware"]),
+    ("LogFormat", &["console", "json"]),
+];
+
+/// Rewrites the deserialiser's wording for an unknown enum value (`enum
+/// IsolationMode does not have variant constructor none`) into what a user
+/// can act on: the value given and the values allowed.
+fn tidy_message(message: String) -> String {
+    let Some(rest) = message.strip_prefix("enum ") else {
+        return message;
+    };
+    let Some((name, value)) = rest.split_once(" does not have variant constructor ") else {
+        return message;
+    };
+    match ENUM_VALUES.iter().find(|(n, _)| *n == name) {
+        Some((_, allowed)) => format!(
+            "`{value}` is not a valid value; use one of: {}",
+            allowed.join(", ")
+        ),
+        None => format!("`{value}` is not a valid value"),
+    }
+}
+
 /// The files searched when no `--config` is given, in order.
 pub fn default_search_paths() -> Vec<PathBuf> {
     vec![
@@ -833,7 +859,7 @@ impl ConfigLoader {
             ConfigError::Key {
                 key,
                 origin,
-                message: e.into_inner().to_string(),
+                message: tidy_message(e.into_inner().to_string()),
             }
         })?;
         cfg.validate().map_err(|e| match e {
@@ -1098,6 +1124,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("coordinator.static_workers[0]"), "{e}");
+    }
+
+    #[test]
+    fn unknown_enum_values_list_the_allowed_ones() {
+        let e = ConfigLoader::new()
+            .no_search()
+            .set("worker.isolation", "none")
+            .load()
+            .expect_err("none is not an isolation mode");
+        let text = e.to_string();
+        assert!(text.contains("`worker.isolation`"), "{text}");
+        assert!(
+            text.contains(
+                "`none` is not a valid value; use one of: auto, off, bubblewrap, unshare"
+            ),
+            "{text}"
+        );
+        let e = ConfigLoader::new()
+            .no_search()
+            .set("scheduler.algorithm", "fastest")
+            .load()
+            .expect_err("no such algorithm");
+        assert!(
+            e.to_string().contains("p2c, least-loaded, cost-aware"),
+            "{e}"
+        );
     }
 
     #[test]

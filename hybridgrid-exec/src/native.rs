@@ -297,6 +297,21 @@ impl tower::Service<CompileTask> for NativeExecutor {
     }
 }
 
+/// The worker-side storage failure a failed compile's diagnostics show
+/// (full disk, read-only or over-quota temporary directory). Such a
+/// failure is the worker's, so it must not reach the user as a compile
+/// error: the task is retried elsewhere instead.
+fn worker_storage_fault(stderr: &[u8]) -> Option<&'static str> {
+    let text = String::from_utf8_lossy(stderr);
+    [
+        "No space left on device",
+        "Read-only file system",
+        "Disk quota exceeded",
+    ]
+    .into_iter()
+    .find(|needle| text.contains(needle))
+}
+
 fn internal(what: &str, e: impl std::fmt::Display) -> GridError {
     GridError::Internal(format!("{what}: {e}"))
 }
@@ -412,6 +427,16 @@ impl Inner {
             .spawn_and_wait(isolation, &compiler.path, &args, dir.path(), &work)
             .await;
         let (exit_code, stdout, stderr, elapsed) = result?;
+        if exit_code != 0 {
+            if let Some(why) = worker_storage_fault(&stderr) {
+                // Not the user's error: the worker's disk. Another worker (or
+                // the client) can compile this task correctly.
+                return Err(GridError::Internal(format!(
+                    "worker storage failure in {}: {why}",
+                    dir.path().display()
+                )));
+            }
+        }
 
         let mut outputs = Vec::new();
         let mut total = (stdout.len() + stderr.len()) as u64;
@@ -728,6 +753,16 @@ mod tests {
                 .map(|s| s.contains(") Z "))
                 .unwrap_or(true);
         assert!(!alive, "child process {pid} survived the timeout");
+    }
+
+    #[test]
+    fn storage_faults_in_diagnostics_are_the_workers() {
+        let full = b"cc1: fatal error: cannot write output.o: No space left on device\n";
+        assert_eq!(worker_storage_fault(full), Some("No space left on device"));
+        assert_eq!(
+            worker_storage_fault(b"x.c:1:1: error: expected ';' before '}' token\n"),
+            None
+        );
     }
 
     #[tokio::test]

@@ -49,6 +49,15 @@ impl ChannelOptions {
     }
 }
 
+/// How often an open connection is pinged (HTTP/2 PING), idle or not.
+/// With [`KEEPALIVE_TIMEOUT`] this bounds how long a peer whose network
+/// was cut can hold a call: its calls fail within about 10 s and are
+/// retried elsewhere, instead of waiting for the request deadline.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long a PING may go unanswered before the connection is dropped.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint, GridError> {
     addr::parse_host_port(address).map_err(|e| GridError::InvalidTask(e.to_string()))?;
     let uri = addr::to_uri(address, false);
@@ -56,8 +65,8 @@ fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint, GridError>
         .map_err(|e| GridError::InvalidTask(format!("bad address {address}: {e}")))?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
     if !opts.request_timeout.is_zero() {
         ep = ep.timeout(opts.request_timeout);

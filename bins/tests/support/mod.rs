@@ -2,6 +2,8 @@
 //! stop them when the test ends.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -292,4 +294,57 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Where `scripts/setup.d/real-projects.sh` put the projects' tarballs
+/// (`HG_SOURCES_DIR`, default `/var/cache/hybridgrid-test-sources`).
+pub fn sources_dir() -> PathBuf {
+    std::env::var_os("HG_SOURCES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/hybridgrid-test-sources"))
+}
+
+pub fn find_tarball(prefix: &str) -> Option<PathBuf> {
+    let dir = sources_dir();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.contains(".orig.tar."))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+pub fn require(prefix: &str) -> Option<PathBuf> {
+    let t = find_tarball(prefix);
+    if t.is_none() {
+        let msg = format!(
+            "no {prefix}*.orig.tar.* in {}: run scripts/setup.d/real-projects.sh",
+            sources_dir().display()
+        );
+        if std::env::var_os("HG_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIP: {msg}");
+    }
+    t
+}
+
+pub fn extract(tarball: &Path, into: &Path) -> PathBuf {
+    let out = Command::new("tar")
+        .arg("xf")
+        .arg(tarball)
+        .current_dir(into)
+        .status()
+        .expect("tar");
+    assert!(out.success(), "cannot extract {}", tarball.display());
+    std::fs::read_dir(into)
+        .expect("read")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir())
+        .expect("extracted directory")
 }
