@@ -411,10 +411,61 @@ fn black_hole() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
 
 #[test]
 fn a_worker_that_never_answers_is_detected_and_avoided() {
-    let c = start_coordinator(&[]);
+    // Hedging learns from a few samples here so the test stays short.
+    let (cproc, addrs) = spawn(
+        COORD,
+        &[
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ],
+        &[
+            ("HG_SCHEDULER__HEDGE__MIN_SAMPLES", "3"),
+            ("HG_SCHEDULER__HEDGE__MIN_DELAY", "300ms"),
+        ],
+        "coordinator listening",
+    );
+    let c = Coord {
+        proc: cproc,
+        grpc: addrs[0].clone(),
+        http: addrs[1].clone(),
+    };
     let good = start_worker(&c.grpc, "good", &[]);
+    let dir = tempdir();
+    let compile = |name: &str| -> Duration {
+        write(
+            dir.path(),
+            &format!("{name}.c"),
+            &format!("int {name}(void) {{ return 7; }}\n"),
+        );
+        let src = format!("{name}.c");
+        let t0 = Instant::now();
+        let out = run_in(
+            dir.path(),
+            HGBUILD,
+            &["--coordinator", &c.grpc, "-v", "cc", "-c", &src],
+            &[("HG_CACHE__ENABLED", "false")],
+        );
+        let took = t0.elapsed();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let plain = run_in(dir.path(), "cc", &["-c", &src, "-o", "ref.o"], &[]);
+        assert_eq!(plain.code, 0);
+        assert_eq!(
+            read(dir.path(), &format!("{name}.o")),
+            read(dir.path(), "ref.o")
+        );
+        took
+    };
+    // Teach the coordinator how long these compiles take.
+    for i in 0..5 {
+        compile(&format!("warm{i}"));
+    }
+    // Register a silent "worker" with the good worker's capabilities.
     let (hole, stop) = black_hole();
-    // Register the silent "worker" with the good worker's capabilities.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let opts = hybridgrid_net::client::ChannelOptions::new(
@@ -436,42 +487,28 @@ fn a_worker_that_never_answers_is_detected_and_avoided() {
         let r = cc.register(&info).await.expect("register");
         assert!(r.accepted, "{}", r.message);
     });
-    let dir = tempdir();
-    for i in 0..6 {
-        write(
-            dir.path(),
-            &format!("s{i}.c"),
-            &format!("int s{i}(void) {{ return {i}; }}\n"),
-        );
+    // Until the silent worker has been tried, every compile is quick: a task
+    // placed there is hedged onto the good worker well before the keepalive
+    // (about 10 s) or the request deadline would notice.
+    let mut slowest = Duration::ZERO;
+    for i in 0..12 {
+        slowest = slowest.max(compile(&format!("s{i}")));
+        if c.proc.log_text().contains("worker=silent") && i >= 3 {
+            break;
+        }
     }
-    let t0 = Instant::now();
-    for i in 0..6 {
-        let src = format!("s{i}.c");
-        let out = run_in(
-            dir.path(),
-            HGBUILD,
-            &["--coordinator", &c.grpc, "-v", "cc", "-c", &src],
-            &[("HG_CACHE__ENABLED", "false")],
-        );
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        let plain = run_in(dir.path(), "cc", &["-c", &src, "-o", "ref.o"], &[]);
-        assert_eq!(plain.code, 0);
-        assert_eq!(
-            read(dir.path(), &format!("s{i}.o")),
-            read(dir.path(), "ref.o")
-        );
-    }
-    // Six compiles in well under the request deadline each: the silent
-    // worker cost at most a connect timeout, not a task timeout.
+    let log = c.proc.log_text();
     assert!(
-        t0.elapsed() < Duration::from_secs(90),
-        "six compiles took {:?}",
-        t0.elapsed()
+        log.contains("worker=silent"),
+        "the silent worker was never tried:\n{log}"
     );
     assert!(
-        c.proc.log_text().contains("worker=silent"),
-        "the silent worker was never tried:\n{}",
-        c.proc.log_text()
+        log.contains("hedging on a second worker"),
+        "no hedge:\n{log}"
+    );
+    assert!(
+        slowest < Duration::from_secs(8),
+        "a compile took {slowest:?}: the silent worker held it"
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(good);
