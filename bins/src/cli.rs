@@ -5,6 +5,42 @@ use std::path::PathBuf;
 use clap::Args;
 use hybridgrid_core::config::{Config, ConfigLoader};
 
+/// The cargo features this build was compiled with, as `--version` lists
+/// them.
+pub fn enabled_features() -> Vec<&'static str> {
+    let mut f = Vec::new();
+    if cfg!(feature = "mdns") {
+        f.push("mdns");
+    }
+    if cfg!(feature = "heap-profile") {
+        f.push("heap-profile");
+    }
+    f
+}
+
+/// `VERSION (features: a, b)`, for every program's `--version`.
+pub fn version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let f = enabled_features();
+        format!(
+            "{} (features: {})",
+            env!("CARGO_PKG_VERSION"),
+            if f.is_empty() {
+                "none".to_owned()
+            } else {
+                f.join(", ")
+            }
+        )
+    })
+}
+
+/// Prints `cmd`'s completion script for `shell` to stdout.
+pub fn print_completions(mut cmd: clap::Command, shell: clap_complete::Shell) {
+    let name = cmd.get_name().to_owned();
+    clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
+}
+
 /// Flags every program accepts.
 #[derive(Args, Debug, Clone, Default)]
 pub struct CommonFlags {

@@ -667,3 +667,39 @@ fn a_worker_killed_mid_build_does_not_break_the_build() {
     assert!(stderr.contains("[remote w2]"), "{stderr}");
     drop(workers);
 }
+
+#[test]
+fn version_lists_features_and_completions_are_generated() {
+    let dir = tempdir();
+    for bin in [COORD, WORKER, HGBUILD] {
+        let v = run_in(dir.path(), bin, &["--version"], &[]);
+        assert_eq!(v.code, 0, "{}", v.stderr);
+        assert!(
+            v.stdout.contains(env!("CARGO_PKG_VERSION")) && v.stdout.contains("(features: "),
+            "{bin}: {}",
+            v.stdout
+        );
+        #[cfg(feature = "mdns")]
+        assert!(v.stdout.contains("mdns"), "{}", v.stdout);
+        let name = std::path::Path::new(bin)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (shell, marker) in [
+            ("bash", "complete -F"),
+            ("zsh", "#compdef"),
+            ("fish", "complete -c"),
+        ] {
+            let c = run_in(dir.path(), bin, &["completions", shell], &[]);
+            assert_eq!(c.code, 0, "{bin} completions {shell}: {}", c.stderr);
+            assert!(
+                c.stdout.contains(marker) && c.stdout.contains(&name),
+                "{bin} completions {shell}:\n{}",
+                c.stdout
+            );
+        }
+    }
+    let bad = run_in(dir.path(), HGBUILD, &["completions", "tcsh"], &[]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("tcsh"), "{}", bad.stderr);
+}

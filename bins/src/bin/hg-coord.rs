@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hybridgrid::cli::{self, CommonFlags};
 
 hybridgrid::heap_profiling_allocator!();
@@ -11,7 +11,7 @@ hybridgrid::heap_profiling_allocator!();
 #[derive(Parser, Debug)]
 #[command(
     name = "hg-coord",
-    version,
+    version = cli::version(),
     about = "hybridgrid coordinator: places compiles on workers"
 )]
 struct Cli {
@@ -21,6 +21,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Print a shell completion script: `hg-coord completions bash > /etc/bash_completion.d/hg-coord`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Serve gRPC (clients and workers) and HTTP (health, metrics, API, dashboard).
     Serve {
         #[command(flatten)]
@@ -40,12 +45,18 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Cmd::Serve {
-        common,
-        grpc_port,
-        http_port,
-        bind,
-    } = cli.cmd;
+    let (common, grpc_port, http_port, bind) = match cli.cmd {
+        Cmd::Completions { shell } => {
+            cli::print_completions(Cli::command(), shell);
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Serve {
+            common,
+            grpc_port,
+            http_port,
+            bind,
+        } => (common, grpc_port, http_port, bind),
+    };
     let loader = common
         .loader()
         .set_opt("coordinator.grpc_port", grpc_port)

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hybridgrid::cli::{self, CommonFlags};
 
 hybridgrid::heap_profiling_allocator!();
@@ -11,7 +11,7 @@ hybridgrid::heap_profiling_allocator!();
 #[derive(Parser, Debug)]
 #[command(
     name = "hg-worker",
-    version,
+    version = cli::version(),
     about = "hybridgrid worker: compiles for the grid"
 )]
 struct Cli {
@@ -21,6 +21,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Print a shell completion script: `hg-worker completions bash > /etc/bash_completion.d/hg-worker`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Serve compiles and register with the coordinator.
     Serve {
         #[command(flatten)]
@@ -52,16 +57,32 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Cmd::Serve {
-        common,
-        coordinator,
-        grpc_port,
-        http_port,
-        max_tasks,
-        advertise_address,
-        id,
-        bind,
-    } = cli.cmd;
+    let (common, coordinator, grpc_port, http_port, max_tasks, advertise_address, id, bind) =
+        match cli.cmd {
+            Cmd::Completions { shell } => {
+                cli::print_completions(Cli::command(), shell);
+                return ExitCode::SUCCESS;
+            }
+            Cmd::Serve {
+                common,
+                coordinator,
+                grpc_port,
+                http_port,
+                max_tasks,
+                advertise_address,
+                id,
+                bind,
+            } => (
+                common,
+                coordinator,
+                grpc_port,
+                http_port,
+                max_tasks,
+                advertise_address,
+                id,
+                bind,
+            ),
+        };
     let loader = common
         .loader()
         .set_opt("worker.coordinator", coordinator)

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hybridgrid::cli::{self, CommonFlags};
 use hybridgrid::hgbuild::{
     self, CacheAction, ENV_NO_FALLBACK, ENV_VERBOSE, MASQUERADE_NAMES, RunOptions,
@@ -16,7 +16,7 @@ use hybridgrid_core::config::{Config, LoggingConfig};
 #[derive(Parser, Debug)]
 #[command(
     name = "hgbuild",
-    version,
+    version = cli::version(),
     about = "Compile C/C++ on the hybridgrid grid",
     after_help = "Examples:\n  hgbuild make -j32\n  hgbuild --trace build.json make -j32\n  hgbuild cc -c foo.c -o foo.o\n  CC=\"hgbuild cc\" ./configure\n  hgbuild status"
 )]
@@ -77,6 +77,11 @@ enum Cmd {
     },
     /// Show the grid's workers.
     Status,
+    /// Print a shell completion script: `hgbuild completions bash > /etc/bash_completion.d/hgbuild`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Show local cache and coordinator statistics.
     Stats,
     /// Manage the local cache.
@@ -165,6 +170,10 @@ async fn main() -> ExitCode {
     }
 
     let cli = Cli::parse();
+    if let Cmd::Completions { shell } = cli.cmd {
+        cli::print_completions(Cli::command(), shell);
+        return ExitCode::SUCCESS;
+    }
     let loader = cli
         .common
         .loader()
@@ -197,6 +206,7 @@ async fn main() -> ExitCode {
         Cmd::Ninja { args } => hgbuild::wrap(&cfg, "ninja", &args, &opts).await,
         Cmd::Cmake { args } => hgbuild::wrap(&cfg, "cmake", &args, &opts).await,
         Cmd::Status => hgbuild::status(&cfg).await,
+        Cmd::Completions { .. } => 0,
         Cmd::Stats => hgbuild::stats(&cfg).await,
         Cmd::Cache { action } => hgbuild::cache_command(
             &cfg,
