@@ -636,6 +636,8 @@ fn tidy_message(message: String) -> String {
     let Some((name, value)) = rest.split_once(" does not have variant constructor ") else {
         return message;
     };
+    // The deserialiser may append ` for key `...``: the key is named anyway.
+    let value = value.split(" for key ").next().unwrap_or(value);
     match ENUM_VALUES.iter().find(|(n, _)| *n == name) {
         Some((_, allowed)) => format!(
             "`{value}` is not a valid value; use one of: {}",

@@ -277,7 +277,14 @@ impl Stream for WorkerChanges {
     type Item = Result<WorkerChange, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|c| c.map(Ok))
+        // Queued changes first, without tokio's cooperative budget: a
+        // consumer draining a burst (10,000 workers registered at start)
+        // must see all of it in one go, not 128 per poll.
+        match self.rx.try_recv() {
+            Ok(c) => Poll::Ready(Some(Ok(c))),
+            Err(mpsc::error::TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(mpsc::error::TryRecvError::Empty) => self.rx.poll_recv(cx).map(|c| c.map(Ok)),
+        }
     }
 }
 

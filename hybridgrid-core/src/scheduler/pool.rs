@@ -29,11 +29,16 @@ pub(super) struct Slot<S> {
 /// Speeds learned across the pool (cost units per second per slot, f64
 /// bits), the prior for workers with no sample yet.
 #[derive(Debug, Default)]
-pub(super) struct PoolSpeed(AtomicU64);
+pub(super) struct PoolSpeed(AtomicU64, AtomicU64);
 
 impl PoolSpeed {
     pub(super) fn get(&self) -> f64 {
         f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Samples observed so far (each may have changed a worker's speed).
+    fn samples(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 
     pub(super) fn observe(&self, sample: f64) {
@@ -44,6 +49,7 @@ impl PoolSpeed {
             old + 0.1 * (sample - old)
         };
         self.0.store(new.to_bits(), Ordering::Relaxed);
+        self.1.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -53,10 +59,36 @@ pub(super) struct Pool<S> {
     /// Capable workers (indexes into `slots`) by compiler and target, built
     /// lazily; cleared when the membership changes.
     index: HashMap<CompilerIdentity, HashMap<Arch, Vec<u32>>>,
+    /// For cost-aware: the capable workers fastest first (by speed when the
+    /// order was taken) and the decisions since; cleared with `index`.
+    by_speed: HashMap<CompilerIdentity, HashMap<Arch, SpeedOrder>>,
     algorithm: Algorithm,
     weights: ScoreWeights,
     rng: u64,
     pub(super) speed: Arc<PoolSpeed>,
+}
+
+/// Capable workers sorted by learned speed, fastest first. It is re-sorted
+/// after [`SpeedOrder::REFRESH`] decisions, or once speed samples (task
+/// completions) since the sort reach a quarter of the workers, so learning
+/// shows up while the cost stays amortised.
+#[derive(Default)]
+struct SpeedOrder {
+    order: Vec<u32>,
+    decisions: u32,
+    samples_at: u64,
+}
+
+impl SpeedOrder {
+    const REFRESH: u32 = 256;
+    /// Up to this many capable workers are scanned in full (exact, and
+    /// cheaper than keeping an order).
+    const SCAN_ALL: usize = 64;
+
+    fn stale(&self, samples: u64) -> bool {
+        self.decisions >= Self::REFRESH
+            || samples.saturating_sub(self.samples_at) * 4 >= self.order.len() as u64
+    }
 }
 
 fn static_score(w: &ScoreWeights, e: &Endpoint<impl Sized>) -> f64 {
@@ -77,6 +109,7 @@ impl<S> Pool<S> {
             slots: Vec::new(),
             by_id: HashMap::new(),
             index: HashMap::new(),
+            by_speed: HashMap::new(),
             algorithm,
             weights,
             rng: seed | 1,
@@ -109,6 +142,7 @@ impl<S> Pool<S> {
             }
         }
         self.index.clear();
+        self.by_speed.clear();
     }
 
     pub(super) fn remove(&mut self, id: &WorkerId) {
@@ -118,6 +152,7 @@ impl<S> Pool<S> {
                 self.by_id.insert(moved.id.clone(), i);
             }
             self.index.clear();
+            self.by_speed.clear();
         }
     }
 
@@ -240,22 +275,132 @@ impl<S> Pool<S> {
                 }
             }
             Algorithm::P2c => self.best_by(task, arch, exclude, |p, i| p.score(i, arch)),
-            Algorithm::LeastLoaded => self.best_by(task, arch, exclude, |p, i| {
-                -p.load(i) + 1e-3 * p.slots[i].static_score
-            }),
-            Algorithm::CostAware => {
-                let cost = task_cost(task) as f64;
-                let prior = match self.speed.get() {
-                    s if s > 0.0 => s,
-                    _ => 1.0,
-                };
-                self.best_by(task, arch, exclude, |p, i| {
-                    // Ties (unknown speeds) go to the less loaded worker.
-                    -p.finish_time(i, cost, prior) * (1.0 + 1e-6 * p.load(i))
-                })
+            Algorithm::LeastLoaded => {
+                let start = (self.next_rand() % n as u64) as usize;
+                self.least_loaded(task, arch, exclude, start)
             }
+            Algorithm::CostAware => self.earliest_finish(task, arch, exclude),
         };
         chosen.ok_or_else(|| self.none_usable(task, arch, exclude))
+    }
+
+    /// The usable worker with the fewest active tasks per slot. The scan
+    /// starts at `start` (random, so equal loads spread) and stops at the
+    /// first idle worker, nothing can beat it: in a pool that is not
+    /// saturated a decision looks at a handful of workers, not all.
+    fn least_loaded(
+        &self,
+        task: &CompileTask,
+        arch: &Arch,
+        exclude: &[WorkerId],
+        start: usize,
+    ) -> Option<usize> {
+        let list = self.list(task, arch);
+        let (after, before) = list.split_at(start.min(list.len()));
+        let mut best: Option<(usize, f64)> = None;
+        for &i in before.iter().chain(after) {
+            let i = i as usize;
+            if !self.usable(i, exclude) {
+                continue;
+            }
+            let load = self.load(i);
+            if load <= 0.0 {
+                return Some(i);
+            }
+            if best.is_none_or(|(_, b)| load < b) {
+                best = Some((i, load));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Cost-aware: the usable worker where the task would finish first.
+    ///
+    /// Small pools are scanned in full. In larger ones workers are visited
+    /// fastest first (by the [`SpeedOrder`]). Once a worker with a free
+    /// slot is found, no slower worker can finish sooner (its run alone
+    /// takes longer), so the scan stops there, after looking among the
+    /// equally fast ones for the least loaded. A saturated pool is scanned
+    /// in full.
+    fn earliest_finish(
+        &mut self,
+        task: &CompileTask,
+        arch: &Arch,
+        exclude: &[WorkerId],
+    ) -> Option<usize> {
+        let cost = task_cost(task) as f64;
+        let prior = match self.speed.get() {
+            s if s > 0.0 => s,
+            _ => 1.0,
+        };
+        let speed_of = |p: &Self, i: usize| {
+            let learned = p.slots[i].endpoint.worker.stats.speed();
+            if learned > 0.0 { learned } else { prior }
+        };
+        if self.list(task, arch).len() <= SpeedOrder::SCAN_ALL {
+            return self.best_by(task, arch, exclude, |p, i| {
+                // Ties (unknown speeds) go to the less loaded worker.
+                -p.finish_time(i, cost, prior) * (1.0 + 1e-6 * p.load(i))
+            });
+        }
+        let samples = self.speed.samples();
+        let stale = self
+            .by_speed
+            .get(&task.compiler)
+            .and_then(|m| m.get(arch))
+            .is_none_or(|o| o.stale(samples));
+        if stale {
+            let mut order: Vec<(f64, u32)> = self
+                .list(task, arch)
+                .iter()
+                .map(|&i| (speed_of(self, i as usize), i))
+                .collect();
+            order.sort_by(|a, b| b.0.total_cmp(&a.0));
+            self.by_speed
+                .entry(task.compiler.clone())
+                .or_default()
+                .insert(
+                    arch.clone(),
+                    SpeedOrder {
+                        order: order.into_iter().map(|(_, i)| i).collect(),
+                        decisions: 0,
+                        samples_at: samples,
+                    },
+                );
+        }
+        let order = self
+            .by_speed
+            .get_mut(&task.compiler)
+            .and_then(|m| m.get_mut(arch))?;
+        order.decisions += 1;
+        let order = &self.by_speed[&task.compiler][arch].order;
+        let mut best: Option<(usize, f64)> = None;
+        // The speed of the first worker with a free slot, once found.
+        let mut free_speed: Option<f64> = None;
+        for &i in order {
+            let i = i as usize;
+            if !self.usable(i, exclude) {
+                continue;
+            }
+            let speed = speed_of(self, i);
+            if free_speed.is_some_and(|f| speed < f) {
+                break;
+            }
+            let finish = self.finish_time(i, cost, prior);
+            // Ties (equal speeds, e.g. none learned yet) go to the less
+            // loaded worker.
+            let key = finish * (1.0 + 1e-6 * self.load(i));
+            if best.is_none_or(|(_, b)| key < b) {
+                best = Some((i, key));
+            }
+            if self.load(i) < 1.0 {
+                if self.load(i) <= 0.0 {
+                    break;
+                }
+                free_speed.get_or_insert(speed);
+            }
+        }
+        best.map(|(i, _)| i)
     }
 
     fn list(&self, task: &CompileTask, arch: &Arch) -> &[u32] {

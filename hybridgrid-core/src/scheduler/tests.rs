@@ -251,3 +251,72 @@ async fn cost_aware_learns_speeds_and_queues_on_the_fast_worker() {
     assert!(text.contains("msg=\"task completed\""), "{text}");
     assert!(text.contains("success=true"), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn least_loaded_in_a_large_pool_takes_an_idle_worker() {
+    let (reg, s) = scheduler(Algorithm::LeastLoaded, HashMap::new());
+    for i in 0..200 {
+        let mut w = worker_info(&format!("w{i}"), Arch::Amd64, &[gcc_amd64()]);
+        w.capabilities.max_parallel_tasks = 4;
+        reg.register(w);
+    }
+    s.refresh().expect("refresh");
+    // Every worker busy but w137, which is idle.
+    for w in reg.snapshot() {
+        if w.worker.info.id.0 != "w137" {
+            w.worker.stats.start(1);
+        }
+    }
+    for _ in 0..20 {
+        assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w137");
+    }
+    // With w137 loaded 2/4 too, the least loaded are the 1/4 ones.
+    let w137 = reg.get(&"w137".into()).expect("w137");
+    w137.worker.stats.start(1);
+    w137.worker.stats.start(1);
+    let picked = s.choose(&task_of(1000), &[]).expect("pick");
+    assert_ne!(picked.0, "w137");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_in_a_large_pool_takes_the_fastest_free_worker() {
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::new());
+    for i in 0..200 {
+        let mut w = worker_info(&format!("w{i}"), Arch::Amd64, &[gcc_amd64()]);
+        w.capabilities.max_parallel_tasks = 1;
+        reg.register(w);
+    }
+    s.refresh().expect("refresh");
+    // Speeds learned: w{i} does 1000 * (i + 1) units per second.
+    for w in reg.snapshot() {
+        let i: u64 = w.worker.info.id.0[1..].parse().expect("index");
+        w.worker.stats.start(1000 * (i + 1));
+        w.worker
+            .stats
+            .finish(1000 * (i + 1), Duration::from_secs(1), None, true);
+    }
+    assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w199");
+    // w199 busy with a long backlog: the next fastest free worker.
+    let w199 = reg.get(&"w199".into()).expect("w199");
+    w199.worker.stats.start(10_000_000);
+    assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w198");
+    // Excluded workers are skipped.
+    assert_eq!(
+        s.choose(&task_of(1000), &["w198".into()]).expect("pick").0,
+        "w197"
+    );
+    // A slow worker that is free loses to a fast one with a short backlog:
+    // make every worker but w0 and w199 busy for a long time; w199 has a
+    // 1000-unit backlog (5 ms + 5 ms) against w0's 1 s run.
+    for w in reg.snapshot() {
+        let id = w.worker.info.id.0.clone();
+        if id != "w0" && id != "w199" {
+            w.worker.stats.start(10_000_000);
+        }
+    }
+    w199.worker
+        .stats
+        .finish(10_000_000, Duration::from_secs(50), None, true);
+    w199.worker.stats.start(1000);
+    assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w199");
+}
