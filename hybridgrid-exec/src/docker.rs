@@ -417,6 +417,14 @@ impl Inner {
             self.docker = Err(reason);
             return;
         }
+        // FIFOs of containers a previous run of this worker left behind.
+        if let Ok(entries) = std::fs::read_dir(&self.work_root) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".hg-req-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         match self.start_done_reader() {
             Ok(h) => self.done_reader = Some(h),
             Err(e) => {

@@ -78,12 +78,12 @@ fn elf_rel_machine(obj: &[u8]) -> u16 {
 
 /// What the image's compiler writes when run directly (`docker run`).
 fn direct_compile(image: &str, compiler: &str, src: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("input.c"), src).unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("input.c"), src).expect("write input");
     let d = dir.path().display().to_string();
     let uid = {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(dir.path()).unwrap();
+        let m = std::fs::metadata(dir.path()).expect("stat");
         format!("{}:{}", m.uid(), m.gid())
     };
     let out = std::process::Command::new("docker")
@@ -92,13 +92,13 @@ fn direct_compile(image: &str, compiler: &str, src: &str) -> Vec<u8> {
         .args(["-w", &d, image, compiler])
         .args(["-x", "c", "-O2", "-c", "input.c", "-o", "output.o"])
         .output()
-        .unwrap();
+        .expect("docker run");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::read(dir.path().join("output.o")).unwrap()
+    std::fs::read(dir.path().join("output.o")).expect("output.o")
 }
 
 /// Task directories left in a work root.
