@@ -1,8 +1,12 @@
 #!/bin/sh
 # Builds the Docker images the executor tests use, without a registry:
 #
-#   hybridgrid-test/gcc:1          Debian minbase + gcc, libc6-dev
-#   hybridgrid-test/cross-arm64:1  the same + gcc-aarch64-linux-gnu, libc6-dev-arm64-cross
+#   hybridgrid-test/cross-arm64:1  Debian minbase + gcc, libc6-dev,
+#                                  gcc-aarch64-linux-gnu, libc6-dev-arm64-cross
+#   hybridgrid-test/gcc:1          Debian minbase + gcc, libc6-dev; when the
+#                                  cross image exists it is tagged as this one
+#                                  too (it has the same native gcc), which saves
+#                                  a second debootstrap
 #
 # Each is a debootstrap root file system turned into an image with
 # `docker import`. An image that already exists is reused (idempotent).
@@ -72,10 +76,18 @@ build() { # build TAG EXTRA_PACKAGES
     echo "$tag: built"
 }
 
-[ $# -gt 0 ] || set -- gcc cross-arm64
+[ $# -gt 0 ] || set -- cross-arm64 gcc
 for which in "$@"; do
     case $which in
-    gcc) build hybridgrid-test/gcc:1 "" ;;
+    gcc)
+        if ! docker image inspect hybridgrid-test/gcc:1 >/dev/null 2>&1 &&
+            docker image inspect hybridgrid-test/cross-arm64:1 >/dev/null 2>&1; then
+            docker tag hybridgrid-test/cross-arm64:1 hybridgrid-test/gcc:1
+            echo "hybridgrid-test/gcc:1: tagged hybridgrid-test/cross-arm64:1"
+        else
+            build hybridgrid-test/gcc:1 ""
+        fi
+        ;;
     cross-arm64) build hybridgrid-test/cross-arm64:1 ",gcc-aarch64-linux-gnu,libc6-dev-arm64-cross" ;;
     *) echo "unknown image $which (gcc | cross-arm64)" >&2; exit 2 ;;
     esac

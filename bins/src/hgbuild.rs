@@ -560,7 +560,7 @@ pub async fn status(cfg: &Config) -> i32 {
     };
     println!("coordinator {}: {} worker(s)", c.address(), ws.len());
     println!(
-        "{:<24} {:<22} {:<7} {:>5} {:>7} {:>9} {:>10} {:<9} {:<9} compilers",
+        "{:<24} {:<22} {:<7} {:>5} {:>7} {:>9} {:>10} {:<9} {:<9} compilers; docker images",
         "WORKER", "ADDRESS", "ARCH", "CORES", "ACTIVE", "COMPLETED", "LATENCY", "CIRCUIT", "SOURCE"
     );
     for w in ws {
@@ -582,13 +582,24 @@ pub async fn status(cfg: &Config) -> i32 {
             .collect();
         compilers.sort();
         compilers.dedup();
+        let mut images: Vec<String> = caps
+            .docker_images
+            .iter()
+            .map(|d| format!("{}={}", d.arch, d.image))
+            .collect();
+        images.sort();
+        let docker = if images.is_empty() {
+            String::new()
+        } else {
+            format!("; docker {}", images.join(", "))
+        };
         let source = match hybridgrid_net::proto::WorkerSource::try_from(info.source) {
             Ok(hybridgrid_net::proto::WorkerSource::Static) => "static",
             Ok(hybridgrid_net::proto::WorkerSource::Mdns) => "mdns",
             _ => "handshake",
         };
         println!(
-            "{:<24} {:<22} {:<7} {:>5} {:>7} {:>9} {:>8.1}ms {:<9} {:<9} {}",
+            "{:<24} {:<22} {:<7} {:>5} {:>7} {:>9} {:>8.1}ms {:<9} {:<9} {}{}",
             info.id,
             info.address,
             caps.arch,
@@ -598,7 +609,8 @@ pub async fn status(cfg: &Config) -> i32 {
             w.avg_latency_ms,
             w.circuit_state,
             source,
-            compilers.join(", ")
+            compilers.join(", "),
+            docker
         );
     }
     0

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod coord;
+pub mod executor;
 pub mod heap;
 pub mod hgbuild;
 pub mod trace;

@@ -8,15 +8,14 @@ use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_core::worker::{Arch, Capabilities, WorkerId, WorkerInfo, WorkerSource};
 use hybridgrid_exec::detect::{self, DetectOptions};
-use hybridgrid_exec::native::{NativeExecutor, NativeOptions};
 use hybridgrid_net::http::admin::AdminHooks;
 use hybridgrid_net::worker::{WorkerServer, run_registration};
 use hybridgrid_net::{http, server};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::util::BoxCloneSyncService;
 
 use crate::cli::hostname;
+use crate::executor::{self, WorkerExecutor};
 
 /// A worker started with [`start`].
 #[derive(Debug)]
@@ -31,6 +30,7 @@ pub struct RunningWorker {
     pub server: WorkerServer,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    executor: WorkerExecutor,
 }
 
 impl RunningWorker {
@@ -45,6 +45,8 @@ impl RunningWorker {
         for t in self.tasks {
             let _ = tokio::time::timeout(grace, t).await;
         }
+        // Docker containers go last: no compile uses them any more.
+        self.executor.shutdown().await;
     }
 }
 
@@ -90,14 +92,6 @@ pub async fn start_with(
     if compilers.is_empty() {
         tracing::warn!("no compiler found on PATH: this worker can compile nothing");
     }
-    let mut caps = Capabilities::new(Arch::host());
-    caps.cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    caps.memory_bytes = total_memory();
-    caps.compilers = compilers.clone();
-    caps.max_parallel_tasks = w.max_concurrent_tasks as u32;
-
     let id = if !w.id.is_empty() {
         w.id.clone()
     } else if w.grpc_port == 50052 {
@@ -105,6 +99,18 @@ pub async fn start_with(
     } else {
         format!("{}-{}", hostname(), grpc_addr.port())
     };
+    let executor = executor::build(w, &id, compilers.clone()).await;
+
+    let mut caps = Capabilities::new(Arch::host());
+    caps.cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    caps.memory_bytes = total_memory();
+    caps.compilers = compilers;
+    caps.compilers
+        .extend(executor.docker_compilers.iter().cloned());
+    caps.docker_images = executor.docker_images.clone();
+    caps.max_parallel_tasks = w.max_concurrent_tasks as u32;
     let advertise = if w.advertise_address.is_empty() {
         format!("0.0.0.0:{}", grpc_addr.port())
     } else {
@@ -119,16 +125,9 @@ pub async fn start_with(
     info.http_port = http_addr.port();
     info.version = hybridgrid_net::VERSION.to_owned();
 
-    let exec = NativeExecutor::new(
-        compilers,
-        NativeOptions::default()
-            .with_timeout(w.task_timeout)
-            .with_max_output_bytes(w.max_output_bytes)
-            .with_isolation(w.isolation),
-    );
     let server = WorkerServer::new(
         info.clone(),
-        BoxCloneSyncService::new(exec),
+        executor.executor.clone(),
         w.max_concurrent_tasks,
     );
 
@@ -180,5 +179,6 @@ pub async fn start_with(
         server,
         shutdown: tx,
         tasks,
+        executor,
     })
 }

@@ -5,13 +5,25 @@
 //! containers a previous run of the same worker left behind (label
 //! `hybridgrid.worker=<id>`), starts one container per image (`sleep`,
 //! network `none`, read-only root, capabilities dropped, memory/CPU/PID
-//! limits, the worker's uid) with the Docker work root bind-mounted at the
-//! same path, and identifies the compilers inside (`$CC`, `$CXX`, and every
-//! `gcc`/`<triple>-gcc`-like name on the image's `PATH` whose target is the
-//! image's architecture). Each compile gets a task directory under the work
-//! root and runs by `exec` in the container; a compile that outlives the
-//! timeout is killed (every process whose working directory is the task
-//! directory; the container is restarted if that fails).
+//! limits, the worker's uid, `docker-init` as PID 1) with the Docker work
+//! root bind-mounted at the same path, and identifies the compilers inside
+//! (`$CC`, `$CXX`, and every `gcc`/`<triple>-gcc`-like name on the image's
+//! `PATH` whose target is the image's architecture).
+//!
+//! Each compile gets a task directory under the work root. The worker
+//! writes the input and a one-line command file there (the compiler's path
+//! and arguments, shell-quoted, run with `exec`) and hands the directory to
+//! the container's main process, a few lines of `sh` ([`Dispatch::Runner`]):
+//! it reads task directories from a FIFO in the work root, runs each
+//! compile in the background with its output redirected to files in the
+//! task directory, and reports `<dir> <exit code>` on a second FIFO the
+//! worker reads. The object is read back from the shared directory: there
+//! is no Docker API call, no copy in or out of the container and no
+//! `runc exec` per compile. ([`Dispatch::Exec`], one `docker exec` per
+//! compile, is kept for comparison.) A compile that outlives the timeout
+//! is killed (every process whose working directory is the task
+//! directory; the container is restarted if that fails); a container that
+//! dies is replaced.
 //!
 //! Without a usable daemon the executor still starts, logs why, reports no
 //! images and answers every task with
@@ -41,12 +53,44 @@ use hybridgrid_core::payload::Payload;
 use hybridgrid_core::task::{CompileOutput, CompileTask, OutputFile, OutputKind, Timings};
 use hybridgrid_core::worker::{Arch, CompilerInfo, DockerImage};
 use hybridgrid_core::{BoxError, GridError};
+use tokio::io::AsyncBufReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
 
 use crate::detect;
 use crate::native::read_output;
 
 /// The label every container of a worker carries, with the worker id as value.
 pub const WORKER_LABEL: &str = "hybridgrid.worker";
+
+/// How a compile reaches its container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dispatch {
+    /// The container's main process, a small `sh` loop, takes task
+    /// directories from a FIFO in the shared work root and runs each
+    /// compile; no Docker API call per compile (the default).
+    #[default]
+    Runner,
+    /// One `docker exec` per compile (create, start and inspect: three API
+    /// calls and a `runc exec`); slower, kept for comparison.
+    Exec,
+}
+
+/// The container's main process (`sh -c RUNNER hg-runner REQ DONE`): reads
+/// task directories from the FIFO `REQ`, runs `./.hg-cmd` in each (in the
+/// background, double-forked so `docker-init` reaps it) with its output in
+/// files, and writes `<dir> <exit code>` to the FIFO `DONE`. Both FIFOs are
+/// opened read-write, so neither open blocks and `REQ` never reaches EOF.
+const RUNNER: &str = r#"exec 3<>"$1" 4<>"$2" || exit 1
+while IFS= read -r d <&3; do
+  ( ( ( cd "$d" && . ./.hg-cmd ) <&- >"$d/.hg-stdout" 2>"$d/.hg-stderr" 3<&- 4<&-; echo "$d $?" >&4 ) & )
+done"#;
+
+/// Quotes `s` for `sh` (single quotes; a quote becomes `'\''`).
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
 
 /// Settings of the Docker executor.
 #[derive(Clone, Debug)]
@@ -76,6 +120,8 @@ pub struct DockerOptions {
     pub pids_limit: i64,
     /// How long to wait for the daemon to answer at start.
     pub connect_timeout: Duration,
+    /// How compiles reach the container.
+    pub dispatch: Dispatch,
 }
 
 impl DockerOptions {
@@ -93,7 +139,14 @@ impl DockerOptions {
             cpus: 0.0,
             pids_limit: 1024,
             connect_timeout: Duration::from_secs(5),
+            dispatch: Dispatch::Runner,
         }
+    }
+
+    /// Options with this way of reaching the container.
+    pub fn with_dispatch(mut self, d: Dispatch) -> Self {
+        self.dispatch = d;
+        self
     }
 
     /// Options with this timeout.
@@ -128,14 +181,29 @@ struct Placed {
     image: String,
 }
 
+/// A running container and the FIFO its runner reads task directories from.
+#[derive(Clone, Debug)]
+struct Slot {
+    id: String,
+    requests: PathBuf,
+}
+
+/// Task directory -> who waits for its exit code.
+type Pending = Arc<std::sync::Mutex<HashMap<String, tokio::sync::oneshot::Sender<i64>>>>;
+
 struct Inner {
     opts: DockerOptions,
     /// `Err(reason)` without a usable daemon.
     docker: Result<Docker, String>,
     work_root: PathBuf,
     user: String,
-    /// image -> running container id.
-    containers: tokio::sync::Mutex<HashMap<String, String>>,
+    /// image -> running container.
+    containers: tokio::sync::Mutex<HashMap<String, Slot>>,
+    /// Compiles waiting for their runner's report.
+    pending: Pending,
+    /// The FIFO runners report on (read by `done_reader`).
+    done_fifo: PathBuf,
+    done_reader: Option<tokio::task::AbortHandle>,
     compilers: Vec<Placed>,
     images: Vec<DockerImage>,
     /// Architectures configured but unusable, and why.
@@ -220,9 +288,12 @@ impl DockerExecutor {
         });
         let mut inner = Inner {
             docker: Err(String::new()),
+            done_fifo: work_root.join(".hg-done"),
             work_root,
             user: String::new(),
             containers: tokio::sync::Mutex::new(HashMap::new()),
+            pending: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            done_reader: None,
             compilers: Vec::new(),
             images: Vec::new(),
             unusable: BTreeMap::new(),
@@ -341,10 +412,25 @@ impl Inner {
 
     /// Starts a container per configured image and identifies its compilers.
     async fn start_images(&mut self) {
-        if let Err(e) = std::fs::create_dir_all(&self.work_root) {
+        if let Err(e) = create_work_root(&self.work_root) {
             let reason = format!("cannot create {}: {e}", self.work_root.display());
             self.docker = Err(reason);
             return;
+        }
+        // FIFOs of containers a previous run of this worker left behind.
+        if let Ok(entries) = std::fs::read_dir(&self.work_root) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".hg-req-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        match self.start_done_reader() {
+            Ok(h) => self.done_reader = Some(h),
+            Err(e) => {
+                self.docker = Err(format!("{}: {e}", self.done_fifo.display()));
+                return;
+            }
         }
         {
             use std::os::unix::fs::MetadataExt;
@@ -390,23 +476,64 @@ impl Inner {
         }
     }
 
+    /// Makes the FIFO runners report on and the task reading it.
+    fn start_done_reader(&self) -> std::io::Result<tokio::task::AbortHandle> {
+        let _ = std::fs::remove_file(&self.done_fifo);
+        nix::unistd::mkfifo(&self.done_fifo, nix::sys::stat::Mode::S_IRWXU)?;
+        // Read-write: never EOF while runners come and go, and a runner's
+        // open never blocks.
+        let rx = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&self.done_fifo)?;
+        let pending = self.pending.clone();
+        let task = tokio::spawn(async move {
+            let mut r = tokio::io::BufReader::new(rx);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let text = String::from_utf8_lossy(&line);
+                let Some((dir, code)) = text.trim_end().rsplit_once(' ') else {
+                    continue;
+                };
+                let code = code.parse::<i64>().unwrap_or(-1);
+                let waiter = pending.lock().ok().and_then(|mut p| p.remove(dir));
+                if let Some(tx) = waiter {
+                    let _ = tx.send(code);
+                }
+            }
+        });
+        Ok(task.abort_handle())
+    }
+
     async fn start_image(&self, arch: &Arch, image: &str) -> Result<Vec<CompilerInfo>, String> {
         let docker = self.docker.as_ref().map_err(Clone::clone)?;
         docker.inspect_image(image).await.map_err(|e| {
             format!("image {image} is not present ({e}); build or `docker pull {image}` it")
         })?;
-        let id = self
+        let slot = self
             .create_container(arch, image)
             .await
             .map_err(|e| e.to_string())?;
-        self.containers.lock().await.insert(image.to_owned(), id);
+        self.containers.lock().await.insert(image.to_owned(), slot);
         self.identify_compilers(arch, image)
             .await
             .map_err(|e| e.to_string())
     }
 
-    async fn create_container(&self, arch: &Arch, image: &str) -> Result<String, GridError> {
+    async fn create_container(&self, arch: &Arch, image: &str) -> Result<Slot, GridError> {
         let docker = self.docker()?;
+        let name = container_name(&self.opts.worker_id, arch.as_str());
+        // The runner's request FIFO must exist before it starts (`<>` would
+        // create a plain file).
+        let requests = self.work_root.join(format!(".hg-req-{name}"));
+        let _ = std::fs::remove_file(&requests);
+        nix::unistd::mkfifo(&requests, nix::sys::stat::Mode::S_IRWXU).map_err(|e| {
+            GridError::Internal(format!("cannot create {}: {e}", requests.display()))
+        })?;
         let root = self.work_root.display().to_string();
         let mut labels = HashMap::new();
         labels.insert(WORKER_LABEL.to_owned(), self.opts.worker_id.clone());
@@ -415,13 +542,20 @@ impl Inner {
         tmpfs.insert("/tmp".to_owned(), "rw,nosuid,nodev,size=256m".to_owned());
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
-            entrypoint: Some(vec!["sleep".into()]),
-            cmd: Some(vec!["2147483647".into()]),
+            entrypoint: Some(vec!["sh".into(), "-c".into()]),
+            cmd: Some(vec![
+                RUNNER.into(),
+                "hg-runner".into(),
+                requests.display().to_string(),
+                self.done_fifo.display().to_string(),
+            ]),
             user: Some(self.user.clone()),
             network_disabled: Some(true),
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
+                // docker-init as PID 1 reaps the runner's finished compiles.
+                init: Some(true),
                 binds: Some(vec![format!("{root}:{root}:rw")]),
                 memory: Some(self.opts.memory_bytes),
                 nano_cpus: (self.opts.cpus > 0.0).then_some((self.opts.cpus * 1e9) as i64),
@@ -434,7 +568,6 @@ impl Inner {
             }),
             ..Default::default()
         };
-        let name = container_name(&self.opts.worker_id, arch.as_str());
         let created = docker
             .create_container(
                 Some(CreateContainerOptionsBuilder::new().name(&name).build()),
@@ -449,26 +582,44 @@ impl Inner {
                     Some(RemoveContainerOptionsBuilder::new().force(true).build()),
                 )
                 .await;
+            let _ = std::fs::remove_file(&requests);
             return Err(docker_err(&format!("starting a container of {image}"), e));
         }
         tracing::info!(container = %name, image = %image, "Docker container started");
-        Ok(created.id)
+        Ok(Slot {
+            id: created.id,
+            requests,
+        })
     }
 
     async fn remove_container_of(&self, image: &str) {
-        let id = self.containers.lock().await.remove(image);
-        if let (Some(id), Ok(docker)) = (id, self.docker.as_ref()) {
+        let slot = self.containers.lock().await.remove(image);
+        if let Some(slot) = slot {
+            self.remove_slot(slot).await;
+        }
+    }
+
+    async fn remove_slot(&self, slot: Slot) {
+        if let Ok(docker) = self.docker.as_ref() {
             let _ = docker
                 .remove_container(
-                    &id,
+                    &slot.id,
                     Some(RemoveContainerOptionsBuilder::new().force(true).build()),
                 )
                 .await;
         }
+        let _ = std::fs::remove_file(&slot.requests);
     }
 
-    /// Replaces the container of `image` (after it died or a kill failed).
-    async fn restart(&self, image: &str) -> Result<String, GridError> {
+    /// Replaces the container of `image` (after it died or a kill failed),
+    /// unless it was replaced already since `stale` was seen.
+    async fn restart(&self, image: &str, stale: Option<&str>) -> Result<Slot, GridError> {
+        let mut containers = self.containers.lock().await;
+        if let Some(current) = containers.get(image)
+            && stale.is_some_and(|s| s != current.id)
+        {
+            return Ok(current.clone());
+        }
         let arch = self
             .images
             .iter()
@@ -476,20 +627,19 @@ impl Inner {
             .map(|i| i.arch.clone())
             .unwrap_or_else(|| Arch::Other("unknown".into()));
         tracing::warn!(image = %image, "restarting the Docker container");
-        self.remove_container_of(image).await;
-        let id = self.create_container(&arch, image).await?;
-        self.containers
-            .lock()
-            .await
-            .insert(image.to_owned(), id.clone());
-        Ok(id)
+        if let Some(old) = containers.remove(image) {
+            self.remove_slot(old).await;
+        }
+        let slot = self.create_container(&arch, image).await?;
+        containers.insert(image.to_owned(), slot.clone());
+        Ok(slot)
     }
 
-    async fn container_of(&self, image: &str) -> Result<String, GridError> {
-        if let Some(id) = self.containers.lock().await.get(image) {
-            return Ok(id.clone());
+    async fn container_of(&self, image: &str) -> Result<Slot, GridError> {
+        if let Some(slot) = self.containers.lock().await.get(image) {
+            return Ok(slot.clone());
         }
-        self.restart(image).await
+        self.restart(image, None).await
     }
 
     /// Runs `cmd` in `container` and collects its output (bounded).
@@ -564,7 +714,7 @@ impl Inner {
         arch: &Arch,
         image: &str,
     ) -> Result<Vec<CompilerInfo>, GridError> {
-        let container = self.container_of(image).await?;
+        let container = self.container_of(image).await?.id;
         let list = self
             .exec(
                 &container,
@@ -666,25 +816,14 @@ impl Inner {
         ];
         cmd.extend(task.args.iter().cloned());
         cmd.extend(["-c".into(), input_name, "-o".into(), "output.o".into()]);
-        let env = vec![format!("TMPDIR={dir_s}")];
 
         let start = Instant::now();
         let timeout = self.opts.task_timeout;
         let limit = self.opts.max_output_bytes;
-        let mut container = self.container_of(&placed.image).await?;
         let attempt = tokio::time::timeout(timeout, async {
-            match self
-                .exec(&container, cmd.clone(), Some(&dir_s), env.clone(), limit)
-                .await
-            {
-                Err(e) if is_gone(&e) => {
-                    // The container died: replace it and try once more.
-                    container = self.restart(&placed.image).await?;
-                    self.exec(&container, cmd, Some(&dir_s), env, limit)
-                        .await
-                        .map_err(|e| docker_err("exec", e))
-                }
-                other => other.map_err(|e| docker_err("exec", e)),
+            match self.opts.dispatch {
+                Dispatch::Runner => self.run_by_runner(&placed.image, &dir_s, &cmd, limit).await,
+                Dispatch::Exec => self.run_by_exec(&placed.image, &dir_s, cmd, limit).await,
             }
         })
         .await;
@@ -726,12 +865,116 @@ impl Inner {
         Ok(out)
     }
 
+    /// One compile by `docker exec`.
+    async fn run_by_exec(
+        &self,
+        image: &str,
+        dir: &str,
+        cmd: Vec<String>,
+        limit: u64,
+    ) -> Result<ExecResult, GridError> {
+        let env = vec![format!("TMPDIR={dir}")];
+        let container = self.container_of(image).await?;
+        match self
+            .exec(&container.id, cmd.clone(), Some(dir), env.clone(), limit)
+            .await
+        {
+            Err(e) if is_gone(&e) => {
+                // The container died: replace it and try once more.
+                let container = self.restart(image, Some(&container.id)).await?;
+                self.exec(&container.id, cmd, Some(dir), env, limit)
+                    .await
+                    .map_err(|e| docker_err("exec", e))
+            }
+            other => other.map_err(|e| docker_err("exec", e)),
+        }
+    }
+
+    /// One compile by the container's runner: the command file goes into
+    /// the task directory, the directory's name into the runner's FIFO; the
+    /// exit code comes back on the report FIFO, the output in files.
+    async fn run_by_runner(
+        &self,
+        image: &str,
+        dir: &str,
+        cmd: &[String],
+        limit: u64,
+    ) -> Result<ExecResult, GridError> {
+        let dir_path = std::path::Path::new(dir);
+        // `ulimit -f` (512-byte blocks) bounds every file the compiler writes.
+        let mut script = format!(
+            "ulimit -f {} 2>/dev/null\nTMPDIR={}; export TMPDIR\nexec",
+            limit.div_ceil(512).max(1),
+            sh_quote(dir)
+        );
+        for a in cmd {
+            script.push(' ');
+            script.push_str(&sh_quote(a));
+        }
+        script.push('\n');
+        tokio::fs::write(dir_path.join(".hg-cmd"), script)
+            .await
+            .map_err(|e| GridError::Internal(format!("cannot write the task command: {e}")))?;
+
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let _waiting = Waiting::new(&self.pending, dir, tx);
+        let mut slot = self.container_of(image).await?;
+        if submit(&slot.requests, dir).await.is_err() {
+            // No runner: the container died. Replace it and try once more.
+            slot = self.restart(image, Some(&slot.id)).await?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match submit(&slot.requests, dir).await {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(GridError::Internal(format!(
+                            "the Docker container of {image} does not take compiles: {e}"
+                        )));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+        let exit_code = loop {
+            tokio::select! {
+                code = &mut rx => {
+                    break code.map_err(|_| GridError::Internal("the compile's report was lost".into()))?;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    // Still there? (A container that died reports nothing.)
+                    if runner_gone(&slot.requests) {
+                        return Err(GridError::Internal(format!(
+                            "the Docker container of {image} stopped during the compile"
+                        )));
+                    }
+                }
+            }
+        };
+        let stdout = read_output(&dir_path.join(".hg-stdout"), limit).await?;
+        let stderr = read_output(
+            &dir_path.join(".hg-stderr"),
+            limit.saturating_sub(stdout.len() as u64),
+        )
+        .await?;
+        Ok(ExecResult {
+            exit_code,
+            stdout,
+            stderr,
+        })
+    }
+
     /// Kills every process in the container whose working directory is the
     /// task directory (the compiler and all it started); restarts the
     /// container if that cannot be done.
     async fn kill_task(&self, image: &str, dir: &str) {
         const KILL: &str = r#"for i in 1 2 3; do for p in /proc/[0-9]*; do [ "$(readlink "$p/cwd" 2>/dev/null)" = "$1" ] && kill -9 "${p#/proc/}" 2>/dev/null; done; sleep 0.1; done; exit 0"#;
-        let ok = match self.containers.lock().await.get(image).cloned() {
+        let ok = match self
+            .containers
+            .lock()
+            .await
+            .get(image)
+            .map(|s| s.id.clone())
+        {
             Some(c) => {
                 let cmd = vec![
                     "sh".into(),
@@ -751,7 +994,7 @@ impl Inner {
             }
             None => false,
         };
-        if !ok && let Err(e) = self.restart(image).await {
+        if !ok && let Err(e) = self.restart(image, None).await {
             tracing::error!(image = %image, error = %e, "cannot restart the Docker container");
         }
     }
@@ -760,29 +1003,95 @@ impl Inner {
         if self.shut_down.swap(true, Ordering::SeqCst) {
             return;
         }
-        let ids: Vec<String> = self
+        let slots: Vec<Slot> = self
             .containers
             .lock()
             .await
             .drain()
             .map(|(_, v)| v)
             .collect();
+        if let Some(h) = &self.done_reader {
+            h.abort();
+        }
         if let Ok(docker) = self.docker.as_ref() {
-            for id in ids {
+            for slot in slots {
                 if let Err(e) = docker
                     .remove_container(
-                        &id,
+                        &slot.id,
                         Some(RemoveContainerOptionsBuilder::new().force(true).build()),
                     )
                     .await
                 {
-                    tracing::warn!(container = %id, error = %e, "cannot remove Docker container");
+                    tracing::warn!(container = %slot.id, error = %e, "cannot remove Docker container");
                 }
+                let _ = std::fs::remove_file(&slot.requests);
             }
+            let _ = std::fs::remove_file(&self.done_fifo);
             if self.opts.work_root.is_none() {
                 let _ = std::fs::remove_dir_all(&self.work_root);
             }
             tracing::info!("Docker executor shut down");
+        }
+    }
+}
+
+/// Creates the work root (owner-only when new: the runners' FIFOs live there).
+fn create_work_root(root: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if root.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+}
+
+/// Hands the task directory `dir` to the runner reading `requests`. Fails
+/// at once when no runner reads it (a write end of a FIFO without readers
+/// cannot be opened without blocking).
+async fn submit(requests: &std::path::Path, dir: &str) -> std::io::Result<()> {
+    let mut tx = pipe::OpenOptions::new().open_sender(requests)?;
+    // One line, shorter than PIPE_BUF: written at once, never interleaved
+    // with another compile's.
+    tx.write_all(format!("{dir}\n").as_bytes()).await
+}
+
+/// True when no runner reads `requests` any more (its container is gone).
+fn runner_gone(requests: &std::path::Path) -> bool {
+    matches!(
+        pipe::OpenOptions::new().open_sender(requests),
+        Err(e) if e.raw_os_error() == Some(libc_enxio())
+    ) || !requests.exists()
+}
+
+const fn libc_enxio() -> i32 {
+    nix::errno::Errno::ENXIO as i32
+}
+
+/// A compile waiting for its runner's report; forgotten when dropped (done,
+/// timed out or cancelled).
+struct Waiting<'a> {
+    pending: &'a Pending,
+    dir: String,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(pending: &'a Pending, dir: &str, tx: tokio::sync::oneshot::Sender<i64>) -> Self {
+        if let Ok(mut p) = pending.lock() {
+            p.insert(dir.to_owned(), tx);
+        }
+        Waiting {
+            pending,
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&self.dir);
         }
     }
 }
@@ -834,10 +1143,18 @@ pub async fn count_containers(docker_host: Option<&str>, worker: &str) -> Option
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some(h) = &self.done_reader {
+            h.abort();
+        }
         if self.shut_down.load(Ordering::SeqCst) || self.docker.is_err() {
             return;
         }
-        let ids: Vec<String> = self.containers.get_mut().drain().map(|(_, v)| v).collect();
+        let slots: Vec<Slot> = self.containers.get_mut().drain().map(|(_, v)| v).collect();
+        for s in &slots {
+            let _ = std::fs::remove_file(&s.requests);
+        }
+        let _ = std::fs::remove_file(&self.done_fifo);
+        let ids: Vec<String> = slots.into_iter().map(|s| s.id).collect();
         let opts = self.opts.clone();
         let root = self
             .opts
@@ -973,8 +1290,13 @@ mod tests {
             left = alive_with(&marker);
         }
         assert_eq!(left, 0, "the timed-out compile survived");
-        // Only the script is left in the work root: the task dir is gone.
-        assert_eq!(std::fs::read_dir(root.path()).expect("root").count(), 1);
+        // No task directory is left in the work root.
+        let tasks = std::fs::read_dir(root.path())
+            .expect("root")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("hg-task-"))
+            .count();
+        assert_eq!(tasks, 0);
         // The container still compiles, and is still the only one.
         let out = ex.run(task(&real.identity)).await.expect("compile");
         assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));

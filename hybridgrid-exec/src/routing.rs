@@ -1,9 +1,11 @@
 //! Sending each task to one of two executors.
 //!
 //! A worker with Docker images composes its executor as
-//! `RoutingExecutor::docker_or_native` (with the `docker` feature): tasks whose compiler is in an
-//! image go to the Docker executor, the rest to the native one. Any two
-//! executors and any rule compose the same way with [`RoutingExecutor::new`].
+//! `RoutingExecutor::docker_or_native` (with the `docker` feature): tasks
+//! whose compiler the worker lacks natively but an image has (or whose
+//! target architecture is configured for Docker) go to the Docker executor,
+//! the rest to the native one. Any two executors and any rule compose the
+//! same way with [`RoutingExecutor::new`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,19 +64,19 @@ impl<A, B> RoutingExecutor<A, B> {
 
 #[cfg(feature = "docker")]
 impl RoutingExecutor<crate::native::NativeExecutor, crate::docker::DockerExecutor> {
-    /// Native compiles, except tasks whose compiler is in a Docker image,
-    /// and tasks for an architecture configured for Docker that no native
-    /// compiler serves (those get `Docker not available: <reason>` when
-    /// Docker is not usable).
+    /// Native compiles whenever the worker has the task's compiler itself
+    /// (faster, and the same output); otherwise tasks whose compiler is in
+    /// a Docker image, or whose target architecture is configured for
+    /// Docker, go to the Docker executor (which answers
+    /// `Docker not available: <reason>` when Docker is not usable).
     pub fn docker_or_native(
         native: crate::native::NativeExecutor,
         docker: crate::docker::DockerExecutor,
     ) -> Self {
         let (n, d) = (native.clone(), docker.clone());
         RoutingExecutor::new(native, docker, move |task| {
-            d.handles(task)
-                || (!n.compilers().iter().any(|c| c.identity == task.compiler)
-                    && d.configured_for(&task.compiler.target_arch()))
+            !n.compilers().iter().any(|c| c.identity == task.compiler)
+                && (d.handles(task) || d.configured_for(&task.compiler.target_arch()))
         })
     }
 }

@@ -1,0 +1,116 @@
+//! The worker's executor: native compiles, plus Docker images for the
+//! architectures in `worker.docker.images` (cargo feature `docker`, on by
+//! default).
+//!
+//! At start the worker probes the Docker daemon (a short timeout), starts a
+//! long-lived container for each configured image that is present, and
+//! advertises the images and the compilers found in them. Tasks whose
+//! compiler the native executor lacks and whose target architecture is
+//! configured for Docker go to the Docker executor; without a usable daemon
+//! they get `Docker not available: <reason>`.
+
+use std::time::Duration;
+
+use hybridgrid_core::config::WorkerConfig;
+use hybridgrid_core::worker::{CompilerInfo, DockerImage};
+use hybridgrid_exec::native::{NativeExecutor, NativeOptions};
+use hybridgrid_net::worker::BoxExecutor;
+use tower::util::BoxCloneSyncService;
+
+/// How long the worker waits for the Docker daemon at start.
+pub const DOCKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The executor a worker serves, and what it adds to the capabilities.
+#[derive(Debug)]
+pub struct WorkerExecutor {
+    /// The executor to serve.
+    pub executor: BoxExecutor,
+    /// Compilers in Docker images (to advertise beside the native ones).
+    pub docker_compilers: Vec<CompilerInfo>,
+    /// Docker images compiles can run in (empty without a usable daemon).
+    pub docker_images: Vec<DockerImage>,
+    #[cfg(feature = "docker")]
+    docker: Option<hybridgrid_exec::docker::DockerExecutor>,
+}
+
+impl WorkerExecutor {
+    /// Removes the Docker containers (worker shutdown). Later Docker tasks
+    /// fail with `Docker not available`.
+    pub async fn shutdown(&self) {
+        #[cfg(feature = "docker")]
+        if let Some(d) = &self.docker {
+            d.shutdown().await;
+        }
+    }
+}
+
+/// Builds the executor of worker `worker_id` from its configuration and the
+/// compilers detected on PATH.
+pub async fn build(
+    w: &WorkerConfig,
+    worker_id: &str,
+    compilers: Vec<CompilerInfo>,
+) -> WorkerExecutor {
+    let native = NativeExecutor::new(
+        compilers,
+        NativeOptions::default()
+            .with_timeout(w.task_timeout)
+            .with_max_output_bytes(w.max_output_bytes)
+            .with_isolation(w.isolation),
+    );
+    if !w.docker.enabled || w.docker.images.is_empty() {
+        return native_only(native);
+    }
+    with_docker(w, worker_id, native).await
+}
+
+fn native_only(native: NativeExecutor) -> WorkerExecutor {
+    WorkerExecutor {
+        executor: BoxCloneSyncService::new(native),
+        docker_compilers: Vec::new(),
+        docker_images: Vec::new(),
+        #[cfg(feature = "docker")]
+        docker: None,
+    }
+}
+
+#[cfg(feature = "docker")]
+async fn with_docker(w: &WorkerConfig, worker_id: &str, native: NativeExecutor) -> WorkerExecutor {
+    use hybridgrid_exec::docker::{DockerExecutor, DockerOptions};
+    use hybridgrid_exec::routing::RoutingExecutor;
+
+    let mut opts = DockerOptions::new(worker_id, w.docker.images.clone())
+        .with_timeout(w.task_timeout)
+        .with_max_output_bytes(w.max_output_bytes);
+    opts.connect_timeout = DOCKER_PROBE_TIMEOUT;
+    // Logs one line saying why when the daemon is not usable.
+    let docker = DockerExecutor::start(opts).await;
+    let docker_images = docker.images().to_vec();
+    // Advertise only what the native executor does not already serve.
+    let docker_compilers = docker
+        .compilers()
+        .into_iter()
+        .filter(|c| !native.compilers().iter().any(|n| n.identity == c.identity))
+        .collect();
+    WorkerExecutor {
+        executor: BoxCloneSyncService::new(RoutingExecutor::docker_or_native(
+            native,
+            docker.clone(),
+        )),
+        docker_compilers,
+        docker_images,
+        docker: Some(docker),
+    }
+}
+
+#[cfg(not(feature = "docker"))]
+async fn with_docker(
+    _w: &WorkerConfig,
+    _worker_id: &str,
+    native: NativeExecutor,
+) -> WorkerExecutor {
+    tracing::info!(
+        "Docker not available: this hg-worker was built without the `docker` feature; no Docker capability advertised"
+    );
+    native_only(native)
+}
