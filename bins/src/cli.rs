@@ -15,6 +15,9 @@ pub fn enabled_features() -> Vec<&'static str> {
     if cfg!(feature = "heap-profile") {
         f.push("heap-profile");
     }
+    if cfg!(feature = "docker") {
+        f.push("docker");
+    }
     f
 }
 
