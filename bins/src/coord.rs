@@ -91,7 +91,7 @@ pub async fn start_on(
         }
         // The shared tier: every client's results, on the coordinator's disk.
         let dir = cfg.cache.dir_path().join("coordinator");
-        let store = DiskStore::new(dir, cfg.cache.max_size_bytes());
+        let store = DiskStore::exclusive(dir, cfg.cache.max_size_bytes());
         state
             .cache_enabled
             .store(true, std::sync::atomic::Ordering::Relaxed);
