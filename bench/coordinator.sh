@@ -143,20 +143,17 @@ run_payload() {
 want payload && part payload run_payload
 
 run_micro() {
-    benches=("-p hybridgrid-exec --bench classify" "-p hybridgrid-cache --bench key"
-             "-p hybridgrid-core --bench schedule")
-    for b in "${benches[@]}"; do
-        step "criterion: $b"
-        if [ $quick = 1 ]; then
-            # Test mode: every benchmark runs once (checks they still work).
-            # shellcheck disable=SC2086
-            cargo test -q $b >/dev/null || return 1
-        else
-            # shellcheck disable=SC2086
-            cargo bench -q $b -- --warm-up-time 1 --measurement-time 3 >/dev/null || return 1
-        fi
-    done
-    [ $quick = 1 ] || echo "$target/criterion" > "$results/criterion_dir"
+    # One invocation for the three benches: one feature resolution, one build.
+    local benches=(-p hybridgrid-exec --bench classify -p hybridgrid-cache --bench key
+                   -p hybridgrid-core --bench schedule)
+    step "criterion: classify, key, schedule"
+    if [ $quick = 1 ]; then
+        # Test mode: every benchmark runs once (checks they still work).
+        cargo test -q "${benches[@]}" >/dev/null || return 1
+    else
+        cargo bench -q "${benches[@]}" -- --warm-up-time 1 --measurement-time 2 >/dev/null || return 1
+        echo "$target/criterion" > "$results/criterion_dir"
+    fi
 }
 want micro && part micro run_micro
 

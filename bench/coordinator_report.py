@@ -36,8 +36,9 @@ def fs_type(path):
     while p and not os.path.exists(p):
         p = os.path.dirname(p)
     try:
-        return subprocess.run(["stat", "-f", "-c", "%T", p or "/"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        t = subprocess.run(["stat", "-f", "-c", "%T", p or "/"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+        return "ext2/3/4" if t == "ext2/ext3" else t
     except (OSError, subprocess.CalledProcessError):
         return "?"
 
@@ -196,7 +197,7 @@ def micro(a, root):
     out.append(
         "Criterion medians (`cargo bench -p hybridgrid-exec --bench classify`, "
         "`-p hybridgrid-cache --bench key`, `-p hybridgrid-core --bench schedule`, "
-        "each with `-- --warm-up-time 1 --measurement-time 3`).\n"
+        "with `-- --warm-up-time 1 --measurement-time 2`).\n"
     )
     cls = sorted((k, v) for k, v in r.items() if k[0] == "classify")
     if cls:
