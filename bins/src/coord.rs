@@ -27,6 +27,8 @@ pub struct RunningCoordinator {
     pub http_addr: SocketAddr,
     /// Its shared state.
     pub state: Arc<CoordinatorState>,
+    /// The compile service behind `BuildService` (in-process callers, benchmarks).
+    pub server: CoordinatorServer,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -60,17 +62,28 @@ pub async fn start_with(
     cfg: &Config,
     admin: AdminHooks,
 ) -> Result<RunningCoordinator, server::ServeError> {
+    let channel = ChannelOptions::new(
+        Duration::from_secs(3),
+        cfg.worker.task_timeout + Duration::from_secs(30),
+    );
+    let pool = WorkerPool::new(cfg.coordinator.heartbeat_ttl, channel);
+    start_on(cfg, admin, pool).await
+}
+
+/// [`start_with`] over `pool` (e.g. one whose workers are in-process
+/// services, for benchmarks).
+pub async fn start_on(
+    cfg: &Config,
+    admin: AdminHooks,
+    pool: WorkerPool,
+) -> Result<RunningCoordinator, server::ServeError> {
     let c = &cfg.coordinator;
     let grpc = server::bind(&c.bind_address, c.grpc_port).await?;
     let http_l = server::bind(&c.bind_address, c.http_port).await?;
     let grpc_addr = server::local_addr(&grpc);
     let http_addr = server::local_addr(&http_l);
 
-    let channel = ChannelOptions::new(
-        Duration::from_secs(3),
-        cfg.worker.task_timeout + Duration::from_secs(30),
-    );
-    let pool = Arc::new(WorkerPool::new(c.heartbeat_ttl, channel));
+    let pool = Arc::new(pool);
     let state = CoordinatorState::new(pool.clone(), c.heartbeat_ttl);
     let compile = compose_stack(&pool, cfg, |dispatch| {
         if !cfg.cache.enabled {
@@ -78,13 +91,14 @@ pub async fn start_with(
         }
         // The shared tier: every client's results, on the coordinator's disk.
         let dir = cfg.cache.dir_path().join("coordinator");
-        let store = DiskStore::new(dir, cfg.cache.max_size_bytes());
+        let store = DiskStore::exclusive(dir, cfg.cache.max_size_bytes());
         state
             .cache_enabled
             .store(true, std::sync::atomic::Ordering::Relaxed);
         BoxCloneSyncService::new(CacheLayer::new(store).layer(dispatch))
     });
     let srv = CoordinatorServer::new(state.clone(), compile);
+    let server = srv.clone();
 
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -133,6 +147,7 @@ pub async fn start_with(
         grpc_addr,
         http_addr,
         state,
+        server,
         shutdown: tx,
         tasks,
     })

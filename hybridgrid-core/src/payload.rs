@@ -4,6 +4,8 @@
 //! travel through the coordinator unchanged: only the final consumer pays for
 //! decompression.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 
 /// Payloads smaller than this are not worth compressing.
@@ -11,6 +13,48 @@ pub const COMPRESS_MIN_LEN: usize = 512;
 
 /// The zstd level used for payloads: fast, with a good ratio on source code.
 pub const ZSTD_LEVEL: i32 = 1;
+
+/// Payloads up to this size are (de)compressed with a context kept per
+/// thread: creating a zstd context costs more than compressing a few KB.
+/// Bigger ones use a fresh context, so no thread keeps a large one.
+const REUSE_CONTEXT_MAX: usize = 1 << 20;
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    if data.len() <= REUSE_CONTEXT_MAX {
+        let reused = COMPRESSOR.try_with(|c| {
+            let mut c = c.try_borrow_mut().ok()?;
+            if c.is_none() {
+                *c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+            }
+            c.as_mut().map(|c| c.compress(data))
+        });
+        if let Ok(Some(r)) = reused {
+            return r;
+        }
+    }
+    zstd::bulk::compress(data, ZSTD_LEVEL)
+}
+
+fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    if capacity <= REUSE_CONTEXT_MAX {
+        let reused = DECOMPRESSOR.try_with(|d| {
+            let mut d = d.try_borrow_mut().ok()?;
+            if d.is_none() {
+                *d = zstd::bulk::Decompressor::new().ok();
+            }
+            d.as_mut().map(|d| d.decompress(data, capacity))
+        });
+        if let Ok(Some(r)) = reused {
+            return r;
+        }
+    }
+    zstd::bulk::decompress(data, capacity)
+}
 
 /// How a payload's bytes are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -76,7 +120,7 @@ impl Payload {
         if data.len() < COMPRESS_MIN_LEN {
             return Payload::raw(data);
         }
-        match zstd::bulk::compress(&data, ZSTD_LEVEL) {
+        match zstd_compress(&data) {
             Ok(c) if c.len() < data.len() => Payload {
                 encoding: Encoding::Zstd,
                 raw_len: data.len() as u64,
@@ -124,7 +168,7 @@ impl Payload {
             Encoding::Identity => self.data.clone(),
             Encoding::Zstd => {
                 // The capacity bounds the output: zstd refuses to write more.
-                let v = zstd::bulk::decompress(&self.data, self.raw_len as usize)
+                let v = zstd_decompress(&self.data, self.raw_len as usize)
                     .map_err(PayloadError::Corrupt)?;
                 Bytes::from(v)
             }

@@ -30,6 +30,11 @@ use crate::status::to_status;
 /// A boxed compile service as the coordinator composes it.
 pub type BoxCompile = BoxCloneSyncService<CompileTask, CompileOutput, BoxError>;
 
+/// Makes the service that calls one worker. The default dials the
+/// worker's address with a gRPC [`WorkerClient`]; benchmarks and tests may
+/// put an in-process service in its place.
+pub type Connector = Arc<dyn Fn(&WorkerInfo) -> Result<BoxCompile, GridError> + Send + Sync>;
+
 /// Task counters of the coordinator, for `/api/stats` and status.
 #[derive(Debug, Default)]
 pub struct TaskCounters {
@@ -93,12 +98,21 @@ impl PoolEntry {
 /// The workers the coordinator knows: a façade over the core
 /// [`Registry`] that the network layer (registration RPCs, discovery,
 /// status pages) uses, plus each worker's circuit.
-#[derive(Debug)]
 pub struct WorkerPool {
     registry: Registry,
     circuits: Arc<Mutex<HashMap<WorkerId, CircuitHandle>>>,
     channel: ChannelOptions,
+    connector: Option<Connector>,
     heartbeat_ttl: Duration,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("workers", &self.registry.len())
+            .field("heartbeat_ttl", &self.heartbeat_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerPool {
@@ -109,8 +123,16 @@ impl WorkerPool {
             registry: Registry::new(),
             circuits: Arc::new(Mutex::new(HashMap::new())),
             channel,
+            connector: None,
             heartbeat_ttl,
         }
+    }
+
+    /// Calls workers through `connector` instead of dialling them with
+    /// gRPC (an in-process benchmark's no-op workers, for instance).
+    pub fn with_connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
+        self
     }
 
     /// The registry behind the pool (the scheduler subscribes to it).
@@ -199,9 +221,13 @@ impl WorkerPool {
         breaker: &CircuitBreakerConfig,
     ) -> Endpoint<BoxCompile> {
         let id = w.info.id.clone();
-        let client: BoxCompile = match WorkerClient::new(id.clone(), &w.info.address, &self.channel)
-        {
-            Ok(c) => BoxCloneSyncService::new(c),
+        let client = match &self.connector {
+            Some(connect) => connect(&w.info),
+            None => WorkerClient::new(id.clone(), &w.info.address, &self.channel)
+                .map(BoxCloneSyncService::new),
+        };
+        let client: BoxCompile = match client {
+            Ok(c) => c,
             Err(e) => BoxCloneSyncService::new(tower::service_fn(move |_t: CompileTask| {
                 let e = e.clone();
                 async move { Err::<CompileOutput, BoxError>(e.into()) }

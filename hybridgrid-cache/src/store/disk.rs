@@ -31,6 +31,14 @@
 //! and writes the exact size back. Temporary files older than an hour
 //! (left by killed processes) go in the same scan.
 //!
+//! # A store only one process uses
+//!
+//! [`DiskStore::exclusive`] is for a directory no other process writes
+//! (the coordinator's shared tier): the counters and the size estimate are
+//! kept in memory and written to `stats` at most once a second (and when
+//! the store is dropped), instead of a locked read-modify-write of `stats`
+//! on every lookup and every write. Entries are written as above.
+//!
 //! # Failures
 //!
 //! An unwritable or missing directory, a full disk or a permission error
@@ -43,7 +51,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -57,6 +65,9 @@ const LOW_WATER: f64 = 0.9;
 
 /// Temporary files older than this are debris from killed processes.
 const STALE_TMP: Duration = Duration::from_secs(3600);
+
+/// How often an exclusive store writes its counters to `stats`.
+const EXCLUSIVE_FLUSH: Duration = Duration::from_secs(1);
 
 const TMP_PREFIX: &str = ".tmp-";
 const MANIFEST_SUFFIX: &str = ".m";
@@ -75,6 +86,38 @@ struct Inner {
     warned: AtomicBool,
     /// Counter changes not yet written to the stats file.
     pending: Mutex<Delta>,
+    /// The in-memory counters of an exclusive store.
+    exclusive: Option<Mutex<Exclusive>>,
+}
+
+/// Counters of a store no other process uses, written back periodically.
+#[derive(Debug, Default)]
+struct Exclusive {
+    /// Loaded from `stats` on first use.
+    view: Option<Persisted>,
+    last_flush: Option<Instant>,
+    dirty: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let Some(ex) = &self.exclusive else { return };
+        let ex = ex.lock().unwrap_or_else(|p| p.into_inner());
+        if let (true, Some(view)) = (ex.dirty, ex.view) {
+            let _ = write_stats_file(&self.dir, &view);
+        }
+    }
+}
+
+/// Replaces `<dir>/stats` atomically.
+fn write_stats_file(dir: &Path, p: &Persisted) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)?;
+    tmp.write_all(p.render().as_bytes())?;
+    tmp.persist(dir.join("stats")).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// What an eviction or a clear did.
@@ -182,6 +225,22 @@ impl DiskStore {
                 max_bytes,
                 warned: AtomicBool::new(false),
                 pending: Mutex::new(Delta::default()),
+                exclusive: None,
+            }),
+        }
+    }
+
+    /// A store in `dir` that no other process uses (see the module docs):
+    /// counters are kept in memory and written to `stats` at most once a
+    /// second, which saves a locked rewrite of `stats` per operation.
+    pub fn exclusive(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        DiskStore {
+            inner: Arc::new(Inner {
+                dir: dir.into(),
+                max_bytes,
+                warned: AtomicBool::new(false),
+                pending: Mutex::new(Delta::default()),
+                exclusive: Some(Mutex::new(Exclusive::default())),
             }),
         }
     }
@@ -276,8 +335,14 @@ impl DiskStore {
     /// The counters: those in the stats file plus any this process could
     /// not write there.
     pub fn stats_blocking(&self) -> CacheStats {
-        let mut p = self.read_stats().unwrap_or_default();
-        p.apply(*self.pending());
+        let p = match &self.inner.exclusive {
+            Some(_) => self.update_stats(Delta::default(), None),
+            None => {
+                let mut p = self.read_stats().unwrap_or_default();
+                p.apply(*self.pending());
+                p
+            }
+        };
         CacheStats {
             hits: p.hits,
             misses: p.misses,
@@ -497,6 +562,9 @@ impl DiskStore {
     /// replaces the size and entry count (after a scan). On failure the
     /// delta is kept in memory and the in-memory view is returned.
     fn update_stats(&self, delta: Delta, set: Option<(u64, u64)>) -> Persisted {
+        if let Some(ex) = &self.inner.exclusive {
+            return self.update_exclusive(ex, delta, set);
+        }
         let mut pending = self.pending();
         let mut total = *pending;
         total.add(delta);
@@ -539,6 +607,41 @@ impl DiskStore {
                 p
             }
         }
+    }
+
+    /// [`Self::update_stats`] of an exclusive store: in memory, written
+    /// back after a scan or when the last write is a second old.
+    fn update_exclusive(
+        &self,
+        ex: &Mutex<Exclusive>,
+        delta: Delta,
+        set: Option<(u64, u64)>,
+    ) -> Persisted {
+        let mut ex = ex.lock().unwrap_or_else(|p| p.into_inner());
+        let view = match &mut ex.view {
+            Some(v) => v,
+            slot => slot.insert(self.read_stats().unwrap_or_default()),
+        };
+        view.apply(delta);
+        if let Some((size, entries)) = set {
+            view.size_bytes = size;
+            view.entries = entries;
+            view.scanned = true;
+        }
+        let p = *view;
+        ex.dirty = true;
+        let due = ex.last_flush.is_none_or(|t| t.elapsed() >= EXCLUSIVE_FLUSH);
+        if set.is_some() || due {
+            ex.last_flush = Some(Instant::now());
+            match write_stats_file(&self.inner.dir, &p) {
+                Ok(()) => ex.dirty = false,
+                Err(err) => {
+                    drop(ex);
+                    self.io_failure("update stats", &self.inner.dir.join("stats"), &err);
+                }
+            }
+        }
+        p
     }
 
     fn read_stats(&self) -> io::Result<Persisted> {
@@ -802,6 +905,39 @@ mod tests {
         // Another instance (another process) sees the same counters.
         let other = DiskStore::new(dir.path().join("c"), 1 << 30);
         assert_eq!(other.stats_blocking().hits, 1);
+    }
+
+    #[test]
+    fn exclusive_store_counts_in_memory_and_writes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = entry(0, 10_000).encoded_len() as u64;
+        let store = DiskStore::exclusive(dir.path().join("c"), 3 * one + one / 2);
+        assert_eq!(store.get_blocking(&key(1)), Lookup::Miss);
+        for n in 0..3 {
+            assert!(store.put_blocking(&key(n), &entry(n, 10_000)).stored);
+        }
+        assert!(store.get_blocking(&key(1)).is_hit());
+        let s = store.stats_blocking();
+        assert_eq!((s.hits, s.misses, s.entries), (1, 1, 3));
+        assert_eq!(s.size_bytes, 3 * one);
+        // Over the limit: eviction works from the in-memory estimate.
+        let out = store.put_blocking(&key(3), &entry(3, 10_000));
+        assert!(out.stored && out.evicted > 0);
+        let s = store.stats_blocking();
+        assert!(s.size_bytes <= store.max_bytes());
+        assert_eq!(s.evictions, out.evicted);
+        assert_eq!(store.rescan().size_bytes, s.size_bytes);
+        // Many operations within a second: counted, written back on drop.
+        for n in 10..20 {
+            assert_eq!(store.get_blocking(&key(n)), Lookup::Miss);
+        }
+        drop(store);
+        let again = DiskStore::new(dir.path().join("c"), 1 << 30).stats_blocking();
+        assert_eq!((again.hits, again.misses), (1, 11));
+        assert_eq!(again.size_bytes, s.size_bytes);
+        // A new exclusive store starts from what was written.
+        let reopened = DiskStore::exclusive(dir.path().join("c"), 1 << 30);
+        assert_eq!(reopened.stats_blocking().misses, 11);
     }
 
     #[test]
