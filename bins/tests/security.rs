@@ -167,11 +167,7 @@ fn mtls_and_token_grid() {
     );
 
     let dir = tempdir();
-    write(
-        dir.path(),
-        "main.c",
-        "int twice(int x) { return 2 * x; }\n",
-    );
+    write(dir.path(), "main.c", "int twice(int x) { return 2 * x; }\n");
     let (client_cert, client_key) = (p(d, "client.crt"), p(d, "client.key"));
     let tls_args = [
         "--coordinator",
@@ -193,7 +189,11 @@ fn mtls_and_token_grid() {
     };
 
     // 1. Everything right: compiled on the worker.
-    let out = run(&tls_args, &auth_env, &["-v", "cc", "-c", "main.c", "-o", "a.o"]);
+    let out = run(
+        &tls_args,
+        &auth_env,
+        &["-v", "cc", "-c", "main.c", "-o", "a.o"],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("[remote secure-w1"),
@@ -207,7 +207,11 @@ fn mtls_and_token_grid() {
         ("HG_AUTH__ENABLED", "true"),
         ("HG_AUTH__TOKEN", "not-the-token"),
     ];
-    let out = run(&tls_args, &wrong, &["-v", "cc", "-c", "main.c", "-o", "b.o"]);
+    let out = run(
+        &tls_args,
+        &wrong,
+        &["-v", "cc", "-c", "main.c", "-o", "b.o"],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("warning") && out.stderr.contains("wrong auth token"),

@@ -286,7 +286,9 @@ mod tests {
         assert!(s.message().starts_with("missing auth token"), "{s:?}");
 
         let wrong = Token::new("tok-999").unwrap();
-        let req = AttachToken::new(Some(wrong)).call(Request::new(())).unwrap();
+        let req = AttachToken::new(Some(wrong))
+            .call(Request::new(()))
+            .unwrap();
         let s = require.call(req).unwrap_err();
         assert!(s.message().starts_with("wrong auth token"), "{s:?}");
         assert!(!s.message().contains("tok-"), "{s:?}");

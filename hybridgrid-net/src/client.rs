@@ -196,7 +196,10 @@ impl WorkerClient {
             // fault (its circuit opens), not the client's.
             GridError::Unauthenticated(m) => GridError::WorkerUnavailable {
                 worker: self.id.0.clone(),
-                reason: format!("refused the coordinator's auth token: {m} ({})", self.address),
+                reason: format!(
+                    "refused the coordinator's auth token: {m} ({})",
+                    self.address
+                ),
             },
             GridError::WorkerUnavailable { reason, .. } => GridError::WorkerUnavailable {
                 worker: self.id.0.clone(),

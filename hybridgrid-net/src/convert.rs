@@ -233,12 +233,17 @@ pub fn task_from_proto(
     }
     // The decoded size of everything the worker would write, bounded before
     // anything is decompressed (a small message may announce a huge input).
-    let announced = r.input.as_ref().map(|p| p.raw_size).unwrap_or(0).saturating_add(
-        r.context_files
-            .iter()
-            .map(|f| f.data.as_ref().map(|p| p.raw_size).unwrap_or(0))
-            .fold(0u64, u64::saturating_add),
-    );
+    let announced = r
+        .input
+        .as_ref()
+        .map(|p| p.raw_size)
+        .unwrap_or(0)
+        .saturating_add(
+            r.context_files
+                .iter()
+                .map(|f| f.data.as_ref().map(|p| p.raw_size).unwrap_or(0))
+                .fold(0u64, u64::saturating_add),
+        );
     if announced > limits.max_request_bytes as u64 {
         return Err(invalid(format!(
             "the request's files come to {announced} bytes decoded, over the limit of {} \

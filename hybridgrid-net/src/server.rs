@@ -11,10 +11,10 @@ use tonic::transport::Server;
 
 use crate::auth::RequireToken;
 use crate::coordinator::CoordinatorServer;
-use crate::security::Security;
 use crate::proto::build_service_server::BuildServiceServer;
 use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
+use crate::security::Security;
 use crate::worker::WorkerServer;
 
 /// Why a server could not start or stopped.

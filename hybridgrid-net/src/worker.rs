@@ -107,7 +107,10 @@ impl WorkerServer {
     pub fn admit(&self, task: &CompileTask) -> Result<(), GridError> {
         let caps = &self.state.info.capabilities;
         let known = caps.compilers.iter().any(|c| c.identity == task.compiler)
-            || caps.docker_images.iter().any(|d| d.arch == task.target_arch);
+            || caps
+                .docker_images
+                .iter()
+                .any(|d| d.arch == task.target_arch);
         if !known {
             let have: Vec<String> = caps
                 .compilers

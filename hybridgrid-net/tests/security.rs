@@ -210,13 +210,18 @@ async fn hostile_requests_are_refused_before_anything_runs() {
     let s = grpc
         .unary(
             tonic::Request::new(vec![0xff_u8; 64]),
-            "/hybridgrid.v1.WorkerService/Compile".parse().expect("path"),
+            "/hybridgrid.v1.WorkerService/Compile"
+                .parse()
+                .expect("path"),
             RawCodec,
         )
         .await
         .expect_err("garbage refused");
     assert!(
-        matches!(s.code(), tonic::Code::Internal | tonic::Code::InvalidArgument),
+        matches!(
+            s.code(),
+            tonic::Code::Internal | tonic::Code::InvalidArgument
+        ),
         "{s:?}"
     );
     assert_eq!(w.ran.load(Ordering::SeqCst), 0);
@@ -282,7 +287,10 @@ async fn token_is_required_and_never_echoed() {
 
     for (name, o) in [
         ("missing", opts()),
-        ("wrong", opts().with_token(Some(Token::new("guess").expect("t")))),
+        (
+            "wrong",
+            opts().with_token(Some(Token::new("guess").expect("t"))),
+        ),
     ] {
         let mut c = raw_client(&w.addr, &o).await;
         let s = c
@@ -402,19 +410,17 @@ async fn tls_failures_reach_the_clients_explained() {
     let e = connect_channel(&w.addr, &o).await.expect_err("unknown CA");
     let text = e.to_string();
     assert!(
-        text.contains("TLS handshake failed: certificate verify failed: unknown certificate authority"),
+        text.contains(
+            "TLS handshake failed: certificate verify failed: unknown certificate authority"
+        ),
         "{text}"
     );
     assert!(text.contains("issued by CN=Grid CA"), "{text}");
 
     // Dialled by a name the certificate lacks.
     let port = w.addr.rsplit(':').next().expect("port");
-    let mut wc = WorkerClient::new(
-        WorkerId("w".into()),
-        &format!("127.0.0.2:{port}"),
-        &good,
-    )
-    .expect("client");
+    let mut wc = WorkerClient::new(WorkerId("w".into()), &format!("127.0.0.2:{port}"), &good)
+        .expect("client");
     // 127.0.0.2 is loopback too, but not in the certificate. The worker
     // listens on 127.0.0.1 only, so this is refused before TLS on most
     // systems; accept either, but a TLS failure must name the mismatch.

@@ -216,8 +216,8 @@ pub fn spawn_coordinator(
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     // Workers are dialled with the pool's TLS and token.
-    let opts = ProbeOptions::for_ttl(cfg.coordinator.heartbeat_ttl)
-        .with_channel(pool.channel_options());
+    let opts =
+        ProbeOptions::for_ttl(cfg.coordinator.heartbeat_ttl).with_channel(pool.channel_options());
     let mut sources: Vec<(WorkerSource, BoxDiscover)> = Vec::new();
     if !cfg.coordinator.static_workers.is_empty() {
         sources.push((

@@ -283,10 +283,9 @@ impl AsyncRead for ClientIo {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Err(e)) => {
                 let mapped = match rustls_error(&e) {
-                    Some(rustls::Error::AlertReceived(a)) => std::io::Error::new(
-                        e.kind(),
-                        explain_alert(&self.who, *a, &self.own_cert),
-                    ),
+                    Some(rustls::Error::AlertReceived(a)) => {
+                        std::io::Error::new(e.kind(), explain_alert(&self.who, *a, &self.own_cert))
+                    }
                     _ => e,
                 };
                 Poll::Ready(Err(mapped))
@@ -309,10 +308,7 @@ impl AsyncWrite for ClientIo {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 

@@ -224,13 +224,12 @@ fn load_identity(cert_file: &str, key_file: &str) -> Result<Arc<CertifiedKey>, T
         file: key_file.to_owned(),
         what: "PEM private key",
     })?;
-    let ck = CertifiedKey::from_der(chain, key, &provider()).map_err(|source| {
-        TlsError::Rejected {
+    let ck =
+        CertifiedKey::from_der(chain, key, &provider()).map_err(|source| TlsError::Rejected {
             key: "tls.key_file",
             file: key_file.to_owned(),
             source,
-        }
-    })?;
+        })?;
     Ok(Arc::new(ck))
 }
 
@@ -273,9 +272,11 @@ pub(crate) fn explain_certificate(peer: &Peer<'_>, e: &CertificateError) -> Hand
     let h = explain_certificate_inner(peer, e);
     HandshakeError {
         kind: h.kind,
-        message: h
-            .message
-            .replacen(HANDSHAKE_FAILED, &format!("{HANDSHAKE_FAILED} {VERIFY_FAILED}"), 1),
+        message: h.message.replacen(
+            HANDSHAKE_FAILED,
+            &format!("{HANDSHAKE_FAILED} {VERIFY_FAILED}"),
+            1,
+        ),
     }
 }
 
@@ -285,7 +286,11 @@ fn explain_certificate_inner(peer: &Peer<'_>, e: &CertificateError) -> Handshake
         C::Expired | C::ExpiredContext { .. } => {
             let dates = match e {
                 C::ExpiredContext { time, not_after } => {
-                    format!(" expired at {} (it is now {})", when(*not_after), when(*time))
+                    format!(
+                        " expired at {} (it is now {})",
+                        when(*not_after),
+                        when(*time)
+                    )
                 }
                 _ => " has expired".into(),
             };
@@ -339,7 +344,10 @@ fn explain_certificate_inner(peer: &Peer<'_>, e: &CertificateError) -> Handshake
         }
         C::NotValidForName | C::NotValidForNameContext { .. } => {
             let (expected, presented) = match e {
-                C::NotValidForNameContext { expected, presented } => {
+                C::NotValidForNameContext {
+                    expected,
+                    presented,
+                } => {
                     // Our own reading of the certificate, else rustls's list
                     // (written as `DnsName("x")`).
                     let names: Vec<String> = match &peer.names {
@@ -396,9 +404,7 @@ fn unwrap_name(p: &str) -> String {
 fn server_name_text(n: &rustls::pki_types::ServerName<'_>) -> String {
     match n {
         rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_owned(),
-        rustls::pki_types::ServerName::IpAddress(ip) => {
-            std::net::IpAddr::from(*ip).to_string()
-        }
+        rustls::pki_types::ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
         other => format!("{other:?}"),
     }
 }

@@ -341,10 +341,7 @@ impl AsyncWrite for ServerIo {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -397,7 +394,9 @@ impl ClientCertVerifier for Recorder {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let r = self.inner.verify_client_cert(end_entity, intermediates, now);
+        let r = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now);
         if r.is_err()
             && let Ok(mut g) = self.seen.lock()
         {

@@ -37,10 +37,8 @@ impl Pki {
     /// A leaf for `names` (CN = the first); expired when `expired`.
     fn leaf(&self, file: &str, names: &[&str], expired: bool) -> (String, String) {
         let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(
-            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .expect("params");
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
         p.distinguished_name.push(DnType::CommonName, names[0]);
         if expired {
             p.not_before = date_time_ymd(2020, 1, 1);
@@ -76,8 +74,12 @@ async fn handshake(
     Result<ServerIo, HandshakeError>,
     Result<ClientIo, HandshakeError>,
 ) {
-    let stls = ServerTls::from_config(server).expect("server tls").expect("on");
-    let ctls = ClientTls::from_config(client).expect("client tls").expect("on");
+    let stls = ServerTls::from_config(server)
+        .expect("server tls")
+        .expect("on");
+    let ctls = ClientTls::from_config(client)
+        .expect("client tls")
+        .expect("on");
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr: SocketAddr = l.local_addr().expect("addr");
     let srv = tokio::spawn(async move {
@@ -138,7 +140,12 @@ async fn expired_server_certificate() {
     assert_msg(
         &e,
         FailureKind::Expired,
-        &["certificate expired", "CN=localhost", "2021-01-01", "-dates"],
+        &[
+            "certificate expired",
+            "CN=localhost",
+            "2021-01-01",
+            "-dates",
+        ],
     );
 }
 
@@ -166,7 +173,11 @@ async fn unknown_ca() {
     );
     // The server hears the client's alert and says so.
     let e = s.expect_err("server sees the refusal");
-    assert_msg(&e, FailureKind::RejectedByPeer, &["client 127.0.0.1:", "UnknownCA"]);
+    assert_msg(
+        &e,
+        FailureKind::RejectedByPeer,
+        &["client 127.0.0.1:", "UnknownCA"],
+    );
 }
 
 #[tokio::test]
@@ -183,7 +194,12 @@ async fn host_name_mismatch() {
     assert_msg(
         &e,
         FailureKind::HostMismatch,
-        &["host name mismatch", "`127.0.0.1`", "worker-7.example", "grep DNS"],
+        &[
+            "host name mismatch",
+            "`127.0.0.1`",
+            "worker-7.example",
+            "grep DNS",
+        ],
     );
 }
 
@@ -207,7 +223,11 @@ async fn missing_client_certificate() {
     assert_msg(
         &e,
         FailureKind::MissingClientCert,
-        &["missing client certificate", "client 127.0.0.1:", "tls.require_client_cert"],
+        &[
+            "missing client certificate",
+            "client 127.0.0.1:",
+            "tls.require_client_cert",
+        ],
     );
 }
 
