@@ -89,10 +89,6 @@ async fn handshake(
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let c = ctls.connect(tcp, host, &addr.to_string()).await;
     // The client drops its side on failure, which ends the server's wait.
-    let c = match c {
-        Ok(io) => Ok(io),
-        Err(e) => Err(e),
-    };
     let s = tokio::time::timeout(std::time::Duration::from_secs(10), srv)
         .await
         .expect("server handshake ends")
