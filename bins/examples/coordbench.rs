@@ -820,6 +820,7 @@ async fn worker(
         info,
         counters,
         Duration::from_secs(5),
+        hybridgrid_net::client::ChannelOptions::default(),
         rx,
     ));
     hybridgrid_net::server::serve_worker(listener, server, std::future::pending()).await?;

@@ -10,8 +10,10 @@ use hybridgrid_cache::store::DiskStore;
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_net::client::ChannelOptions;
+use hybridgrid_net::convert::RequestLimits;
 use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, WorkerPool, compose_stack};
 use hybridgrid_net::http::admin::AdminHooks;
+use hybridgrid_net::security::Security;
 use hybridgrid_net::{http, server};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -62,10 +64,12 @@ pub async fn start_with(
     cfg: &Config,
     admin: AdminHooks,
 ) -> Result<RunningCoordinator, server::ServeError> {
+    let security = Security::for_server(cfg)?;
     let channel = ChannelOptions::new(
         Duration::from_secs(3),
         cfg.worker.task_timeout + Duration::from_secs(30),
-    );
+    )
+    .with_security(&security);
     let pool = WorkerPool::new(cfg.coordinator.heartbeat_ttl, channel);
     start_on(cfg, admin, pool).await
 }
@@ -78,6 +82,8 @@ pub async fn start_on(
     pool: WorkerPool,
 ) -> Result<RunningCoordinator, server::ServeError> {
     let c = &cfg.coordinator;
+    let security = Security::for_server(cfg)?;
+    let admin = admin.with_token(security.token.clone());
     let grpc = server::bind(&c.bind_address, c.grpc_port).await?;
     let http_l = server::bind(&c.bind_address, c.http_port).await?;
     let grpc_addr = server::local_addr(&grpc);
@@ -97,14 +103,16 @@ pub async fn start_on(
             .store(true, std::sync::atomic::Ordering::Relaxed);
         BoxCloneSyncService::new(CacheLayer::new(store).layer(dispatch))
     });
-    let srv = CoordinatorServer::new(state.clone(), compile);
+    let srv = CoordinatorServer::new(state.clone(), compile)
+        .with_limits(RequestLimits::default().with_max_request_bytes(c.max_request_bytes))
+        .with_task_check(crate::worker::argument_check());
     let server = srv.clone();
 
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let r = rx.clone();
+    let (r, sec) = (rx.clone(), security.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = server::serve_coordinator(grpc, srv, wait_true(r)).await {
+        if let Err(e) = server::serve_coordinator_with(grpc, srv, &sec, wait_true(r)).await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     }));
@@ -118,9 +126,9 @@ pub async fn start_on(
         admin,
         rx.clone(),
     );
-    let r = rx.clone();
+    let (r, http_tls) = (rx.clone(), security.server_tls.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = http::serve(http_l, router, wait_true(r)).await {
+        if let Err(e) = http::serve_with(http_l, router, http_tls, wait_true(r)).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));

@@ -56,6 +56,7 @@ pub async fn build(
         NativeOptions::default()
             .with_timeout(w.task_timeout)
             .with_max_output_bytes(w.max_output_bytes)
+            .with_max_input_bytes(w.max_request_bytes as u64)
             .with_isolation(w.isolation),
     );
     if !w.docker.enabled || w.docker.images.is_empty() {

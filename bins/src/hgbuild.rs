@@ -96,10 +96,25 @@ async fn identify(cfg: &Config, name: &str) -> Result<CompilerInfo, String> {
     Ok(info)
 }
 
+/// How hgbuild dials the coordinator: its timeouts, TLS and token. A
+/// TLS or token file that cannot be loaded is a grid failure (the compile
+/// falls back locally with the message, which names the key and file).
+fn channel_options(cfg: &Config) -> Result<ChannelOptions, GridError> {
+    let security = hybridgrid_net::security::Security::for_client(cfg)
+        .map_err(|e| GridError::CoordinatorUnavailable(e.to_string()))?;
+    Ok(
+        ChannelOptions::new(cfg.client.connect_timeout, cfg.client.request_timeout)
+            .with_security(&security),
+    )
+}
+
 async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, GridError>> {
     // client.coordinator, else one found by mDNS (cached briefly), else none.
     let addr = discovery::coordinator_for_client(cfg).await?;
-    let opts = ChannelOptions::new(cfg.client.connect_timeout, cfg.client.request_timeout);
+    let opts = match channel_options(cfg) {
+        Ok(o) => o,
+        Err(e) => return Some(Err(e)),
+    };
     Some(CoordinatorClient::connect(&addr, &opts).await.map_err(|e| {
         discovery::forget_discovered_coordinator(cfg);
         coordinator_error(e)
@@ -146,6 +161,42 @@ fn coordinator_error(e: GridError) -> GridError {
     }
 }
 
+/// Environment that gives a child hgbuild this configuration's TLS and
+/// auth settings (only those that are set; files as absolute paths, since
+/// builds change directory).
+pub fn security_env(cfg: &Config) -> Vec<(&'static str, String)> {
+    fn abs(f: &str) -> String {
+        std::path::absolute(f)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| f.to_owned())
+    }
+    let mut env = Vec::new();
+    let t = &cfg.tls;
+    if t.enabled {
+        env.push(("HG_TLS__ENABLED", "true".to_owned()));
+        for (k, v) in [
+            ("HG_TLS__CERT_FILE", &t.cert_file),
+            ("HG_TLS__KEY_FILE", &t.key_file),
+            ("HG_TLS__CA_FILE", &t.ca_file),
+        ] {
+            if !v.is_empty() {
+                env.push((k, abs(v)));
+            }
+        }
+    }
+    let a = &cfg.auth;
+    if a.enabled {
+        env.push(("HG_AUTH__ENABLED", "true".to_owned()));
+        if !a.token.is_empty() {
+            env.push(("HG_AUTH__TOKEN", a.token.clone()));
+        }
+        if !a.token_file.is_empty() {
+            env.push(("HG_AUTH__TOKEN_FILE", abs(&a.token_file)));
+        }
+    }
+    env
+}
+
 /// The client's compile stack: the local cache tier in front of the
 /// coordinator; `None` when no coordinator is configured.
 pub async fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>> {
@@ -153,7 +204,10 @@ pub async fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>>
     let addr = discovery::coordinator_for_client(cfg).await?;
     let coord = LazyCoordinator {
         address: addr,
-        opts: ChannelOptions::new(cfg.client.connect_timeout, cfg.client.request_timeout),
+        opts: match channel_options(cfg) {
+            Ok(o) => o,
+            Err(e) => return Some(Err(e)),
+        },
     };
     Some(Ok(if cfg.cache.enabled {
         BoxCloneSyncService::new(CacheLayer::new(DiskStore::from_config(&cfg.cache)).layer(coord))
@@ -429,6 +483,11 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
     // Resolve the coordinator once (mDNS at most once) for every compile.
     if let Some(c) = discovery::coordinator_for_client(cfg).await {
         cmd.env("HG_COORDINATOR", c);
+    }
+    // The compiles under the build dial as this process would (flags such
+    // as --tls-cert are not on their command lines).
+    for (k, v) in security_env(cfg) {
+        cmd.env(k, v);
     }
     if opts.verbose {
         cmd.env(ENV_VERBOSE, "1");

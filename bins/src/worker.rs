@@ -8,7 +8,10 @@ use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_core::worker::{Arch, Capabilities, WorkerId, WorkerInfo, WorkerSource};
 use hybridgrid_exec::detect::{self, DetectOptions};
+use hybridgrid_net::client::ChannelOptions;
+use hybridgrid_net::convert::{RequestLimits, TaskCheck};
 use hybridgrid_net::http::admin::AdminHooks;
+use hybridgrid_net::security::Security;
 use hybridgrid_net::worker::{WorkerServer, run_registration};
 use hybridgrid_net::{http, server};
 use tokio::sync::watch;
@@ -71,6 +74,16 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// The workers' argument allow list as a server check: a task with a
+/// refused argument is rejected before anything runs (the coordinator
+/// applies it too, so such a task never reaches a worker).
+pub fn argument_check() -> TaskCheck {
+    std::sync::Arc::new(|t| {
+        hybridgrid_exec::args::validate_remote_args(&t.args)
+            .map_err(|e| hybridgrid_core::GridError::InvalidTask(e.to_string()))
+    })
+}
+
 /// Detects this machine's capabilities and starts the worker.
 pub async fn start(cfg: &Config) -> Result<RunningWorker, server::ServeError> {
     start_with(cfg, crate::heap::admin_hooks(LogHandle::detached())).await
@@ -83,6 +96,8 @@ pub async fn start_with(
     admin: AdminHooks,
 ) -> Result<RunningWorker, server::ServeError> {
     let w = &cfg.worker;
+    let security = Security::for_server(cfg)?;
+    let admin = admin.with_token(security.token.clone());
     let grpc = server::bind(&w.bind_address, w.grpc_port).await?;
     let http_l = server::bind(&w.bind_address, w.http_port).await?;
     let grpc_addr = server::local_addr(&grpc);
@@ -129,13 +144,19 @@ pub async fn start_with(
         info.clone(),
         executor.executor.clone(),
         w.max_concurrent_tasks,
+    )
+    .with_validation(
+        RequestLimits::default().with_max_request_bytes(w.max_request_bytes),
+        Some(argument_check()),
     );
+    // How the coordinator is called: its TLS and token.
+    let channel = ChannelOptions::default().with_security(&security);
 
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let (s, r) = (server.clone(), rx.clone());
+    let (s, r, sec) = (server.clone(), rx.clone(), security.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = server::serve_worker(grpc, s, wait_true(r)).await {
+        if let Err(e) = server::serve_worker_with(grpc, s, &sec, wait_true(r)).await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     }));
@@ -148,9 +169,9 @@ pub async fn start_with(
         },
         admin,
     );
-    let r = rx.clone();
+    let (r, http_tls) = (rx.clone(), security.server_tls.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = http::serve(http_l, router, wait_true(r)).await {
+        if let Err(e) = http::serve_with(http_l, router, http_tls, wait_true(r)).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }));
@@ -160,6 +181,7 @@ pub async fn start_with(
             info.clone(),
             server.counters(),
             w.heartbeat_interval,
+            channel.clone(),
             rx.clone(),
         )));
     }
@@ -169,6 +191,7 @@ pub async fn start_with(
         info,
         grpc_addr.port(),
         server.counters(),
+        channel,
         rx.clone(),
     ));
     tracing::info!(worker_id = %id, grpc = %grpc_addr, http = %http_addr, "worker listening");

@@ -79,6 +79,9 @@ pub struct CoordinatorConfig {
     pub max_queued_tasks: usize,
     /// Workers to dial directly (`host:port`), for other subnets.
     pub static_workers: Vec<String>,
+    /// Largest compile request accepted, in bytes: the gRPC message and
+    /// the decoded size of its files; larger ones are refused at once.
+    pub max_request_bytes: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -91,6 +94,7 @@ impl Default for CoordinatorConfig {
             max_concurrent_tasks: 500,
             max_queued_tasks: 1000,
             static_workers: Vec::new(),
+            max_request_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -122,6 +126,9 @@ pub struct WorkerConfig {
     pub heartbeat_interval: Duration,
     /// Largest output (object plus diagnostics) a compile may produce, in bytes.
     pub max_output_bytes: u64,
+    /// Largest compile request accepted, in bytes: the gRPC message and
+    /// the decoded size of its files; larger ones are refused at once.
+    pub max_request_bytes: usize,
     /// How native compiles are isolated (`auto`, `off`, `bubblewrap`, `unshare`).
     pub isolation: IsolationMode,
     /// `worker.docker:` settings.
@@ -141,6 +148,7 @@ impl Default for WorkerConfig {
             task_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(5),
             max_output_bytes: 256 * 1024 * 1024,
+            max_request_bytes: 256 * 1024 * 1024,
             isolation: IsolationMode::Auto,
             docker: DockerConfig::default(),
         }
@@ -933,6 +941,11 @@ impl Config {
             "worker.max_concurrent_tasks",
             self.worker.max_concurrent_tasks,
         )?;
+        positive(
+            "coordinator.max_request_bytes",
+            self.coordinator.max_request_bytes,
+        )?;
+        positive("worker.max_request_bytes", self.worker.max_request_bytes)?;
         nonzero("coordinator.heartbeat_ttl", self.coordinator.heartbeat_ttl)?;
         nonzero("worker.task_timeout", self.worker.task_timeout)?;
         nonzero("worker.heartbeat_interval", self.worker.heartbeat_interval)?;

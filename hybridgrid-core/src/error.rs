@@ -46,6 +46,10 @@ pub enum GridError {
     /// Something failed inside a worker or the coordinator.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The server refused the caller's credentials (a missing or wrong
+    /// auth token); the message says which and never contains a token.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
 }
 
 impl GridError {

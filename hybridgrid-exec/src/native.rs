@@ -79,6 +79,12 @@ impl NativeOptions {
         self
     }
 
+    /// Options with this bound on the decoded input (each file).
+    pub fn with_max_input_bytes(mut self, n: u64) -> Self {
+        self.max_input_bytes = n;
+        self
+    }
+
     /// Options with this work root.
     pub fn with_work_root(mut self, p: impl Into<PathBuf>) -> Self {
         self.work_root = Some(p.into());

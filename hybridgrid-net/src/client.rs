@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,7 +12,11 @@ use hybridgrid_core::task::{CompileOutput, CompileTask};
 use hybridgrid_core::worker::{WorkerId, WorkerInfo};
 use hybridgrid_core::{BoxError, GridError, addr};
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::{AttachToken, Token};
+use crate::tls::{ClientTls, HandshakeError, TlsConnector};
 
 use crate::convert;
 use crate::proto;
@@ -28,6 +33,10 @@ pub struct ChannelOptions {
     pub connect_timeout: Duration,
     /// Time allowed for one call (0: none).
     pub request_timeout: Duration,
+    /// TLS (none: plain TCP).
+    pub tls: Option<Arc<ClientTls>>,
+    /// The token every call carries (none: auth off).
+    pub token: Option<Token>,
 }
 
 impl Default for ChannelOptions {
@@ -35,6 +44,8 @@ impl Default for ChannelOptions {
         ChannelOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::ZERO,
+            tls: None,
+            token: None,
         }
     }
 }
@@ -45,8 +56,35 @@ impl ChannelOptions {
         ChannelOptions {
             connect_timeout,
             request_timeout,
+            tls: None,
+            token: None,
         }
     }
+
+    /// The same over TLS (none: plain TCP).
+    pub fn with_tls(mut self, tls: Option<Arc<ClientTls>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The same with every call carrying `token` (none: no token).
+    pub fn with_token(mut self, token: Option<Token>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// The same with the TLS and token of `security`.
+    pub fn with_security(self, security: &crate::security::Security) -> Self {
+        self.with_tls(security.client_tls.clone())
+            .with_token(security.token.clone())
+    }
+}
+
+/// A channel whose calls carry the token of its [`ChannelOptions`].
+pub type GrpcChannel = InterceptedService<Channel, AttachToken>;
+
+fn intercepted(ch: Channel, opts: &ChannelOptions) -> GrpcChannel {
+    InterceptedService::new(ch, AttachToken::new(opts.token.clone()))
 }
 
 /// How often an open connection is pinged (HTTP/2 PING), idle or not.
@@ -77,6 +115,10 @@ fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint, GridError>
 /// A readable description of a connection error, e.g.
 /// `connection refused (127.0.0.1:9000)`.
 pub fn describe_connect_error(address: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(m) = HandshakeError::find_message(e) {
+        // It names the server already.
+        return m;
+    }
     let mut root = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -95,19 +137,34 @@ pub fn describe_connect_error(address: &str, e: &(dyn std::error::Error + 'stati
 }
 
 /// A channel that connects on first use.
-pub fn lazy_channel(address: &str, opts: &ChannelOptions) -> Result<Channel, GridError> {
-    Ok(endpoint(address, opts)?.connect_lazy())
+pub fn lazy_channel(address: &str, opts: &ChannelOptions) -> Result<GrpcChannel, GridError> {
+    let ep = endpoint(address, opts)?;
+    let ch = match &opts.tls {
+        Some(tls) => ep.connect_with_connector_lazy(TlsConnector::new(tls.clone(), address)),
+        None => ep.connect_lazy(),
+    };
+    Ok(intercepted(ch, opts))
 }
 
-/// A channel connected now; an unreachable server is an error naming it.
-pub async fn connect_channel(address: &str, opts: &ChannelOptions) -> Result<Channel, GridError> {
-    endpoint(address, opts)?
-        .connect()
-        .await
-        .map_err(|e| GridError::WorkerUnavailable {
-            worker: address.to_owned(),
-            reason: describe_connect_error(address, &e),
-        })
+/// A channel connected now; an unreachable server (or a failed TLS
+/// handshake) is an error naming it.
+pub async fn connect_channel(
+    address: &str,
+    opts: &ChannelOptions,
+) -> Result<GrpcChannel, GridError> {
+    let ep = endpoint(address, opts)?;
+    let ch = match &opts.tls {
+        Some(tls) => {
+            ep.connect_with_connector(TlsConnector::new(tls.clone(), address))
+                .await
+        }
+        None => ep.connect().await,
+    }
+    .map_err(|e| GridError::WorkerUnavailable {
+        worker: address.to_owned(),
+        reason: describe_connect_error(address, &e),
+    })?;
+    Ok(intercepted(ch, opts))
 }
 
 /// Calls a worker's `WorkerService`.
@@ -115,7 +172,7 @@ pub async fn connect_channel(address: &str, opts: &ChannelOptions) -> Result<Cha
 pub struct WorkerClient {
     id: WorkerId,
     address: String,
-    inner: WorkerServiceClient<Channel>,
+    inner: WorkerServiceClient<GrpcChannel>,
 }
 
 impl WorkerClient {
@@ -144,6 +201,15 @@ impl WorkerClient {
 
     fn err(&self, s: &tonic::Status) -> GridError {
         match from_status(s, &self.id.0) {
+            // The worker refused the coordinator's token: this worker's
+            // fault (its circuit opens), not the client's.
+            GridError::Unauthenticated(m) => GridError::WorkerUnavailable {
+                worker: self.id.0.clone(),
+                reason: format!(
+                    "refused the coordinator's auth token: {m} ({})",
+                    self.address
+                ),
+            },
             GridError::WorkerUnavailable { reason, .. } => GridError::WorkerUnavailable {
                 worker: self.id.0.clone(),
                 reason: if reason.contains(&self.address) {
@@ -210,8 +276,8 @@ impl tower::Service<CompileTask> for WorkerClient {
 #[derive(Clone, Debug)]
 pub struct CoordinatorClient {
     address: String,
-    build: BuildServiceClient<Channel>,
-    registry: RegistryServiceClient<Channel>,
+    build: BuildServiceClient<GrpcChannel>,
+    registry: RegistryServiceClient<GrpcChannel>,
 }
 
 impl CoordinatorClient {
@@ -227,7 +293,7 @@ impl CoordinatorClient {
         Ok(Self::from_channel(address, lazy_channel(address, opts)?))
     }
 
-    fn from_channel(address: &str, ch: Channel) -> Self {
+    fn from_channel(address: &str, ch: GrpcChannel) -> Self {
         CoordinatorClient {
             address: address.to_owned(),
             build: BuildServiceClient::new(ch.clone())

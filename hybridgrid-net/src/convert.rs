@@ -135,6 +135,10 @@ pub struct RequestLimits {
     pub max_arg_len: usize,
     /// Most context files.
     pub max_context_files: usize,
+    /// Largest request: both the encoded gRPC message and the decoded size
+    /// of its input and context files together, in bytes
+    /// (`coordinator.max_request_bytes`, `worker.max_request_bytes`).
+    pub max_request_bytes: usize,
 }
 
 impl Default for RequestLimits {
@@ -143,9 +147,25 @@ impl Default for RequestLimits {
             max_args: 4096,
             max_arg_len: 64 * 1024,
             max_context_files: 4096,
+            max_request_bytes: 256 * 1024 * 1024,
         }
     }
 }
+
+impl RequestLimits {
+    /// The default limits with another request size.
+    pub fn with_max_request_bytes(mut self, n: usize) -> Self {
+        self.max_request_bytes = n;
+        self
+    }
+}
+
+/// A check a server runs on every task it receives, before anything runs
+/// or is queued (the binaries plug in the workers' argument allow list).
+pub type TaskCheck = std::sync::Arc<dyn Fn(&CompileTask) -> Result<(), GridError> + Send + Sync>;
+
+/// Longest path-like strings (source name, working directory) accepted.
+const MAX_PATH_LEN: usize = 4096;
 
 /// Task -> request.
 pub fn task_to_proto(t: &CompileTask) -> proto::CompileRequest {
@@ -193,6 +213,42 @@ pub fn task_from_proto(
             "an argument of {} bytes exceeds the limit of {}",
             a.len(),
             limits.max_arg_len
+        )));
+    }
+    if r.args.iter().any(|a| a.contains('\0')) {
+        return Err(invalid("an argument contains a NUL byte"));
+    }
+    if r.source_name.len() > MAX_PATH_LEN || r.source_name.contains('\0') {
+        return Err(invalid(format!(
+            "source name longer than {MAX_PATH_LEN} bytes or with a NUL byte"
+        )));
+    }
+    if r.cwd.len() > MAX_PATH_LEN || r.cwd.contains('\0') {
+        return Err(invalid(format!(
+            "working directory longer than {MAX_PATH_LEN} bytes or with a NUL byte"
+        )));
+    }
+    if r.target_arch.len() > 64 {
+        return Err(invalid("target architecture longer than 64 characters"));
+    }
+    // The decoded size of everything the worker would write, bounded before
+    // anything is decompressed (a small message may announce a huge input).
+    let announced = r
+        .input
+        .as_ref()
+        .map(|p| p.raw_size)
+        .unwrap_or(0)
+        .saturating_add(
+            r.context_files
+                .iter()
+                .map(|f| f.data.as_ref().map(|p| p.raw_size).unwrap_or(0))
+                .fold(0u64, u64::saturating_add),
+        );
+    if announced > limits.max_request_bytes as u64 {
+        return Err(invalid(format!(
+            "the request's files come to {announced} bytes decoded, over the limit of {} \
+             (max_request_bytes)",
+            limits.max_request_bytes
         )));
     }
     let input = payload_from_proto(r.input.ok_or_else(|| invalid("input missing"))?)?;
@@ -331,6 +387,11 @@ pub fn worker_from_proto(w: proto::WorkerInfo) -> Result<WorkerInfo, GridError> 
     if w.id.is_empty() || w.id.len() > 253 {
         return Err(invalid("worker id must be 1-253 characters"));
     }
+    if w.address.len() > 1024 || w.version.len() > 128 {
+        return Err(invalid(
+            "worker address (at most 1024 characters) or version (128) too long",
+        ));
+    }
     let source = match proto::WorkerSource::try_from(w.source) {
         Ok(proto::WorkerSource::Static) => WorkerSource::Static,
         Ok(proto::WorkerSource::Mdns) => WorkerSource::Mdns,
@@ -342,11 +403,14 @@ pub fn worker_from_proto(w: proto::WorkerInfo) -> Result<WorkerInfo, GridError> 
     } else {
         Arch::parse(&c.arch)
     });
-    caps.os = c.os;
+    caps.os = c.os.chars().take(64).collect();
     caps.cores = c.cores;
     caps.memory_bytes = c.memory_bytes;
     caps.max_parallel_tasks = c.max_parallel_tasks.max(1);
     for ci in c.compilers.into_iter().take(256) {
+        if ci.name.len() > 1024 || ci.path.len() > MAX_PATH_LEN {
+            continue;
+        }
         let Some(id) = ci.identity else { continue };
         let Ok(identity) = identity_from_proto(id) else {
             continue;
@@ -361,6 +425,7 @@ pub fn worker_from_proto(w: proto::WorkerInfo) -> Result<WorkerInfo, GridError> 
         .docker_images
         .into_iter()
         .take(256)
+        .filter(|d| d.arch.len() <= 64 && d.image.len() <= 1024)
         .map(|d| DockerImage {
             arch: Arch::parse(&d.arch),
             image: d.image,

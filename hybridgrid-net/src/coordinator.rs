@@ -135,6 +135,11 @@ impl WorkerPool {
         self
     }
 
+    /// How workers are dialled (timeouts, TLS, token).
+    pub fn channel_options(&self) -> ChannelOptions {
+        self.channel.clone()
+    }
+
     /// The registry behind the pool (the scheduler subscribes to it).
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -340,6 +345,7 @@ pub struct CoordinatorServer {
     state: Arc<CoordinatorState>,
     compile: BoxCompile,
     limits: RequestLimits,
+    check: Option<convert::TaskCheck>,
 }
 
 impl std::fmt::Debug for CoordinatorServer {
@@ -355,7 +361,26 @@ impl CoordinatorServer {
             state,
             compile,
             limits: RequestLimits::default(),
+            check: None,
         }
+    }
+
+    /// The same with other request limits.
+    pub fn with_limits(mut self, limits: RequestLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The same refusing tasks `check` refuses before they are scheduled
+    /// (a refused argument never reaches a worker).
+    pub fn with_task_check(mut self, check: convert::TaskCheck) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// The request limits.
+    pub fn limits(&self) -> &RequestLimits {
+        &self.limits
     }
 
     /// The shared state.
@@ -432,6 +457,9 @@ impl BuildService for CoordinatorServer {
         let received = prost::Message::encoded_len(req.get_ref());
         let task =
             convert::task_from_proto(req.into_inner(), &self.limits).map_err(|e| to_status(&e))?;
+        if let Some(check) = &self.check {
+            check(&task).map_err(|e| to_status(&e))?;
+        }
         let out = CoordinatorServer::compile(self, task)
             .await
             .map_err(|e| to_status(&e))?;

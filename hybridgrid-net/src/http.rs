@@ -209,6 +209,27 @@ pub fn worker_app(
     worker_router(worker, metrics_path).merge(admin::router(admin))
 }
 
+/// ALPN of the HTTP endpoints over TLS.
+pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// [`serve`] over TLS when `tls` is set (the server's certificate; no
+/// client certificate is asked for, so health checks and Prometheus need
+/// only the CA to connect).
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router<()>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    match tls {
+        Some(tls) => axum::serve(tls.incoming(listener, HTTP_ALPN, false), router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Http),
+        None => serve(listener, router, shutdown).await,
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,

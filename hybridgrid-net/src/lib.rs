@@ -6,7 +6,8 @@
 //! of the coordinator ([`coordinator`]) and the worker ([`worker`]), and
 //! the HTTP endpoints ([`http`]), and how workers and the coordinator
 //! find each other ([`discovery`]: static lists, mDNS behind the `mdns`
-//! feature).
+//! feature), with TLS ([`tls`]) and token authentication ([`auth`])
+//! on every connection when configured ([`security`]).
 //!
 //! ```
 //! use hybridgrid_core::GridError;
@@ -17,15 +18,18 @@
 //! assert_eq!(from_status(&status, "coordinator"), GridError::CircuitOpen);
 //! ```
 
+pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod coordinator;
 pub mod discovery;
 pub mod http;
 pub mod obs;
+pub mod security;
 pub mod server;
 pub mod status;
 pub mod tasks;
+pub mod tls;
 pub mod worker;
 
 /// Generated code of the `hybridgrid.v1` protocol.

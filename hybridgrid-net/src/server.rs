@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
+use crate::auth::RequireToken;
 use crate::coordinator::CoordinatorServer;
 use crate::proto::build_service_server::BuildServiceServer;
 use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::worker_service_server::WorkerServiceServer;
+use crate::security::Security;
 use crate::worker::WorkerServer;
 
 /// Why a server could not start or stopped.
@@ -32,6 +35,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
+    /// TLS or auth could not be set up (a missing or unreadable file...).
+    #[error("cannot set up security: {0}")]
+    Security(#[from] crate::security::SecurityError),
 }
 
 /// Binds `host:port` (port 0 picks a free one).
@@ -58,12 +64,29 @@ fn builder() -> Server {
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
 }
 
+/// ALPN of gRPC over TLS.
+pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+
 /// Serves the coordinator's gRPC services (`BuildService`,
 /// `RegistryService`, and the standard `grpc.health.v1.Health`) until
-/// `shutdown` completes; running calls are drained.
+/// `shutdown` completes; running calls are drained. Plain TCP, no token.
 pub async fn serve_coordinator(
     listener: TcpListener,
     server: CoordinatorServer,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_coordinator_with(listener, server, &Security::default(), shutdown).await
+}
+
+/// [`serve_coordinator`] with `security`: TLS on the listener when
+/// configured, and the token required on `BuildService` and
+/// `RegistryService` (the standard health service stays open, like
+/// `/health`). Requests larger than the server's `max_request_bytes` are
+/// refused before they are decoded.
+pub async fn serve_coordinator_with(
+    listener: TcpListener,
+    server: CoordinatorServer,
+    security: &Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -73,25 +96,48 @@ pub async fn serve_coordinator(
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    let auth = RequireToken::new(security.token.clone());
+    let max = server.limits().max_request_bytes;
     let build = BuildServiceServer::new(server.clone())
-        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(max)
         .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
         .send_compressed(tonic::codec::CompressionEncoding::Zstd)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
-    builder()
+    let registry = RegistryServiceServer::new(server).max_decoding_message_size(1024 * 1024);
+    let router = builder()
         .add_service(health)
-        .add_service(build)
-        .add_service(RegistryServiceServer::new(server))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .add_service(InterceptedService::new(build, auth.clone()))
+        .add_service(InterceptedService::new(registry, auth));
+    match &security.server_tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener, GRPC_ALPN, true), shutdown)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await?
+        }
+    }
     Ok(())
 }
 
 /// Serves the worker's gRPC service (and `grpc.health.v1.Health`) until
-/// `shutdown` completes.
+/// `shutdown` completes. Plain TCP, no token.
 pub async fn serve_worker(
     listener: TcpListener,
     server: WorkerServer,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_worker_with(listener, server, &Security::default(), shutdown).await
+}
+
+/// [`serve_worker`] with `security` (TLS, token), as for the coordinator.
+pub async fn serve_worker_with(
+    listener: TcpListener,
+    server: WorkerServer,
+    security: &Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -101,10 +147,21 @@ pub async fn serve_worker(
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    builder()
+    let auth = RequireToken::new(security.token.clone());
+    let router = builder()
         .add_service(health)
-        .add_service(server.into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .add_service(InterceptedService::new(server.into_service(), auth));
+    match &security.server_tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener, GRPC_ALPN, true), shutdown)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await?
+        }
+    }
     Ok(())
 }

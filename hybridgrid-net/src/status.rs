@@ -30,6 +30,7 @@ pub fn to_status(e: &GridError) -> Status {
         GridError::InvalidTask(m) => (Code::InvalidArgument, "invalid", m.clone()),
         GridError::DockerUnavailable(m) => (Code::FailedPrecondition, "docker", m.clone()),
         GridError::Internal(m) => (Code::Internal, "internal", m.clone()),
+        GridError::Unauthenticated(m) => (Code::Unauthenticated, "unauthenticated", m.clone()),
         other => (Code::Internal, "internal", other.to_string()),
     };
     let mut s = Status::new(code, msg);
@@ -66,6 +67,7 @@ pub fn from_status(s: &Status, peer: &str) -> GridError {
         "invalid" => GridError::InvalidTask(msg),
         "docker" => GridError::DockerUnavailable(msg),
         "internal" => GridError::Internal(msg),
+        "unauthenticated" => GridError::Unauthenticated(msg),
         _ => match s.code() {
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted => {
                 GridError::WorkerUnavailable {
@@ -76,7 +78,7 @@ pub fn from_status(s: &Status, peer: &str) -> GridError {
             Code::DeadlineExceeded => GridError::DeadlineExceeded(Duration::ZERO),
             Code::ResourceExhausted => GridError::Overloaded(msg),
             Code::InvalidArgument | Code::OutOfRange => GridError::InvalidTask(msg),
-            Code::Unauthenticated => GridError::InvalidTask(format!("unauthenticated: {msg}")),
+            Code::Unauthenticated => GridError::Unauthenticated(msg),
             _ => GridError::Internal(format!("{:?}: {msg}", s.code())),
         },
     }
@@ -86,6 +88,9 @@ pub fn from_status(s: &Status, peer: &str) -> GridError {
 /// (e.g. `connection refused`).
 pub fn describe_transport(s: &Status) -> String {
     use std::error::Error as _;
+    if let Some(m) = crate::tls::HandshakeError::find_message(s) {
+        return m;
+    }
     let mut parts = vec![s.message().to_owned()];
     let mut cur = s.source();
     while let Some(e) = cur {
@@ -126,6 +131,7 @@ mod tests {
             GridError::InvalidTask("bad".into()),
             GridError::DockerUnavailable("no socket".into()),
             GridError::Internal("boom".into()),
+            GridError::Unauthenticated("wrong auth token".into()),
         ] {
             assert_eq!(from_status(&to_status(&e), "peer"), e);
         }

@@ -48,6 +48,7 @@ struct State {
     draining: AtomicBool,
     started: Instant,
     limits: RequestLimits,
+    check: Option<convert::TaskCheck>,
 }
 
 /// Serves `hybridgrid.v1.WorkerService`.
@@ -76,7 +77,59 @@ impl WorkerServer {
                 draining: AtomicBool::new(false),
                 started: Instant::now(),
                 limits: RequestLimits::default(),
+                check: None,
             }),
+        }
+    }
+
+    /// The same with other request limits and a check every task must
+    /// pass before it is queued (e.g. the argument allow list). Call
+    /// before serving.
+    pub fn with_validation(self, limits: RequestLimits, check: Option<convert::TaskCheck>) -> Self {
+        let st = &self.state;
+        WorkerServer {
+            state: Arc::new(State {
+                info: st.info.clone(),
+                executor: st.executor.clone(),
+                slots: st.slots.clone(),
+                counters: st.counters.clone(),
+                draining: AtomicBool::new(st.draining.load(Ordering::SeqCst)),
+                started: st.started,
+                limits,
+                check,
+            }),
+        }
+    }
+
+    /// Refuses a task this worker cannot or will not run, before it waits
+    /// for a slot: a compiler it did not detect (and no Docker image for
+    /// the target), or whatever the configured check refuses.
+    pub fn admit(&self, task: &CompileTask) -> Result<(), GridError> {
+        let caps = &self.state.info.capabilities;
+        let known = caps.compilers.iter().any(|c| c.identity == task.compiler)
+            || caps
+                .docker_images
+                .iter()
+                .any(|d| d.arch == task.target_arch);
+        if !known {
+            let have: Vec<String> = caps
+                .compilers
+                .iter()
+                .map(|c| c.identity.to_string())
+                .collect();
+            return Err(GridError::InvalidTask(format!(
+                "compiler {} is not one this worker detected (it has: {})",
+                task.compiler,
+                if have.is_empty() {
+                    "none".into()
+                } else {
+                    have.join(", ")
+                }
+            )));
+        }
+        match &self.state.check {
+            Some(check) => check(task),
+            None => Ok(()),
         }
     }
 
@@ -118,8 +171,9 @@ impl WorkerServer {
 
     /// The tonic service to add to a server.
     pub fn into_service(self) -> proto::worker_service_server::WorkerServiceServer<Self> {
+        let max = self.state.limits.max_request_bytes;
         proto::worker_service_server::WorkerServiceServer::new(self)
-            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(max)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
             .send_compressed(tonic::codec::CompressionEncoding::Zstd)
             .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
@@ -178,6 +232,7 @@ impl WorkerService for WorkerServer {
         let received = prost::Message::encoded_len(req.get_ref());
         let task = convert::task_from_proto(req.into_inner(), &self.state.limits)
             .map_err(|e| to_status(&e))?;
+        self.admit(&task).map_err(|e| to_status(&e))?;
         let out = WorkerServer::compile(self, task)
             .await
             .map_err(|e| to_status(&e))?;
@@ -208,15 +263,19 @@ impl WorkerService for WorkerServer {
 /// Keeps `info` registered with the coordinator at `coordinator` until
 /// `shutdown` turns true, then deregisters. Failures are logged and retried
 /// with backoff; a heartbeat the coordinator does not recognise (it
-/// restarted) leads to a new registration.
+/// restarted) leads to a new registration. Calls carry the TLS and token
+/// of `channel` (its timeouts are replaced by 3 s to connect, 10 s a call).
 pub async fn run_registration(
     coordinator: String,
     info: WorkerInfo,
     counters: Arc<WorkerCounters>,
     heartbeat_interval: Duration,
+    channel: ChannelOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let opts = ChannelOptions::new(Duration::from_secs(3), Duration::from_secs(10));
+    let opts = ChannelOptions::new(Duration::from_secs(3), Duration::from_secs(10))
+        .with_tls(channel.tls)
+        .with_token(channel.token);
     let mut backoff = Duration::from_millis(200);
     let mut registered = false;
     let mut warned = false;

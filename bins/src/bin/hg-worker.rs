@@ -19,6 +19,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Parsed once at start: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Print a shell completion script: `hg-worker completions bash > /etc/bash_completion.d/hg-worker`.

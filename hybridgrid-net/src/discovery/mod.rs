@@ -215,7 +215,9 @@ pub fn spawn_coordinator(
     http_port: u16,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let opts = ProbeOptions::for_ttl(cfg.coordinator.heartbeat_ttl);
+    // Workers are dialled with the pool's TLS and token.
+    let opts =
+        ProbeOptions::for_ttl(cfg.coordinator.heartbeat_ttl).with_channel(pool.channel_options());
     let mut sources: Vec<(WorkerSource, BoxDiscover)> = Vec::new();
     if !cfg.coordinator.static_workers.is_empty() {
         sources.push((
@@ -274,12 +276,14 @@ pub fn spawn_coordinator(
 /// (`grpc_port` is the port it listens on); with no coordinator configured,
 /// browses for one by mDNS and keeps the worker registered with it (see
 /// [`crate::worker::run_registration`]). Ends when `shutdown` turns true,
-/// withdrawing the announcement.
+/// withdrawing the announcement. `channel` carries the TLS and token the
+/// coordinator is called with.
 pub fn spawn_worker(
     cfg: &Config,
     info: WorkerInfo,
     grpc_port: u16,
     counters: Arc<WorkerCounters>,
+    channel: crate::client::ChannelOptions,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let find = cfg.worker.coordinator.trim().is_empty();
@@ -323,6 +327,7 @@ pub fn spawn_worker(
                             info.clone(),
                             counters.clone(),
                             heartbeat,
+                            channel.clone(),
                             sd.clone(),
                         )
                         .await;
@@ -333,7 +338,7 @@ pub fn spawn_worker(
         }
         #[cfg(not(feature = "mdns"))]
         if find {
-            let _ = (&info, &counters, heartbeat);
+            let _ = (&info, &counters, heartbeat, &channel);
             warn_undialled();
         }
         wait_true(sd).await;

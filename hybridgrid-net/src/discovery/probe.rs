@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use hybridgrid_core::worker::{WorkerId, WorkerInfo, WorkerSource};
 use tokio::sync::{Notify, mpsc};
-use tonic::transport::Channel;
 
 use super::{DiscoveryEvent, backoff};
-use crate::client::{ChannelOptions, connect_channel, describe_connect_error};
+use crate::client::{ChannelOptions, GrpcChannel, connect_channel, describe_connect_error};
 use crate::convert;
 use crate::proto;
 use crate::proto::worker_service_client::WorkerServiceClient;
@@ -28,6 +27,8 @@ pub struct ProbeOptions {
     pub initial_backoff: Duration,
     /// Largest delay between dials of an unreachable worker.
     pub max_backoff: Duration,
+    /// TLS and token of the dials (the timeouts above apply, not its own).
+    pub channel: ChannelOptions,
 }
 
 impl Default for ProbeOptions {
@@ -49,7 +50,14 @@ impl ProbeOptions {
             health_interval,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            channel: ChannelOptions::default(),
         }
+    }
+
+    /// The same dialling with the TLS and token of `channel`.
+    pub fn with_channel(mut self, channel: ChannelOptions) -> Self {
+        self.channel = channel;
+        self
     }
 
     /// The same with another backoff cap.
@@ -71,8 +79,10 @@ fn status_reason(address: &str, s: &tonic::Status) -> String {
 pub(crate) async fn fetch(
     address: &str,
     opts: &ProbeOptions,
-) -> Result<(WorkerInfo, WorkerServiceClient<Channel>), String> {
-    let ch_opts = ChannelOptions::new(opts.connect_timeout, opts.request_timeout);
+) -> Result<(WorkerInfo, WorkerServiceClient<GrpcChannel>), String> {
+    let ch_opts = ChannelOptions::new(opts.connect_timeout, opts.request_timeout)
+        .with_tls(opts.channel.tls.clone())
+        .with_token(opts.channel.token.clone());
     let ch = connect_channel(address, &ch_opts)
         .await
         .map_err(|e| match e {
@@ -86,7 +96,7 @@ pub(crate) async fn fetch(
 
 async fn capabilities(
     address: &str,
-    client: &mut WorkerServiceClient<Channel>,
+    client: &mut WorkerServiceClient<GrpcChannel>,
     opts: &ProbeOptions,
 ) -> Result<WorkerInfo, String> {
     let r = tokio::time::timeout(

@@ -7,6 +7,10 @@
 //! - `GET /debug/pprof/heap`: a heap profile in pprof format (gzip'd
 //!   protobuf, as `go tool pprof` reads it), when the binary was built with
 //!   heap profiling; `501 Not Implemented` otherwise.
+//!
+//! With a token ([`AdminHooks::token`], from `auth.enabled`) every admin
+//! request must carry `Authorization: Bearer <token>`; others get
+//! `401 Unauthorized` with the reason.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +39,8 @@ pub struct AdminHooks {
     pub log: Option<LogHandle>,
     /// The heap profiler; without it `/debug/pprof/heap` answers 501.
     pub heap_profile: Option<HeapProfileFn>,
+    /// The token admin requests must carry (none: auth off).
+    pub token: Option<crate::auth::Token>,
 }
 
 impl std::fmt::Debug for AdminHooks {
@@ -42,6 +48,7 @@ impl std::fmt::Debug for AdminHooks {
         f.debug_struct("AdminHooks")
             .field("log", &self.log)
             .field("heap_profile", &self.heap_profile.is_some())
+            .field("token", &self.token.is_some())
             .finish()
     }
 }
@@ -52,8 +59,39 @@ impl AdminHooks {
         AdminHooks {
             log: Some(log),
             heap_profile,
+            token: None,
         }
     }
+
+    /// The same requiring `token` on every admin request.
+    pub fn with_token(mut self, token: Option<crate::auth::Token>) -> Self {
+        self.token = token;
+        self
+    }
+}
+
+async fn require_token(
+    State(token): State<Option<crate::auth::Token>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(t) = &token
+        && let Err(r) = crate::auth::check(
+            t,
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        )
+    {
+        tracing::warn!(path = %req.uri().path(), reason = ?r, "admin request refused: unauthenticated");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            format!("{}\n", r.message()),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 const NOT_BUILT: &str = "heap profiling is not compiled into this binary: build hybridgrid with \
@@ -126,9 +164,11 @@ async fn heap(State(h): State<AdminHooks>) -> Response {
 
 /// The admin routes.
 pub fn router(hooks: AdminHooks) -> Router<()> {
+    let token = hooks.token.clone();
     Router::new()
         .route("/api/v1/log-level", get(get_level).put(put_level))
         .route("/debug/pprof/heap", get(heap))
+        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
         .with_state(hooks)
 }
 
@@ -174,6 +214,33 @@ mod tests {
         let (s, body) = call(r, "GET", "/debug/pprof/heap", "").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(body.as_bytes()[0], 0x1f);
+    }
+
+    #[tokio::test]
+    async fn token_guards_every_admin_route() {
+        let token = crate::auth::Token::new("adm1n-t0ken").unwrap();
+        let r = router(AdminHooks::new(LogHandle::detached(), None).with_token(Some(token)));
+        for (m, p) in [
+            ("GET", "/api/v1/log-level"),
+            ("PUT", "/api/v1/log-level"),
+            ("GET", "/debug/pprof/heap"),
+        ] {
+            let (s, body) = call(r.clone(), m, p, "debug").await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{m} {p}");
+            assert!(body.starts_with("missing auth token"), "{body}");
+        }
+        let req = |tok: &str| {
+            Request::builder()
+                .method("PUT")
+                .uri("/api/v1/log-level")
+                .header("authorization", format!("Bearer {tok}"))
+                .body(Body::from("debug"))
+                .expect("request")
+        };
+        let resp = r.clone().oneshot(req("nope")).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let resp = r.oneshot(req("adm1n-t0ken")).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -1,0 +1,275 @@
+//! Black-box security test: the real hg-coord, hg-worker and hgbuild with
+//! mTLS and a token on every connection, certificates made here (rcgen).
+//! A file compiles remotely; a wrong token and a missing client
+//! certificate are refused with the right words and hgbuild compiles
+//! locally with a warning.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use support::*;
+
+const TOKEN: &str = "e2e-grid-token-5d1f";
+
+struct Pki {
+    issuer: Issuer<'static, KeyPair>,
+    ca_pem: String,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "e2e CA");
+        let cert = p.self_signed(&key).expect("ca");
+        std::fs::write(dir.join("ca.crt"), cert.pem()).expect("write");
+        Pki {
+            ca_pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    fn issue(&self, dir: &Path, name: &str, sans: &[&str]) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.signed_by(&key, &self.issuer).expect("leaf");
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+    }
+}
+
+fn p(dir: &Path, f: &str) -> String {
+    dir.join(f).display().to_string()
+}
+
+/// `GET`/`PUT` over HTTPS (rustls, trusting `ca_pem`); returns (status, body).
+fn https(ca_pem: &str, addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("conn");
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = if method == "PUT" { "debug" } else { "" };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn mtls_and_token_grid() {
+    let pki_dir = tempdir();
+    let d = pki_dir.path();
+    let pki = Pki::new(d);
+    pki.issue(d, "coord", &["localhost", "127.0.0.1"]);
+    pki.issue(d, "worker", &["localhost", "127.0.0.1"]);
+    pki.issue(d, "client", &["alice"]);
+    std::fs::write(d.join("token"), format!("{TOKEN}\n")).expect("token");
+    let token_file = p(d, "token");
+    let ca = p(d, "ca.crt");
+    let auth_env = [
+        ("HG_AUTH__ENABLED", "true"),
+        ("HG_AUTH__TOKEN_FILE", token_file.as_str()),
+    ];
+
+    let (coord_cert, coord_key) = (p(d, "coord.crt"), p(d, "coord.key"));
+    let (coord, addrs) = spawn(
+        COORD,
+        &[
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert",
+            &coord_cert,
+            "--tls-key",
+            &coord_key,
+            "--tls-ca",
+            &ca,
+            "--tls-require-client-cert",
+        ],
+        &auth_env,
+        "coordinator listening",
+    );
+    let (grpc, http) = (addrs[0].clone(), addrs[1].clone());
+
+    let (worker_cert, worker_key) = (p(d, "worker.crt"), p(d, "worker.key"));
+    let (worker, _) = spawn(
+        WORKER,
+        &[
+            "serve",
+            "--coordinator",
+            &grpc,
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--id",
+            "secure-w1",
+            "--tls-cert",
+            &worker_cert,
+            "--tls-key",
+            &worker_key,
+            "--tls-ca",
+            &ca,
+            "--tls-require-client-cert",
+        ],
+        &auth_env,
+        "worker listening",
+    );
+    assert!(
+        worker.wait_log("registered with coordinator", Duration::from_secs(20)),
+        "worker did not register over mTLS:\n{}",
+        worker.log_text()
+    );
+
+    let dir = tempdir();
+    write(dir.path(), "main.c", "int twice(int x) { return 2 * x; }\n");
+    let (client_cert, client_key) = (p(d, "client.crt"), p(d, "client.key"));
+    let tls_args = [
+        "--coordinator",
+        grpc.as_str(),
+        "--tls-cert",
+        client_cert.as_str(),
+        "--tls-key",
+        client_key.as_str(),
+        "--tls-ca",
+        ca.as_str(),
+    ];
+    let run = |extra_tls: &[&str], env: &[(&str, &str)], args: &[&str]| {
+        let mut a: Vec<&str> = extra_tls.to_vec();
+        a.extend_from_slice(args);
+        // No local cache: every run must talk to the coordinator.
+        let mut e = vec![("HG_CACHE__ENABLED", "false")];
+        e.extend_from_slice(env);
+        run_in(dir.path(), HGBUILD, &a, &e)
+    };
+
+    // 1. Everything right: compiled on the worker.
+    let out = run(
+        &tls_args,
+        &auth_env,
+        &["-v", "cc", "-c", "main.c", "-o", "a.o"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("[remote secure-w1"),
+        "not compiled remotely over mTLS: {}",
+        out.stderr
+    );
+    assert!(!read(dir.path(), "a.o").is_empty());
+
+    // 2. Wrong token: refused, compiled locally with a warning.
+    let wrong = [
+        ("HG_AUTH__ENABLED", "true"),
+        ("HG_AUTH__TOKEN", "not-the-token"),
+    ];
+    let out = run(
+        &tls_args,
+        &wrong,
+        &["-v", "cc", "-c", "main.c", "-o", "b.o"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning") && out.stderr.contains("wrong auth token"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("compiling locally"), "{}", out.stderr);
+    assert!(!read(dir.path(), "b.o").is_empty());
+    // No token at all, and no fallback: fails with the reason.
+    let out = run(
+        &tls_args,
+        &[],
+        &["--no-fallback", "cc", "-c", "main.c", "-o", "c.o"],
+    );
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("missing auth token"), "{}", out.stderr);
+    assert!(
+        coord.wait_log("call refused: unauthenticated", Duration::from_secs(5)),
+        "{}",
+        coord.log_text()
+    );
+
+    // 3. No client certificate: the handshake fails, explained on both sides.
+    let out = run(
+        &["--coordinator", grpc.as_str(), "--tls-ca", ca.as_str()],
+        &auth_env,
+        &["cc", "-c", "main.c", "-o", "d.o"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("TLS handshake failed: missing client certificate"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("compiling locally"), "{}", out.stderr);
+    assert!(
+        coord.wait_log(
+            "TLS handshake failed: missing client certificate",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        coord.log_text()
+    );
+
+    // 4. HTTPS with the same certificate: health open, admin needs the token.
+    let (s, body) = https(&pki.ca_pem, &http, "GET", "/health", None);
+    assert_eq!((s, body.trim()), (200, "OK"));
+    let (s, body) = https(&pki.ca_pem, &http, "PUT", "/api/v1/log-level", None);
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("missing auth token"), "{body}");
+    let (s, _) = https(&pki.ca_pem, &http, "PUT", "/api/v1/log-level", Some("nope"));
+    assert_eq!(s, 401);
+    let (s, body) = https(&pki.ca_pem, &http, "PUT", "/api/v1/log-level", Some(TOKEN));
+    assert_eq!(s, 200, "{body}");
+
+    // The token never shows up in any log.
+    for l in [coord.log_text(), worker.log_text()] {
+        assert!(!l.contains(TOKEN), "token leaked into a log");
+    }
+}
