@@ -102,11 +102,16 @@ impl WorkerServer {
     }
 
     /// Refuses a task this worker cannot or will not run, before it waits
-    /// for a slot: a compiler it did not detect (and no Docker image for
-    /// the target), or whatever the configured check refuses.
+    /// for a slot: a compiler for its own architecture that it did not
+    /// detect, or whatever the configured check refuses.
     pub fn admit(&self, task: &CompileTask) -> Result<(), GridError> {
         let caps = &self.state.info.capabilities;
-        let known = caps.compilers.iter().any(|c| c.identity == task.compiler)
+        // A task for another architecture goes to the executor, which runs
+        // it in a Docker image or answers `Docker not available: <reason>`;
+        // it never runs a compiler the worker did not detect either.
+        let cross = caps.arch.as_ref().is_some_and(|a| *a != task.target_arch);
+        let known = cross
+            || caps.compilers.iter().any(|c| c.identity == task.compiler)
             || caps
                 .docker_images
                 .iter()
