@@ -233,30 +233,13 @@ fn coordinator_killed_and_restarted_mid_build() {
 fn overload_is_refused_quickly_and_compiled_locally() {
     // One slot and one queue place: of 12 concurrent compiles most are
     // refused at once.
-    let c = {
-        let (proc, addrs) = spawn(
-            COORD,
-            &[
-                "serve",
-                "--grpc-port",
-                "0",
-                "--http-port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-            ],
-            &[
-                ("HG_COORDINATOR__MAX_CONCURRENT_TASKS", "1"),
-                ("HG_COORDINATOR__MAX_QUEUED_TASKS", "1"),
-            ],
-            "coordinator listening",
-        );
-        Coord {
-            proc,
-            grpc: addrs[0].clone(),
-            http: addrs[1].clone(),
-        }
-    };
+    let c = start_coordinator_env(
+        &[],
+        &[
+            ("HG_COORDINATOR__MAX_CONCURRENT_TASKS", "1"),
+            ("HG_COORDINATOR__MAX_QUEUED_TASKS", "1"),
+        ],
+    );
     let w = start_worker(&c.grpc, "w1", &[]);
     let dir = tempdir();
     let n = 12;
@@ -412,28 +395,13 @@ fn black_hole() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
 #[test]
 fn a_worker_that_never_answers_is_detected_and_avoided() {
     // Hedging learns from a few samples here so the test stays short.
-    let (cproc, addrs) = spawn(
-        COORD,
-        &[
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-        ],
+    let c = start_coordinator_env(
+        &[],
         &[
             ("HG_SCHEDULER__HEDGE__MIN_SAMPLES", "3"),
             ("HG_SCHEDULER__HEDGE__MIN_DELAY", "300ms"),
         ],
-        "coordinator listening",
     );
-    let c = Coord {
-        proc: cproc,
-        grpc: addrs[0].clone(),
-        http: addrs[1].clone(),
-    };
     let good = start_worker(&c.grpc, "good", &[]);
     let dir = tempdir();
     let compile = |name: &str| -> Duration {

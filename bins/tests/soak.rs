@@ -111,25 +111,15 @@ fn soak_with_workers_restarted_at_random() {
 
     // The shared tier would answer repeats without a worker: off, so every
     // compile goes through the scheduler to a worker.
-    let (cproc, addrs) = spawn(
-        COORD,
-        &[
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-        ],
+    let c = start_coordinator_env(
+        &[],
         &[
             ("HG_CACHE__ENABLED", "false"),
             ("HG_COORDINATOR__HEARTBEAT_TTL", "6s"),
         ],
-        "coordinator listening",
     );
-    let coord = addrs[0].clone();
-    let coord_pid = cproc.child.id();
+    let coord = c.grpc.clone();
+    let coord_pid = c.proc.child.id();
     let workers: Arc<Mutex<Vec<Option<Worker>>>> = Arc::new(Mutex::new(
         (0..WORKERS)
             .map(|i| Some(start_worker(&coord, &format!("w{i}"), &[])))
@@ -298,5 +288,5 @@ fn soak_with_workers_restarted_at_random() {
         g(&f.remote),
         g(&f.compiles)
     );
-    drop(cproc);
+    drop(c);
 }

@@ -155,6 +155,12 @@ pub struct Coord {
 }
 
 pub fn start_coordinator(extra: &[&str]) -> Coord {
+    start_coordinator_env(extra, &[])
+}
+
+/// A coordinator on free loopback ports with `env` set (e.g.
+/// `HG_COORDINATOR__MAX_CONCURRENT_TASKS`).
+pub fn start_coordinator_env(extra: &[&str], env: &[(&str, &str)]) -> Coord {
     let mut args = vec![
         "serve",
         "--grpc-port",
@@ -165,7 +171,7 @@ pub fn start_coordinator(extra: &[&str]) -> Coord {
         "127.0.0.1",
     ];
     args.extend_from_slice(extra);
-    let (proc, addrs) = spawn(COORD, &args, &[], "coordinator listening");
+    let (proc, addrs) = spawn(COORD, &args, env, "coordinator listening");
     Coord {
         proc,
         grpc: addrs[0].clone(),
