@@ -120,18 +120,6 @@ fn hgbuild_mounted(dir: &Path, prefix: &[String], args: &[&str], env: &[(&str, &
     run_in(dir, &prefix[0], &all, env)
 }
 
-fn vm_rss_kb(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn hgbuild_make(dir: &Path, coord: &str, jobs: &str, env: &[(&str, &str)]) -> std::process::Child {
     let mut cmd = Command::new(HGBUILD);
     cmd.args(["--coordinator", coord, "-v", "make", jobs])
@@ -259,7 +247,7 @@ fn overload_is_refused_quickly_and_compiled_locally() {
     assert_eq!(status, 200);
     let (_, metrics) = http_get(&c.http, "/metrics");
     assert!(metrics.contains("hybridgrid_"), "{metrics}");
-    let rss = vm_rss_kb(c.proc.pid());
+    let rss = rss_kb(c.proc.child.id(), "VmHWM:");
     assert!(rss > 0 && rss < 200 * 1024, "coordinator peak RSS {rss} kB");
     drop(w);
 }

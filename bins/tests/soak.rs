@@ -50,18 +50,6 @@ impl Rng {
     }
 }
 
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// zlib's C sources and the plain compile of each.
 fn reference(src: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();

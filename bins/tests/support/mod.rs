@@ -354,3 +354,16 @@ pub fn extract(tarball: &Path, into: &Path) -> PathBuf {
         .find(|p| p.is_dir())
         .expect("extracted directory")
 }
+
+/// A memory figure of process `pid` from /proc (`VmRSS:`, `VmHWM:`...), in kB; 0 if unreadable.
+pub fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
