@@ -112,6 +112,23 @@ fn mount_prefix(dir: &Path, size: &str) -> Vec<String> {
     ]
 }
 
+/// Starts `bin args` (see [`spawn`]) in a private mount namespace where
+/// `dir` is replaced as [`mount_prefix`] says.
+fn spawn_mounted(
+    dir: &Path,
+    size: &str,
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    ready: &str,
+) -> (Proc, Vec<String>) {
+    let prefix = mount_prefix(dir, size);
+    let mut all: Vec<&str> = prefix[1..].iter().map(String::as_str).collect();
+    all.push(bin);
+    all.extend_from_slice(args);
+    spawn(&prefix[0], &all, env, ready)
+}
+
 /// Runs hgbuild in `dir` under a mount prefix.
 fn hgbuild_mounted(dir: &Path, prefix: &[String], args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut all: Vec<&str> = prefix[1..].iter().map(String::as_str).collect();
@@ -515,41 +532,39 @@ fn coordinator_and_worker_on_a_full_disk_still_build_correctly() {
     let cache = cdir.path().join("cache");
     std::fs::create_dir_all(&cache).expect("mkdir");
     let cache_s = cache.display().to_string();
-    let mut args: Vec<String> = mount_prefix(&cache, "16k");
-    args.push(COORD.into());
-    args.extend(
-        [
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-        ]
-        .map(String::from),
-    );
-    let argv: Vec<&str> = args[1..].iter().map(String::as_str).collect();
-    let (cproc, addrs) = spawn(
-        &args[0],
-        &argv,
-        &[("HG_CACHE__DIR", cache_s.as_str())],
-        "coordinator listening",
-    );
-    let coord = Coord {
-        proc: cproc,
-        grpc: addrs[0].clone(),
-        http: addrs[1].clone(),
+    let coord = {
+        let (proc, addrs) = spawn_mounted(
+            &cache,
+            "16k",
+            COORD,
+            &[
+                "serve",
+                "--grpc-port",
+                "0",
+                "--http-port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+            ],
+            &[("HG_CACHE__DIR", cache_s.as_str())],
+            "coordinator listening",
+        );
+        Coord {
+            proc,
+            grpc: addrs[0].clone(),
+            http: addrs[1].clone(),
+        }
     };
     // Worker: its temporary directory (task directories) on a full tmpfs.
     let wdir = tempdir();
     let tmp = wdir.path().join("tmp");
     std::fs::create_dir_all(&tmp).expect("mkdir");
     let tmp_s = tmp.display().to_string();
-    let mut args: Vec<String> = mount_prefix(&tmp, "8k");
-    args.push(WORKER.into());
-    args.extend(
-        [
+    let (full, _) = spawn_mounted(
+        &tmp,
+        "8k",
+        WORKER,
+        &[
             "serve",
             "--coordinator",
             &coord.grpc,
@@ -561,13 +576,7 @@ fn coordinator_and_worker_on_a_full_disk_still_build_correctly() {
             "127.0.0.1",
             "--id",
             "full",
-        ]
-        .map(String::from),
-    );
-    let argv: Vec<&str> = args[1..].iter().map(String::as_str).collect();
-    let (full, _) = spawn(
-        &args[0],
-        &argv,
+        ],
         &[("TMPDIR", tmp_s.as_str())],
         "worker listening",
     );
