@@ -2,7 +2,8 @@
 # Side-by-side build benchmark: plain make, hybridgrid (cold and fully
 # cached, loopback grid of one coordinator and two workers), distcc,
 # icecream, ccache (cold/warm), sccache (cold/warm), plus one cache-hit
-# compile for ccache, sccache and hybridgrid. Medians of several runs,
+# compile for ccache (direct mode), sccache and hybridgrid (direct mode, and
+# with direct mode off). Medians of several runs,
 # alternating the tools; every build's objects are checked against the
 # plain build's. Writes a markdown section into docs/benchmarks.md.
 #
@@ -52,8 +53,9 @@ if [ "${inner:-0}" != 1 ]; then
     exec unshare --net -- bash -c 'ip link set lo up && exec "$0" --inner "$@"' "$0" "${args[@]}"
 fi
 
-bin="$here/target/release"
-[ $quick = 1 ] && bin="$here/target/debug"
+target_dir=${CARGO_TARGET_DIR:-$here/target}
+bin="$target_dir/release"
+[ $quick = 1 ] && bin="$target_dir/debug"
 work=$(mktemp -d /tmp/hg-bench-XXXXXX)
 pids=()
 cleanup() {
@@ -162,6 +164,7 @@ hf() { hyperfine -N --warmup 3 --runs "$hit_runs" --export-json "$work/$1.json" 
 ccache_hit=$(CCACHE_DIR="$work/ccache" hf ccache "ccache gcc $one_flags -c $one_file -o $obj")
 sccache_hit=$(SCCACHE_DIR="$work/sccache" hf sccache "sccache gcc $one_flags -c $one_file -o $obj")
 hg_hit=$(hf hybridgrid "$bin/hgbuild cc $one_flags -c $one_file -o $obj")
+hg_pp_hit=$(HG_CACHE__DIRECT_MODE=false hf hybridgrid-pp "$bin/hgbuild cc $one_flags -c $one_file -o $obj")
 gcc_plain=$(hf gcc "gcc $one_flags -c $one_file -o $obj")
 
 {
@@ -173,21 +176,24 @@ gcc_plain=$(hf gcc "gcc $one_flags -c $one_file -o $obj")
     echo "All on one machine, loopback only: hybridgrid with a coordinator and two workers, distccd and iceccd on 127.0.0.1."
     echo "Command: \`bench/peers.sh --project $project --runs $runs --jobs $jobs\`. Median of $runs runs, tools alternating; every build's objects equal the plain build's."
     echo
-    echo "| build | median wall time (s) | ratio to plain make |"
-    echo "|---|---:|---:|"
+    ccache_warm=$(echo "${times[ccache-warm]}" | median)
+    echo "| build | median wall time (s) | ratio to plain make | ratio to ccache warm |"
+    echo "|---|---:|---:|---:|"
     for name in plain hybridgrid-cold hybridgrid-cached distcc icecream ccache-cold ccache-warm sccache-cold sccache-warm; do
         m=$(echo "${times[$name]}" | median)
-        printf '| %s | %.2f | %.2fx |\n' "$name" "$m" "$(echo "$m / $base" | bc -l)"
+        printf '| %s | %.2f | %.2fx | %.2fx |\n' "$name" "$m" "$(echo "$m / $base" | bc -l)" "$(echo "$m / $ccache_warm" | bc -l)"
     done
     echo
     echo "Single cache-hit compile of \`$one_file\` (hyperfine median of $hit_runs runs):"
     echo
-    echo "| tool | median (ms) |"
-    echo "|---|---:|"
-    printf '| gcc -c (no cache, baseline) | %.1f |\n' "$(echo "$gcc_plain * 1000" | bc -l)"
-    printf '| ccache hit | %.1f |\n' "$(echo "$ccache_hit * 1000" | bc -l)"
-    printf '| sccache hit | %.1f |\n' "$(echo "$sccache_hit * 1000" | bc -l)"
-    printf '| hgbuild hit | %.1f |\n' "$(echo "$hg_hit * 1000" | bc -l)"
+    echo "| tool | median (ms) | ratio to ccache hit |"
+    echo "|---|---:|---:|"
+    row() { printf '| %s | %.1f | %.2fx |\n' "$1" "$(echo "$2 * 1000" | bc -l)" "$(echo "$2 / $ccache_hit" | bc -l)"; }
+    row "gcc -c (no cache, baseline)" "$gcc_plain"
+    row "ccache hit (direct mode)" "$ccache_hit"
+    row "sccache hit" "$sccache_hit"
+    row "hgbuild hit (direct mode)" "$hg_hit"
+    row "hgbuild hit (direct mode off: preprocessor runs)" "$hg_pp_hit"
     echo
 } > "$work/section.md"
 

@@ -243,8 +243,18 @@ pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOpti
         o.color = std::io::IsTerminal::is_terminal(&std::io::stderr());
         o
     };
-    let remote = remote_stack(cfg).await;
-    let outcome: Outcome = client::compile(&compiler, args, remote, &copts).await;
+    // The local tier (direct mode first); the grid is resolved only if needed.
+    let cache = cfg.cache.enabled.then(|| {
+        client::LocalCache::new(DiskStore::from_config(&cfg.cache), cfg.cache.direct_mode)
+    });
+    let outcome: Outcome = client::compile_with(
+        &compiler,
+        args,
+        || remote_stack(cfg),
+        &copts,
+        cache.as_ref(),
+    )
+    .await;
     if opts.verbose {
         let src = outcome
             .source
@@ -291,6 +301,7 @@ fn record_event(o: &Outcome) {
     };
     let (route, detail) = match &o.route {
         client::Route::Cache => ("cache", String::new()),
+        client::Route::DirectCache => ("cache", "direct".into()),
         client::Route::Remote(w) => ("remote", w.clone()),
         client::Route::Local(r) => ("local", r.clone()),
         client::Route::Passthrough => ("passthrough", String::new()),
@@ -693,6 +704,11 @@ pub fn cache_command(cfg: &Config, action: CacheAction) -> i32 {
             println!("hits              {}", s.hits);
             println!("misses            {}", s.misses);
             println!("hit rate          {:.1}%", s.hit_rate() * 100.0);
+            let (direct_hits, direct_misses) = store.direct_stats_blocking();
+            println!(
+                "direct mode       {} ({direct_hits} hits, {direct_misses} misses)",
+                if cfg.cache.direct_mode { "on" } else { "off" }
+            );
             println!("evictions         {}", s.evictions);
             println!("errors            {}", s.errors);
         }

@@ -67,7 +67,7 @@ impl CompileEvent {
     /// `outcome`; `fallback_name` names non-compiles.
     pub fn from_outcome(outcome: &Outcome, started: SystemTime, fallback_name: &str) -> Self {
         let (route, worker, reason) = match &outcome.route {
-            Route::Cache => ("cache", None, None),
+            Route::Cache | Route::DirectCache => ("cache", None, None),
             Route::Remote(w) => ("remote", Some(w.clone()), None),
             Route::Local(r) => ("local", None, Some(r.clone())),
             Route::Passthrough => ("passthrough", None, Some("not a compile".to_owned())),

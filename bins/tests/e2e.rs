@@ -469,6 +469,12 @@ fn local_and_shared_cache_tiers_serve_repeat_compiles() {
     let dir = tempdir();
     write(dir.path(), "main.c", C_SRC);
     write(dir.path(), "util.h", UTIL_H);
+    // The preprocessed-key tiers only (direct mode: tests/direct_mode.rs).
+    write(
+        dir.path(),
+        "hybridgrid.yaml",
+        "cache:\n  direct_mode: false\n",
+    );
     let args = ["-v", "cc", "-O2", "-c", "main.c", "-o", "main.o"];
     let first = hgbuild(dir.path(), &coord.grpc, &args);
     assert_eq!(first.code, 0, "{}", first.stderr);

@@ -78,7 +78,7 @@ pub const MAX_RESULTS: usize = 8;
 pub const VOLATILE_TOKENS: [&str; 4] = ["__DATE__", "__TIME__", "__TIMESTAMP__", "__has_include"];
 
 const MAGIC: [u8; 4] = *b"HGDM";
-const MANIFEST_VERSION: u16 = 1;
+const MANIFEST_VERSION: u16 = 2;
 
 /// What identifies a compile before preprocessing.
 #[derive(Clone, Debug)]
@@ -197,6 +197,46 @@ pub struct ManifestResult {
     pub absent: Vec<String>,
     /// The result.
     pub result: CacheKey,
+    /// The dependency file the preprocessor wrote, if the command asked
+    /// for one (it depends on `-o`/`-MT`, which the result key leaves out).
+    pub dep_file: Option<Vec<u8>>,
+    /// What the preprocessor printed on standard error (`#warning`...):
+    /// the result's stderr is only the compiler's.
+    pub preprocessor_stderr: Vec<u8>,
+}
+
+/// A direct-mode hit: the result key and what the skipped preprocessor
+/// would have produced besides its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectHit {
+    /// The result to replay.
+    pub result: CacheKey,
+    /// The dependency file to write, if the command writes one.
+    pub dep_file: Option<Vec<u8>>,
+    /// The preprocessor's diagnostics, printed before the result's.
+    pub preprocessor_stderr: Vec<u8>,
+}
+
+/// What a compile read and produced besides its result, for
+/// [`DirectMode::record_compile`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recording<'a> {
+    /// Every file the preprocessor read ([`included_files`]), as spelled.
+    pub includes: &'a [String],
+    /// The include search directories in search order (quote directories,
+    /// then the others, system ones included).
+    pub search_dirs: &'a [String],
+    /// Search directories that did not exist (the preprocessor skipped
+    /// them): a lookup misses once any of them exists.
+    pub missing_dirs: &'a [String],
+    /// When the compile started (before preprocessing): a file changed
+    /// after `started` minus [`TOO_NEW`] is not recorded, since the
+    /// preprocessor may have read another version. `None`: now.
+    pub started: Option<SystemTime>,
+    /// The dependency file written, if any.
+    pub dep_file: Option<&'a [u8]>,
+    /// The preprocessor's standard error.
+    pub preprocessor_stderr: &'a [u8],
 }
 
 /// The results recorded for one manifest key, newest first.
@@ -218,10 +258,11 @@ impl Manifest {
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
         out.extend_from_slice(&(self.results.len() as u32).to_le_bytes());
-        let put_str = |out: &mut Vec<u8>, s: &str| {
-            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
+        let put_bytes = |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
         };
+        let put_str = |out: &mut Vec<u8>, s: &str| put_bytes(out, s.as_bytes());
         for r in &self.results {
             out.extend_from_slice(r.result.as_bytes());
             out.extend_from_slice(&(r.files.len() as u32).to_le_bytes());
@@ -233,6 +274,14 @@ impl Manifest {
             for p in &r.absent {
                 put_str(&mut out, p);
             }
+            match &r.dep_file {
+                Some(d) => {
+                    out.push(1);
+                    put_bytes(&mut out, d);
+                }
+                None => out.push(0),
+            }
+            put_bytes(&mut out, &r.preprocessor_stderr);
         }
         let sum = blake3::hash(&out);
         out.extend_from_slice(sum.as_bytes());
@@ -270,10 +319,18 @@ impl Manifest {
             for _ in 0..na {
                 absent.push(r.string()?);
             }
+            let dep_file = match r.take(1)?[0] {
+                0 => None,
+                1 => Some(r.blob()?.to_vec()),
+                _ => return Err(ManifestError("bad dependency file flag")),
+            };
+            let preprocessor_stderr = r.blob()?.to_vec();
             results.push(ManifestResult {
                 files,
                 absent,
                 result,
+                dep_file,
+                preprocessor_stderr,
             });
         }
         if r.pos != body.len() {
@@ -308,9 +365,12 @@ impl<'a> Cursor<'a> {
     fn u32(&mut self) -> Result<u32, ManifestError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn string(&mut self) -> Result<String, ManifestError> {
+    fn blob(&mut self) -> Result<&'a [u8], ManifestError> {
         let n = self.u32()? as usize;
-        let b = self.take(n)?;
+        self.take(n)
+    }
+    fn string(&mut self) -> Result<String, ManifestError> {
+        let b = self.blob()?;
         String::from_utf8(b.to_vec()).map_err(|_| ManifestError("path not UTF-8"))
     }
 }
@@ -347,6 +407,12 @@ impl DirectMode {
     /// The result key recorded for this compile, if every file it read is
     /// unchanged and nothing new would shadow one of them.
     pub fn lookup(&self, params: &DirectParams<'_>) -> Option<CacheKey> {
+        self.lookup_hit(params).map(|h| h.result)
+    }
+
+    /// Like [`DirectMode::lookup`], with the dependency file and the
+    /// preprocessor's diagnostics recorded with the result.
+    pub fn lookup_hit(&self, params: &DirectParams<'_>) -> Option<DirectHit> {
         if volatile_token(params.source).is_some() {
             return None;
         }
@@ -362,9 +428,13 @@ impl DirectMode {
         };
         manifest
             .results
-            .iter()
+            .into_iter()
             .find(|r| self.still_valid(params, r))
-            .map(|r| r.result)
+            .map(|r| DirectHit {
+                result: r.result,
+                dep_file: r.dep_file,
+                preprocessor_stderr: r.preprocessor_stderr,
+            })
     }
 
     fn still_valid(&self, params: &DirectParams<'_>, r: &ManifestResult) -> bool {
@@ -390,13 +460,41 @@ impl DirectMode {
         search_dirs: &[String],
         result: CacheKey,
     ) -> Result<(), DirectSkip> {
+        let rec = Recording {
+            includes,
+            search_dirs,
+            ..Recording::default()
+        };
+        self.record_compile(params, &rec, result)
+    }
+
+    /// Records a compile (see [`Recording`]) that produced `result`.
+    pub fn record_compile(
+        &self,
+        params: &DirectParams<'_>,
+        rec: &Recording<'_>,
+        result: CacheKey,
+    ) -> Result<(), DirectSkip> {
+        let (includes, search_dirs) = (rec.includes, rec.search_dirs);
         if let Some(token) = volatile_token(params.source) {
             return Err(DirectSkip::Volatile {
                 path: params.source_path.to_string(),
                 token,
             });
         }
-        let recent = SystemTime::now() - self.too_new;
+        let recent = rec.started.unwrap_or_else(SystemTime::now) - self.too_new;
+        if rec.started.is_some() {
+            // The source was read before the compile; it must not have
+            // changed since.
+            let path = params.resolve(params.source_path);
+            let meta = fs::metadata(&path).map_err(|source| DirectSkip::Unreadable {
+                path: params.source_path.to_string(),
+                source,
+            })?;
+            if changed_since(&meta, recent) {
+                return Err(DirectSkip::TooNew(params.source_path.to_string()));
+            }
+        }
         let mut files = Vec::with_capacity(includes.len());
         for p in includes {
             let path = params.resolve(p);
@@ -417,17 +515,27 @@ impl DirectMode {
             }
             files.push((p.clone(), *blake3::hash(&data).as_bytes()));
         }
-        let absent = shadow_candidates(params.source_path, includes, search_dirs)
+        let mut absent: Vec<String> = shadow_candidates(params.source_path, includes, search_dirs)
             .into_iter()
             .filter(|c| {
                 matches!(fs::symlink_metadata(params.resolve(c)),
                          Err(e) if e.kind() == io::ErrorKind::NotFound)
             })
             .collect();
+        for d in rec.missing_dirs {
+            match fs::symlink_metadata(params.resolve(d)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => absent.push(d.clone()),
+                // Created meanwhile: it may hold a header the preprocessor
+                // did not see.
+                _ => return Err(DirectSkip::TooNew(d.clone())),
+            }
+        }
         let new = ManifestResult {
             files,
             absent,
             result,
+            dep_file: rec.dep_file.map(<[u8]>::to_vec),
+            preprocessor_stderr: rec.preprocessor_stderr.to_vec(),
         };
         let key = params.manifest_key();
         let mut manifest = self
@@ -541,6 +649,54 @@ pub fn shadow_candidates(
         }
     }
     out
+}
+
+/// The include search list as a compiler's `-v` prints it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchList {
+    /// The directories searched, in order (the quote list, then the
+    /// angle-bracket list).
+    pub dirs: Vec<String>,
+    /// Directories named by options or built in that did not exist (gcc
+    /// and clang say `ignoring nonexistent directory "..."`).
+    pub missing: Vec<String>,
+}
+
+/// Parses the standard error of `cc -E -v ...` (gcc and clang print the
+/// same text). `None` if it holds no complete search list.
+pub fn parse_search_list(stderr: &[u8]) -> Option<SearchList> {
+    let text = String::from_utf8_lossy(stderr);
+    let mut out = SearchList::default();
+    let mut in_list = false;
+    let mut complete = false;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("ignoring nonexistent directory ") {
+            let d = rest.trim().trim_matches('"');
+            if !d.is_empty() {
+                out.missing.push(d.to_string());
+            }
+            continue;
+        }
+        if line.starts_with("#include \"...\" search starts here:")
+            || line.starts_with("#include <...> search starts here:")
+        {
+            in_list = true;
+            continue;
+        }
+        if line.starts_with("End of search list.") {
+            complete = in_list;
+            in_list = false;
+            continue;
+        }
+        if in_list {
+            // A leading space; clang marks macOS frameworks.
+            let d = line.trim().trim_end_matches(" (framework directory)");
+            if !d.is_empty() {
+                out.dirs.push(d.to_string());
+            }
+        }
+    }
+    complete.then_some(out)
 }
 
 pub use hybridgrid_core::preprocessed::included_files;
@@ -825,6 +981,8 @@ mod tests {
                 files: vec![("/a/b.h".into(), [3; 32])],
                 absent: vec!["/x/b.h".into()],
                 result: R1,
+                dep_file: Some(b"a.o: a.c /a/b.h\n".to_vec()),
+                preprocessor_stderr: b"warning: w\n".to_vec(),
             }],
         };
         let enc = m.encode();
@@ -884,6 +1042,77 @@ mod tests {
         );
         assert_eq!(parse_line_marker(b"#pragma x"), None);
         assert_eq!(parse_line_marker(b"# 1 \"unterminated"), None);
+    }
+
+    #[test]
+    fn search_list_parsing() {
+        let gcc = b"ignoring nonexistent directory \"/usr/local/include/x86_64-linux-gnu\"\n\
+ignoring nonexistent directory \"nope\"\n\
+#include \"...\" search starts here:\n \
+q\n\
+#include <...> search starts here:\n \
+inc1\n \
+/usr/include\n\
+End of search list.\n";
+        let l = parse_search_list(gcc).unwrap();
+        assert_eq!(l.dirs, vec!["q", "inc1", "/usr/include"]);
+        assert_eq!(
+            l.missing,
+            vec!["/usr/local/include/x86_64-linux-gnu", "nope"]
+        );
+        assert_eq!(
+            parse_search_list(b"#include <...> search starts here:\n x\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_missing_search_dir_that_appears_is_a_miss() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        let src = p.source();
+        let c = gcc("12.2.0");
+        let params = DirectParams::new(&c, &args, "src/a.c", &src, &p.root);
+        let (includes, search) = (p.includes(), p.search());
+        let missing = vec![p.path("inc0")];
+        let rec = Recording {
+            includes: &includes,
+            search_dirs: &search,
+            missing_dirs: &missing,
+            dep_file: Some(b"a.o: src/a.c\n"),
+            preprocessor_stderr: b"src/a.c:1: warning: w\n",
+            ..Recording::default()
+        };
+        p.direct().record_compile(&params, &rec, R1).unwrap();
+        let hit = p.direct().lookup_hit(&params).unwrap();
+        assert_eq!(hit.result, R1);
+        assert_eq!(hit.dep_file.as_deref(), Some(&b"a.o: src/a.c\n"[..]));
+        assert_eq!(hit.preprocessor_stderr, b"src/a.c:1: warning: w\n");
+        fs::create_dir(p.path("inc0")).unwrap();
+        assert_eq!(p.direct().lookup(&params), None);
+    }
+
+    #[test]
+    fn files_changed_after_the_compile_started_are_not_recorded() {
+        let p = Project::new();
+        let args = p.args("X=1");
+        let src = p.source();
+        let c = gcc("12.2.0");
+        let params = DirectParams::new(&c, &args, "src/a.c", &src, &p.root);
+        let (includes, search) = (p.includes(), p.search());
+        // The compile started an hour ago: every file is newer.
+        let dm = DirectMode::new(p.store.clone()).with_too_new(Duration::from_secs(1));
+        let rec = Recording {
+            includes: &includes,
+            search_dirs: &search,
+            started: Some(SystemTime::now() - Duration::from_secs(3600)),
+            ..Recording::default()
+        };
+        assert!(matches!(
+            dm.record_compile(&params, &rec, R1),
+            Err(DirectSkip::TooNew(_))
+        ));
+        assert_eq!(p.direct().lookup(&params), None);
     }
 
     #[test]

@@ -252,6 +252,10 @@ pub struct CacheConfig {
     pub dir: String,
     /// Size limit in GB (10^9 bytes); least recently used entries go first.
     pub max_size_gb: f64,
+    /// hgbuild: find repeat compiles without running the preprocessor, from
+    /// a manifest of the files the last compile read (like ccache's direct
+    /// mode).
+    pub direct_mode: bool,
 }
 
 impl Default for CacheConfig {
@@ -260,6 +264,7 @@ impl Default for CacheConfig {
             enabled: true,
             dir: "~/.hybridgrid/cache".into(),
             max_size_gb: 10.0,
+            direct_mode: true,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod client;
 pub mod detect;
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod local_cache;
 pub mod native;
 pub mod routing;
 

@@ -144,6 +144,8 @@ struct Persisted {
     entries: u64,
     /// The size comes from a scan (plus deltas since), not from nothing.
     scanned: bool,
+    direct_hits: u64,
+    direct_misses: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -154,10 +156,14 @@ struct Delta {
     errors: u64,
     size: i64,
     entries: i64,
+    direct_hits: u64,
+    direct_misses: u64,
 }
 
 impl Delta {
     fn add(&mut self, o: Delta) {
+        self.direct_hits += o.direct_hits;
+        self.direct_misses += o.direct_misses;
         self.hits += o.hits;
         self.misses += o.misses;
         self.evictions += o.evictions;
@@ -169,6 +175,8 @@ impl Delta {
 
 impl Persisted {
     fn apply(&mut self, d: Delta) {
+        self.direct_hits += d.direct_hits;
+        self.direct_misses += d.direct_misses;
         self.hits += d.hits;
         self.misses += d.misses;
         self.evictions += d.evictions;
@@ -195,6 +203,8 @@ impl Persisted {
                 "size_bytes" => p.size_bytes = v,
                 "entries" => p.entries = v,
                 "scanned" => p.scanned = v == 1,
+                "direct_hits" => p.direct_hits = v,
+                "direct_misses" => p.direct_misses = v,
                 _ => {}
             }
         }
@@ -203,14 +213,17 @@ impl Persisted {
 
     fn render(&self) -> String {
         format!(
-            "hits {}\nmisses {}\nevictions {}\nerrors {}\nsize_bytes {}\nentries {}\nscanned {}\n",
+            "hits {}\nmisses {}\nevictions {}\nerrors {}\nsize_bytes {}\nentries {}\nscanned {}\n\
+             direct_hits {}\ndirect_misses {}\n",
             self.hits,
             self.misses,
             self.evictions,
             self.errors,
             self.size_bytes,
             self.entries,
-            u8::from(self.scanned)
+            u8::from(self.scanned),
+            self.direct_hits,
+            self.direct_misses,
         )
     }
 }
@@ -276,6 +289,32 @@ impl DiskStore {
 
     /// Looks `key` up, blocking the thread on file I/O.
     pub fn get_blocking(&self, key: &CacheKey) -> Lookup {
+        self.get_counted(key, false)
+    }
+
+    /// Looks up the result a direct-mode manifest named: a hit counts as a
+    /// hit and a direct-mode hit; a missing entry counts only as a
+    /// direct-mode miss (the preprocessed lookup that follows counts itself).
+    pub fn get_direct_blocking(&self, key: &CacheKey) -> Lookup {
+        self.get_counted(key, true)
+    }
+
+    /// Counts a direct-mode lookup that found no usable manifest.
+    pub fn count_direct_miss(&self) {
+        self.record(Delta {
+            direct_misses: 1,
+            ..Delta::default()
+        });
+    }
+
+    /// Direct-mode hits and misses so far (`hgbuild cache stats`).
+    pub fn direct_stats_blocking(&self) -> (u64, u64) {
+        let mut p = self.read_stats().unwrap_or_default();
+        p.apply(*self.pending());
+        (p.direct_hits, p.direct_misses)
+    }
+
+    fn get_counted(&self, key: &CacheKey, direct: bool) -> Lookup {
         let path = self.entry_path(key);
         match self.read_object(&path) {
             Ok(Some(data)) => {
@@ -284,6 +323,7 @@ impl DiskStore {
                     Ok(entry) => {
                         self.record(Delta {
                             hits: 1,
+                            direct_hits: u64::from(direct),
                             ..Delta::default()
                         });
                         Lookup::Hit(entry)
@@ -297,7 +337,8 @@ impl DiskStore {
             }
             Ok(None) => {
                 self.record(Delta {
-                    misses: 1,
+                    misses: u64::from(!direct),
+                    direct_misses: u64::from(direct),
                     ..Delta::default()
                 });
                 Lookup::Miss

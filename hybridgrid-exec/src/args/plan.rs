@@ -216,6 +216,52 @@ impl CompilePlan {
         Some(args)
     }
 
+    /// Arguments that make the compiler print this command's include search
+    /// list without touching its outputs: the preprocessor arguments minus
+    /// the source and every dependency-file option, then `-E -v` on an
+    /// empty input of the same language. Run in the same working directory
+    /// and environment; parse standard error.
+    pub fn search_probe_args(&self) -> Option<Vec<String>> {
+        let lang = match self.language {
+            SourceLanguage::C => "c",
+            SourceLanguage::Cxx => "c++",
+            SourceLanguage::AssemblerWithCpp => "assembler-with-cpp",
+            _ => return None,
+        };
+        let source = self.source.to_string_lossy();
+        let mut args: Vec<String> = self
+            .items
+            .iter()
+            .filter(|i| matches!(i.dest, Dest::Preproc | Dest::Both))
+            .filter(|i| {
+                let first = i.words.first().map(String::as_str).unwrap_or("");
+                let is_source = i.words.len() == 1 && first == source;
+                let is_dep =
+                    first.starts_with("-M") || (first.starts_with("-Wp,") && first.contains(",-M"));
+                !is_source && !is_dep
+            })
+            .flat_map(|i| i.words.iter().cloned())
+            .collect();
+        args.extend(
+            ["-E", "-v", "-x", lang, "/dev/null", "-o", "/dev/null"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        Some(args)
+    }
+
+    /// Whether the object records macro definitions (`-g3`, `-ggdb3`,
+    /// clang's `-fdebug-macro`), which the preprocessed text does not hold.
+    pub fn records_macros(&self) -> bool {
+        self.items.iter().flat_map(|i| i.words.iter()).any(|w| {
+            w == "-fdebug-macro"
+                || (w.starts_with("-g")
+                    && w.ends_with('3')
+                    && !w.starts_with("-gdwarf")
+                    && !w.starts_with("-gstrict"))
+        })
+    }
+
     /// The arguments for compiling the preprocessed input remotely, in their
     /// original order: everything that affects code generation and
     /// diagnostics, without the input, `-c`, `-o`, `-x` and preprocessor-only
