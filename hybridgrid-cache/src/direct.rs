@@ -24,10 +24,15 @@
 //!   shadow (we do not know whether an include was quoted or angled), so it
 //!   may refuse a hit that would have been valid, never the reverse.
 //! * **`__DATE__`, `__TIME__`, `__TIMESTAMP__`** make the output depend on
-//!   the clock; **`__has_include`** makes it depend on files that do *not*
-//!   exist (and so are in no list). A source or header containing any of
-//!   these tokens is never recorded, and a source containing them is never
-//!   looked up.
+//!   the clock: a source or header containing any of these tokens is never
+//!   recorded, and a source containing them is never looked up.
+//! * **`__has_include(<x.h>)`** (and `__has_include_next`) depends on files
+//!   that need not exist. Every name tested in the source or a header is
+//!   resolved against every search directory and every includer's
+//!   directory: the candidates that exist are recorded with their content
+//!   hashes like included files, the others as paths that must not appear.
+//!   A test through a macro (`__has_include(HEADER)`) cannot be resolved
+//!   without preprocessing: such a translation unit is never recorded.
 //! * **Files modified during the compile** (modification or status change
 //!   time within [`TOO_NEW`] of recording) are not recorded: the hash might
 //!   not match what the preprocessor read. The per-process hash memo skips
@@ -75,7 +80,10 @@ pub const TOO_NEW: Duration = Duration::from_secs(2);
 pub const MAX_RESULTS: usize = 8;
 
 /// Tokens that make a translation unit unfit for direct mode.
-pub const VOLATILE_TOKENS: [&str; 4] = ["__DATE__", "__TIME__", "__TIMESTAMP__", "__has_include"];
+pub const VOLATILE_TOKENS: [&str; 3] = ["__DATE__", "__TIME__", "__TIMESTAMP__"];
+
+/// The token whose answers depend on files that may not exist.
+const HAS_INCLUDE: &str = "__has_include";
 
 const MAGIC: [u8; 4] = *b"HGDM";
 const MANIFEST_VERSION: u16 = 2;
@@ -146,8 +154,8 @@ impl<'a> DirectParams<'a> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DirectSkip {
-    /// The source or a header uses `__DATE__`, `__TIME__`, `__TIMESTAMP__`
-    /// or `__has_include`.
+    /// The source or a header uses `__DATE__`, `__TIME__`, `__TIMESTAMP__`,
+    /// or `__has_include` through a macro.
     #[error("{path} uses {token}; direct mode disabled")]
     Volatile {
         /// The file.
@@ -187,14 +195,77 @@ pub fn volatile_token(data: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// The header names that `data` tests with `__has_include` or
+/// `__has_include_next` (`<x.h>` and `"x.h"` both give `x.h`). Mentions
+/// that are not tests (`defined __has_include`, `#ifdef __has_include`)
+/// are skipped. `Err(())` when a test's operand is not a literal header
+/// name (a macro): what it tests is unknown without preprocessing.
+#[allow(clippy::result_unit_err)]
+pub fn has_include_names(data: &[u8]) -> Result<Vec<String>, ()> {
+    let mut out = Vec::new();
+    let tok = HAS_INCLUDE.as_bytes();
+    let mut i = 0;
+    while let Some(off) = data[i..].windows(tok.len()).position(|w| w == tok) {
+        let mut j = i + off + tok.len();
+        i = j;
+        if data[j..].starts_with(b"_next") {
+            j += 5;
+        }
+        // Part of a longer identifier?
+        if data
+            .get(j)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        {
+            continue;
+        }
+        let skip_ws = |mut k: usize| {
+            while data
+                .get(k)
+                .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\\' | b'\n' | b'\r'))
+            {
+                k += 1;
+            }
+            k
+        };
+        j = skip_ws(j);
+        if data.get(j) != Some(&b'(') {
+            continue;
+        }
+        j = skip_ws(j + 1);
+        let close = match data.get(j) {
+            Some(b'<') => b'>',
+            Some(b'"') => b'"',
+            _ => return Err(()),
+        };
+        let start = j + 1;
+        let Some(len) = data[start..]
+            .iter()
+            .position(|c| *c == close || *c == b'\n')
+        else {
+            return Err(());
+        };
+        if data[start + len] != close || len == 0 {
+            return Err(());
+        }
+        let name = std::str::from_utf8(&data[start..start + len]).map_err(|_| ())?;
+        out.push(name.to_string());
+        i = start + len;
+    }
+    Ok(out)
+}
+
 /// One recorded result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ManifestResult {
     /// Every file the preprocessor read (besides the source), with the
     /// blake3 hash of its content.
     pub files: Vec<(String, [u8; 32])>,
-    /// Paths that did not exist and must still not exist (would shadow).
-    pub absent: Vec<String>,
+    /// Per file, its status when recorded: a file whose status still
+    /// matches is not read again (see [`Stamp`]).
+    pub stamps: Vec<Option<Stamp>>,
+    /// Paths that did not exist and must still not exist (would shadow),
+    /// grouped by their nearest existing directory.
+    pub absent: Vec<AbsentGroup>,
     /// The result.
     pub result: CacheKey,
     /// The dependency file the preprocessor wrote, if the command asked
@@ -203,6 +274,68 @@ pub struct ManifestResult {
     /// What the preprocessor printed on standard error (`#warning`...):
     /// the result's stderr is only the compiler's.
     pub preprocessor_stderr: Vec<u8>,
+}
+
+/// What `stat` says about a file or directory: device, inode, size,
+/// modification and status-change times. Recorded only when both times
+/// are older than the compile's start minus [`TOO_NEW`], so any later
+/// change (which sets the status-change time to the present) shows. For a
+/// directory, an unchanged stamp means no entry was added or removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Stamp {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_mtime` in nanoseconds.
+    pub mtime_ns: i64,
+    /// `st_ctime` in nanoseconds.
+    pub ctime_ns: i64,
+}
+
+impl Stamp {
+    /// The stamp of `meta`.
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime().saturating_mul(1_000_000_000) + meta.mtime_nsec(),
+            ctime_ns: meta.ctime().saturating_mul(1_000_000_000) + meta.ctime_nsec(),
+        }
+    }
+
+    /// The stamp of `meta` if nothing changed it after `recent`.
+    fn trusted(meta: &fs::Metadata, recent: SystemTime) -> Option<Stamp> {
+        (!changed_since(meta, recent)).then(|| Stamp::of(meta))
+    }
+
+    const LEN: usize = 8 * 5;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        for v in [self.dev, self.ino, self.size] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [self.mtime_ns, self.ctime_ns] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// Absent paths under one existing directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbsentGroup {
+    /// The nearest existing ancestor of every path (as spelled, relative
+    /// paths against the working directory).
+    pub dir: String,
+    /// Its stamp when recorded, if trusted: while it matches, no entry was
+    /// added to it, so none of the paths can exist.
+    pub stamp: Option<Stamp>,
+    /// The paths that must not exist.
+    pub paths: Vec<String>,
 }
 
 /// A direct-mode hit: the result key and what the skipped preprocessor
@@ -265,14 +398,27 @@ impl Manifest {
         let put_str = |out: &mut Vec<u8>, s: &str| put_bytes(out, s.as_bytes());
         for r in &self.results {
             out.extend_from_slice(r.result.as_bytes());
+            let put_stamp = |out: &mut Vec<u8>, s: &Option<Stamp>| match s {
+                Some(s) => {
+                    out.push(1);
+                    s.encode(out);
+                }
+                None => out.push(0),
+            };
             out.extend_from_slice(&(r.files.len() as u32).to_le_bytes());
-            for (p, h) in &r.files {
+            for (i, (p, h)) in r.files.iter().enumerate() {
                 put_str(&mut out, p);
                 out.extend_from_slice(h);
+                put_stamp(&mut out, r.stamps.get(i).unwrap_or(&None));
             }
             out.extend_from_slice(&(r.absent.len() as u32).to_le_bytes());
-            for p in &r.absent {
-                put_str(&mut out, p);
+            for g in &r.absent {
+                put_str(&mut out, &g.dir);
+                put_stamp(&mut out, &g.stamp);
+                out.extend_from_slice(&(g.paths.len() as u32).to_le_bytes());
+                for p in &g.paths {
+                    put_str(&mut out, p);
+                }
             }
             match &r.dep_file {
                 Some(d) => {
@@ -310,14 +456,23 @@ impl Manifest {
             let result = CacheKey::from_bytes(r.array()?);
             let nf = r.u32()?;
             let mut files = Vec::new();
+            let mut stamps = Vec::new();
             for _ in 0..nf {
                 let p = r.string()?;
                 files.push((p, r.array()?));
+                stamps.push(r.stamp()?);
             }
             let na = r.u32()?;
             let mut absent = Vec::new();
             for _ in 0..na {
-                absent.push(r.string()?);
+                let dir = r.string()?;
+                let stamp = r.stamp()?;
+                let np = r.u32()?;
+                let mut paths = Vec::new();
+                for _ in 0..np {
+                    paths.push(r.string()?);
+                }
+                absent.push(AbsentGroup { dir, stamp, paths });
             }
             let dep_file = match r.take(1)?[0] {
                 0 => None,
@@ -327,6 +482,7 @@ impl Manifest {
             let preprocessor_stderr = r.blob()?.to_vec();
             results.push(ManifestResult {
                 files,
+                stamps,
                 absent,
                 result,
                 dep_file,
@@ -364,6 +520,27 @@ impl<'a> Cursor<'a> {
     }
     fn u32(&mut self) -> Result<u32, ManifestError> {
         Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn stamp(&mut self) -> Result<Option<Stamp>, ManifestError> {
+        match self.take(1)?[0] {
+            0 => Ok(None),
+            1 => {
+                let b = self.take(Stamp::LEN)?;
+                let u = |i: usize| {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(&b[i * 8..i * 8 + 8]);
+                    a
+                };
+                Ok(Some(Stamp {
+                    dev: u64::from_le_bytes(u(0)),
+                    ino: u64::from_le_bytes(u(1)),
+                    size: u64::from_le_bytes(u(2)),
+                    mtime_ns: i64::from_le_bytes(u(3)),
+                    ctime_ns: i64::from_le_bytes(u(4)),
+                }))
+            }
+            _ => Err(ManifestError("bad stamp flag")),
+        }
     }
     fn blob(&mut self) -> Result<&'a [u8], ManifestError> {
         let n = self.u32()? as usize;
@@ -438,14 +615,27 @@ impl DirectMode {
     }
 
     fn still_valid(&self, params: &DirectParams<'_>, r: &ManifestResult) -> bool {
-        let nothing_shadows = r.absent.iter().all(|p| {
+        let absent = |p: &String| {
             matches!(fs::symlink_metadata(params.resolve(p)),
                      Err(e) if e.kind() == io::ErrorKind::NotFound)
+        };
+        let nothing_shadows = r.absent.iter().all(|g| {
+            let unchanged = g.stamp.is_some_and(|st| {
+                matches!(fs::symlink_metadata(params.resolve(&g.dir)),
+                         Ok(m) if m.is_dir() && Stamp::of(&m) == st)
+            });
+            unchanged || g.paths.iter().all(absent)
         });
         nothing_shadows
-            && r.files
-                .iter()
-                .all(|(p, h)| matches!(self.hash_file(&params.resolve(p)), Ok(got) if got == *h))
+            && r.files.iter().enumerate().all(|(i, (p, h))| {
+                let path = params.resolve(p);
+                if let Some(Some(st)) = r.stamps.get(i)
+                    && matches!(fs::metadata(&path), Ok(m) if Stamp::of(&m) == *st)
+                {
+                    return true;
+                }
+                matches!(self.hash_file(&path), Ok(got) if got == *h)
+            })
     }
 
     /// Records that the compile described by `params`, which read
@@ -496,6 +686,19 @@ impl DirectMode {
             }
         }
         let mut files = Vec::with_capacity(includes.len());
+        let mut stamps = Vec::with_capacity(includes.len());
+        let mut tested = BTreeSet::new();
+        let mut scan_has_include = |path: &str, data: &[u8]| match has_include_names(data) {
+            Ok(names) => {
+                tested.extend(names);
+                Ok(())
+            }
+            Err(()) => Err(DirectSkip::Volatile {
+                path: path.to_string(),
+                token: HAS_INCLUDE,
+            }),
+        };
+        scan_has_include(params.source_path, params.source)?;
         for p in includes {
             let path = params.resolve(p);
             let unreadable = |source| DirectSkip::Unreadable {
@@ -513,7 +716,9 @@ impl DirectMode {
                     token,
                 });
             }
+            scan_has_include(p, &data)?;
             files.push((p.clone(), *blake3::hash(&data).as_bytes()));
+            stamps.push(Stamp::trusted(&meta, recent));
         }
         let mut absent: Vec<String> = shadow_candidates(params.source_path, includes, search_dirs)
             .into_iter()
@@ -522,6 +727,61 @@ impl DirectMode {
                          Err(e) if e.kind() == io::ErrorKind::NotFound)
             })
             .collect();
+        // Every place a tested name could be found: present ones must stay
+        // as they are, absent ones absent.
+        if !tested.is_empty() {
+            let includer_dirs: BTreeSet<String> = std::iter::once(params.source_path)
+                .chain(includes.iter().map(String::as_str))
+                .map(parent_dir)
+                .collect();
+            let mut seen = BTreeSet::new();
+            for name in &tested {
+                let candidates: Vec<String> = if name.starts_with('/') {
+                    vec![name.clone()]
+                } else {
+                    search_dirs
+                        .iter()
+                        .chain(includer_dirs.iter())
+                        .map(|d| join(d, name))
+                        .collect()
+                };
+                for c in candidates {
+                    if !seen.insert(c.clone()) {
+                        continue;
+                    }
+                    let path = params.resolve(&c);
+                    match fs::metadata(&path) {
+                        Ok(meta) if meta.is_file() => {
+                            if changed_since(&meta, recent) {
+                                return Err(DirectSkip::TooNew(c));
+                            }
+                            let data =
+                                fs::read(&path).map_err(|source| DirectSkip::Unreadable {
+                                    path: c.clone(),
+                                    source,
+                                })?;
+                            files.push((c, *blake3::hash(&data).as_bytes()));
+                            stamps.push(Stamp::trusted(&meta, recent));
+                        }
+                        Ok(_) => {
+                            return Err(DirectSkip::Unreadable {
+                                path: c,
+                                source: io::Error::other("not a regular file"),
+                            });
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                            ) =>
+                        {
+                            absent.push(c)
+                        }
+                        Err(source) => return Err(DirectSkip::Unreadable { path: c, source }),
+                    }
+                }
+            }
+        }
         for d in rec.missing_dirs {
             match fs::symlink_metadata(params.resolve(d)) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => absent.push(d.clone()),
@@ -530,8 +790,10 @@ impl DirectMode {
                 _ => return Err(DirectSkip::TooNew(d.clone())),
             }
         }
+        let absent = group_absent(params, absent, recent);
         let new = ManifestResult {
             files,
+            stamps,
             absent,
             result,
             dep_file: rec.dep_file.map(<[u8]>::to_vec),
@@ -575,6 +837,41 @@ impl DirectMode {
         }
         Ok(hash)
     }
+}
+
+/// Groups absent paths by their nearest existing directory, stamped when
+/// trusted.
+fn group_absent(
+    params: &DirectParams<'_>,
+    absent: Vec<String>,
+    recent: SystemTime,
+) -> Vec<AbsentGroup> {
+    let mut groups: Vec<AbsentGroup> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for p in absent {
+        // The nearest existing ancestor, as spelled.
+        let mut dir = parent_dir(&p);
+        let meta = loop {
+            match fs::symlink_metadata(params.resolve(&dir)) {
+                Ok(m) => break Some(m),
+                Err(_) if dir != "/" && dir != "." => dir = parent_dir(&dir),
+                Err(_) => break None,
+            }
+        };
+        let i = *index.entry(dir.clone()).or_insert_with(|| {
+            groups.push(AbsentGroup {
+                stamp: meta
+                    .as_ref()
+                    .filter(|m| m.is_dir())
+                    .and_then(|m| Stamp::trusted(m, recent)),
+                dir,
+                paths: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[i].paths.push(p);
+    }
+    groups
 }
 
 fn changed_since(meta: &fs::Metadata, t: SystemTime) -> bool {
@@ -926,8 +1223,14 @@ mod tests {
         assert_eq!(p.lookup(&p.direct(), &args), None);
 
         let p = Project::new();
-        p.write("inc2/bar.h", "#if __has_include(<x.h>)\n#endif\n");
-        assert!(p.record(&p.direct(), &args, R1).is_err());
+        p.write("inc2/bar.h", "#if __has_include(HEADER)\n#endif\n");
+        assert!(matches!(
+            p.record(&p.direct(), &args, R1),
+            Err(DirectSkip::Volatile {
+                token: "__has_include",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -979,7 +1282,18 @@ mod tests {
         let m = Manifest {
             results: vec![ManifestResult {
                 files: vec![("/a/b.h".into(), [3; 32])],
-                absent: vec!["/x/b.h".into()],
+                stamps: vec![Some(Stamp {
+                    dev: 1,
+                    ino: 2,
+                    size: 3,
+                    mtime_ns: 4,
+                    ctime_ns: -5,
+                })],
+                absent: vec![AbsentGroup {
+                    dir: "/x".into(),
+                    stamp: None,
+                    paths: vec!["/x/b.h".into()],
+                }],
                 result: R1,
                 dep_file: Some(b"a.o: a.c /a/b.h\n".to_vec()),
                 preprocessor_stderr: b"warning: w\n".to_vec(),
@@ -1113,6 +1427,39 @@ End of search list.\n";
             Err(DirectSkip::TooNew(_))
         ));
         assert_eq!(p.direct().lookup(&params), None);
+    }
+
+    #[test]
+    fn has_include_tests_are_resolved_both_ways() {
+        assert_eq!(
+            has_include_names(
+                b"#if defined __has_include && __has_include (<linux/x.h>)\n\
+                  #ifdef __has_include\n#if __has_include_next(\"y.h\")\n"
+            ),
+            Ok(vec!["linux/x.h".to_string(), "y.h".to_string()])
+        );
+        assert_eq!(has_include_names(b"__has_include(FOO)"), Err(()));
+        assert_eq!(has_include_names(b"__has_includes(x)"), Ok(vec![]));
+
+        // bar.h asks for opt.h, which does not exist anywhere yet.
+        let p = Project::new();
+        p.write(
+            "inc2/bar.h",
+            "#if __has_include(<opt.h>)\n#include <opt.h>\n#endif\nint bar;\n",
+        );
+        let args = p.args("X=1");
+        p.record(&p.direct(), &args, R1).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &args), Some(R1));
+        // It appears in the last search directory: the answer changes.
+        p.write("inc2/opt.h", "int opt;\n");
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+        // Recorded with opt.h present: removing or editing it is a miss.
+        p.record(&p.direct(), &args, R2).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &args), Some(R2));
+        p.write("inc2/opt.h", "int opt2;\n");
+        assert_eq!(p.lookup(&p.direct(), &args), None);
+        fs::remove_file(p.path("inc2/opt.h")).unwrap();
+        assert_eq!(p.lookup(&p.direct(), &args), Some(R1));
     }
 
     #[test]
