@@ -358,7 +358,8 @@ fn remote_results_are_recorded_for_direct_mode() {
     write(p.path(), "main.c", MAIN_C);
     write(p.path(), "inc/foo.h", "#define FOO 1\n");
     std::thread::sleep(SETTLE);
-    let env = [("HG_COORDINATOR", coord.grpc.as_str())];
+    let addr = coord.grpc.clone();
+    let env = [("HG_COORDINATOR", addr.as_str())];
     let args = ["-O2", "-DVAL=1", "-Iinc"];
     let first = p.compile_checked(&args, &env);
     assert!(first.contains("[remote w1]"), "{first}");

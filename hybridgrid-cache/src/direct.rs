@@ -1338,7 +1338,7 @@ mod tests {
 
     #[test]
     fn line_markers() {
-        let pre = b"# 0 \"src/a.c\"\n# 0 \"<built-in>\"\n# 0 \"<command-line>\"\n\
+        let pre = b"# 0 \"src/a.c\"\n# 1 \"/home/me/proj//\"\n# 0 \"<built-in>\"\n# 0 \"<command-line>\"\n\
 # 1 \"/usr/include/stdc-predef.h\" 1 3 4\n# 0 \"<command-line>\" 2\n# 1 \"src/a.c\"\n\
 # 1 \"inc/we\\\\ird \\\"q\\\".h\" 1\nint x;\n#line 7 \"inc/b.h\"\n# 2 \"src/a.c\" 2\n\
 #pragma once\n# 1 \"/usr/include/stdc-predef.h\" 1 3 4\nint a;\n";

@@ -41,7 +41,9 @@ pub fn included_files(preprocessed: &[u8]) -> Vec<String> {
         let Some(path) = parse_line_marker(line) else {
             continue;
         };
-        if path.starts_with('<') && path.ends_with('>') {
+        // `<built-in>`, and the working directory gcc notes with -g
+        // (`# 1 "/the/cwd//"`): not files.
+        if (path.starts_with('<') && path.ends_with('>')) || path.ends_with('/') {
             continue;
         }
         match &main {
