@@ -70,6 +70,10 @@ pub fn find_real_compiler(name: &str) -> Option<PathBuf> {
         return Some(PathBuf::from(name));
     }
     path_dirs().into_iter().map(|d| d.join(name)).find(|p| {
+        // One stat for the usual miss, before resolving every component.
+        if std::fs::metadata(p).is_err() {
+            return false;
+        }
         let Ok(canon) = std::fs::canonicalize(p) else {
             return false;
         };

@@ -336,6 +336,21 @@ fn coordinator_down_falls_back_locally_or_fails_with_no_fallback() {
     assert!(out.stderr.contains("compiling locally"), "{}", out.stderr);
     assert!(dir.path().join("main.o").exists());
 
+    // The local result was cached: the repeat needs no grid at all.
+    let obj = read(dir.path(), "main.o");
+    std::fs::remove_file(dir.path().join("main.o")).expect("rm");
+    let out = hgbuild(
+        dir.path(),
+        &addr,
+        &["-v", "--no-fallback", "cc", "-c", "main.c"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[cache"), "{}", out.stderr);
+    assert_eq!(read(dir.path(), "main.o"), obj);
+
+    // Without it, --no-fallback fails.
+    let cl = run_in(dir.path(), HGBUILD, &["cache", "clear"], &[]);
+    assert_eq!(cl.code, 0, "{}", cl.stderr);
     std::fs::remove_file(dir.path().join("main.o")).expect("rm");
     let out = hgbuild(dir.path(), &addr, &["--no-fallback", "cc", "-c", "main.c"]);
     assert_ne!(out.code, 0);

@@ -123,34 +123,24 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // Objects get the usual mode (0666 & ~umask), as the compiler's would:
+    // the kernel applies the umask to the mode given at creation.
+    use std::os::unix::fs::PermissionsExt;
     let mut tmp = tempfile::Builder::new()
         .prefix(".hg-out-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(&dir)?;
     tmp.write_all(data)?;
-    // Objects get the usual mode (0666 & ~umask), as the compiler's would.
-    let mode = 0o666 & !current_umask();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
+    // Renaming over an existing file makes ext4 flush the new one first
+    // (auto_da_alloc); an old object goes first. A reader still sees no
+    // file or a whole one.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
-}
-
-fn current_umask() -> u32 {
-    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *UMASK.get_or_init(read_umask)
-}
-
-fn read_umask() -> u32 {
-    // Read it without changing it: /proc/self/status has `Umask:`.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Umask:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| u32::from_str_radix(v, 8).ok())
-        })
-        .unwrap_or(0o022)
 }
 
 /// What the local half of a distributable compile produced.

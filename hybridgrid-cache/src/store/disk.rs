@@ -309,7 +309,7 @@ impl DiskStore {
 
     /// Direct-mode hits and misses so far (`hgbuild cache stats`).
     pub fn direct_stats_blocking(&self) -> (u64, u64) {
-        let mut p = self.read_stats().unwrap_or_default();
+        let mut p = self.read_stats_locked();
         p.apply(*self.pending());
         (p.direct_hits, p.direct_misses)
     }
@@ -379,7 +379,7 @@ impl DiskStore {
         let p = match &self.inner.exclusive {
             Some(_) => self.update_stats(Delta::default(), None),
             None => {
-                let mut p = self.read_stats().unwrap_or_default();
+                let mut p = self.read_stats_locked();
                 p.apply(*self.pending());
                 p
             }
@@ -610,21 +610,39 @@ impl DiskStore {
         let mut total = *pending;
         total.add(delta);
         let result = (|| -> io::Result<Persisted> {
-            fs::create_dir_all(&self.inner.dir)?;
-            let _lock = lock_file(&self.inner.dir.join("stats.lock"), true)?;
-            let mut p = self.read_stats()?;
+            let _lock = match lock_file(&self.inner.dir.join("stats.lock"), true) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(&self.inner.dir)?;
+                    lock_file(&self.inner.dir.join("stats.lock"), true)?
+                }
+                other => other?,
+            };
+            // Rewritten in place under the lock (every reader takes it):
+            // no temporary file, no rename per compile.
+            let mut f = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(self.inner.dir.join("stats"))?;
+            let mut text = String::new();
+            // A garbled stats file is rebuilt by the next scan.
+            let mut p = match f.read_to_string(&mut text) {
+                Ok(_) => Persisted::parse(&text),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => Persisted::default(),
+                Err(e) => return Err(e),
+            };
             p.apply(total);
             if let Some((size, entries)) = set {
                 p.size_bytes = size;
                 p.entries = entries;
                 p.scanned = true;
             }
-            let mut tmp = tempfile::Builder::new()
-                .prefix(TMP_PREFIX)
-                .tempfile_in(&self.inner.dir)?;
-            tmp.write_all(p.render().as_bytes())?;
-            tmp.persist(self.inner.dir.join("stats"))
-                .map_err(|e| e.error)?;
+            let out = p.render();
+            use std::io::{Seek, SeekFrom};
+            f.seek(SeekFrom::Start(0))?;
+            f.write_all(out.as_bytes())?;
+            f.set_len(out.len() as u64)?;
             Ok(p)
         })();
         match result {
@@ -682,6 +700,15 @@ impl DiskStore {
                 }
             }
         }
+        p
+    }
+
+    /// The stats file as the last writer left it (it is rewritten in
+    /// place under `stats.lock`).
+    fn read_stats_locked(&self) -> Persisted {
+        let lock = lock_file(&self.inner.dir.join("stats.lock"), true);
+        let p = self.read_stats().unwrap_or_default();
+        drop(lock);
         p
     }
 
