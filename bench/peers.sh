@@ -30,7 +30,7 @@ done
 if [ "${inner:-0}" != 1 ]; then
     # Outside the namespace: install, build, fetch sources, then re-enter.
     missing=()
-    for p in distcc icecc ccache sccache hyperfine make; do
+    for p in distcc icecc ccache sccache hyperfine make time; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -105,14 +105,15 @@ done
 objects() { (cd "$src" && find . -name '*.o' -newer "$work/stamp" -print0 | sort -z | xargs -0 sha256sum); }
 clean() { (cd "$src" && make -s clean >/dev/null 2>&1 || true); }
 reference=""
-declare -A times
+declare -A times cpus
 
 build() { # name, CC value, env...
     local name=$1 cc=$2; shift 2
     clean; touch "$work/stamp"; sleep 0.01
     local t0 t1
     t0=$(date +%s.%N)
-    (cd "$src" && env "$@" make -s -j"$jobs" $target CC="$cc" >"$work/$name.out" 2>&1) || {
+    (cd "$src" && env "$@" /usr/bin/time -f '%U %S' -o "$work/$name.cpu" \
+        make -s -j"$jobs" $target CC="$cc" >"$work/$name.out" 2>&1) || {
         echo "build $name failed:"; tail -20 "$work/$name.out"; exit 1; }
     t1=$(date +%s.%N)
     local objs; objs=$(objects)
@@ -121,6 +122,7 @@ build() { # name, CC value, env...
         echo "$name: objects differ from the plain build"; diff <(echo "$reference") <(echo "$objs") | head; exit 1
     fi
     times[$name]+="$(echo "$t1 - $t0" | bc) "
+    cpus[$name]+="$(awk '{print $1 + $2}' "$work/$name.cpu") "
 }
 
 hg_clear() { "$bin/hgbuild" cache clear >/dev/null; rm -rf "$HOME/.hybridgrid/cache/coordinator"/[0-9a-f][0-9a-f] 2>/dev/null || true; }
@@ -129,11 +131,13 @@ hgbuild_build() { # name
     clean; touch "$work/stamp"; sleep 0.01
     local t0 t1
     t0=$(date +%s.%N)
-    (cd "$src" && "$bin/hgbuild" make -s -j"$jobs" $target CC="$cc_plain" >"$work/$name.out" 2>&1) || {
+    (cd "$src" && /usr/bin/time -f '%U %S' -o "$work/$name.cpu" \
+        "$bin/hgbuild" make -s -j"$jobs" $target CC="$cc_plain" >"$work/$name.out" 2>&1) || {
         echo "build $name failed:"; tail -20 "$work/$name.out"; exit 1; }
     t1=$(date +%s.%N)
     [ "$(objects)" = "$reference" ] || { echo "$name: objects differ from the plain build"; exit 1; }
     times[$name]+="$(echo "$t1 - $t0" | bc) "
+    cpus[$name]+="$(awk '{print $1 + $2}' "$work/$name.cpu") "
 }
 
 for r in $(seq "$runs"); do
@@ -161,6 +165,9 @@ cd "$src"
 obj=$(dirname "$one_file")/hit-bench.o
 hf() { hyperfine -N --warmup 3 --runs "$hit_runs" --export-json "$work/$1.json" "$2" >/dev/null 2>&1 && \
        python3 -c "import json,sys; print(json.load(open('$work/$1.json'))['results'][0]['median'])"; }
+# Mean CPU time (user + system) of a hyperfine run: steadier than wall
+# time on a loaded machine.
+hf_cpu() { python3 -c "import json; r=json.load(open('$work/$1.json'))['results'][0]; print(r['user'] + r['system'])"; }
 ccache_hit=$(CCACHE_DIR="$work/ccache" hf ccache "ccache gcc $one_flags -c $one_file -o $obj")
 sccache_hit=$(SCCACHE_DIR="$work/sccache" hf sccache "sccache gcc $one_flags -c $one_file -o $obj")
 hg_hit=$(hf hybridgrid "$bin/hgbuild cc $one_flags -c $one_file -o $obj")
@@ -177,23 +184,37 @@ gcc_plain=$(hf gcc "gcc $one_flags -c $one_file -o $obj")
     echo "Command: \`bench/peers.sh --project $project --runs $runs --jobs $jobs\`. Median of $runs runs, tools alternating; every build's objects equal the plain build's."
     echo
     ccache_warm=$(echo "${times[ccache-warm]}" | median)
-    echo "| build | median wall time (s) | ratio to plain make | ratio to ccache warm |"
-    echo "|---|---:|---:|---:|"
+    ccache_warm_cpu=$(echo "${cpus[ccache-warm]}" | median)
+    echo "| build | median wall time (s) | ratio to plain make | ratio to ccache warm | CPU of make and its children (s) | CPU ratio to ccache warm |"
+    echo "|---|---:|---:|---:|---:|---:|"
     for name in plain hybridgrid-cold hybridgrid-cached distcc icecream ccache-cold ccache-warm sccache-cold sccache-warm; do
         m=$(echo "${times[$name]}" | median)
-        printf '| %s | %.2f | %.2fx | %.2fx |\n' "$name" "$m" "$(echo "$m / $base" | bc -l)" "$(echo "$m / $ccache_warm" | bc -l)"
+        c=$(echo "${cpus[$name]}" | median)
+        case $name in
+            hybridgrid-cold|distcc|icecream|sccache-*) cpu_cells="$(printf '%.2f' "$c") | n/a (the work is in daemons)" ;;
+            *) cpu_cells="$(printf '%.2f | %.2fx' "$c" "$(echo "$c / $ccache_warm_cpu" | bc -l)")" ;;
+        esac
+        printf '| %s | %.2f | %.2fx | %.2fx | %s |\n' "$name" "$m" "$(echo "$m / $base" | bc -l)" "$(echo "$m / $ccache_warm" | bc -l)" "$cpu_cells"
     done
+    echo
+    echo "CPU is user + system time of \`make\` and every process it waited for (GNU time), so it counts"
+    echo "the compilers and cache clients but not daemons (hybridgrid's workers, distccd, iceccd, the"
+    echo "sccache server): comparable between plain, ccache and the fully cached hybridgrid build, whose"
+    echo "hits are all served in the client. On a shared machine it varies far less than wall time."
     echo
     echo "Single cache-hit compile of \`$one_file\` (hyperfine median of $hit_runs runs):"
     echo
-    echo "| tool | median (ms) | ratio to ccache hit |"
-    echo "|---|---:|---:|"
-    row() { printf '| %s | %.1f | %.2fx |\n' "$1" "$(echo "$2 * 1000" | bc -l)" "$(echo "$2 / $ccache_hit" | bc -l)"; }
-    row "gcc -c (no cache, baseline)" "$gcc_plain"
-    row "ccache hit (direct mode)" "$ccache_hit"
-    row "sccache hit" "$sccache_hit"
-    row "hgbuild hit (direct mode)" "$hg_hit"
-    row "hgbuild hit (direct mode off: preprocessor runs)" "$hg_pp_hit"
+    echo "| tool | median wall (ms) | ratio to ccache hit | mean CPU (ms) | CPU ratio to ccache hit |"
+    echo "|---|---:|---:|---:|---:|"
+    ccache_cpu=$(hf_cpu ccache)
+    row() { local c; c=$(hf_cpu "$3")
+        printf '| %s | %.1f | %.2fx | %.1f | %.2fx |\n' "$1" "$(echo "$2 * 1000" | bc -l)" "$(echo "$2 / $ccache_hit" | bc -l)" \
+            "$(echo "$c * 1000" | bc -l)" "$(echo "$c / $ccache_cpu" | bc -l)"; }
+    row "gcc -c (no cache, baseline)" "$gcc_plain" gcc
+    row "ccache hit (direct mode)" "$ccache_hit" ccache
+    row "sccache hit (client only; the server's CPU is not counted)" "$sccache_hit" sccache
+    row "hgbuild hit (direct mode)" "$hg_hit" hybridgrid
+    row "hgbuild hit (direct mode off: preprocessor runs)" "$hg_pp_hit" hybridgrid-pp
     echo
 } > "$work/section.md"
 
