@@ -52,6 +52,9 @@ pub struct RunOptions {
     /// Write a Chrome/Perfetto trace of the build here (`--trace`,
     /// `HG_TRACE`); see [`crate::trace`].
     pub trace: Option<PathBuf>,
+    /// The configuration file this process read (`--config`, `HG_CONFIG`
+    /// or the first file found); a wrapped build's compiles read it too.
+    pub config_file: Option<PathBuf>,
 }
 
 fn path_dirs() -> Vec<PathBuf> {
@@ -498,6 +501,15 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
     // Resolve the coordinator once (mDNS at most once) for every compile.
     if let Some(c) = discovery::coordinator_for_client(cfg).await {
         cmd.env("HG_COORDINATOR", c);
+    }
+    // Every compile reads the file this process read, whatever directory
+    // make runs it in (a relative `hybridgrid.yaml` would be looked up in
+    // each subdirectory otherwise).
+    if let Some(f) = &opts.config_file {
+        cmd.env(
+            hybridgrid_core::config::ENV_CONFIG_FILE,
+            std::path::absolute(f).unwrap_or_else(|_| f.clone()),
+        );
     }
     // The compiles under the build dial as this process would (flags such
     // as --tls-cert are not on their command lines).

@@ -612,6 +612,57 @@ fn wrapped_make_routes_every_compile_and_summarises() {
 }
 
 #[test]
+fn wrapped_make_gives_every_compile_the_config_file() {
+    // `--config` with a relative path; make compiles in a subdirectory,
+    // where the file is not found by the search.
+    let dir = tempdir();
+    let cache = dir.path().join("team-cache");
+    write(
+        dir.path(),
+        "conf/hg.yaml",
+        &format!("cache:\n  dir: {}\n", cache.display()),
+    );
+    write(dir.path(), "Makefile", "all:\n\t$(MAKE) -C sub\n");
+    write(
+        dir.path(),
+        "sub/Makefile",
+        "util.o: util.c util.h\n\tcc -O2 -c util.c -o util.o\n",
+    );
+    write(dir.path(), "sub/util.c", C_SRC);
+    write(dir.path(), "sub/util.h", UTIL_H);
+    let out = run_in(
+        dir.path(),
+        HGBUILD,
+        &["--config", "conf/hg.yaml", "-v", "make"],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(dir.path().join("sub/util.o").is_file(), "{}", out.stderr);
+    // The compile stored its result where the file says, not in the
+    // default ~/.hybridgrid/cache.
+    let stats = run_in(
+        dir.path(),
+        HGBUILD,
+        &["--config", "conf/hg.yaml", "cache", "stats"],
+        &[],
+    );
+    assert!(
+        stats.stdout.contains(&cache.display().to_string()),
+        "{}",
+        stats.stdout
+    );
+    assert!(
+        stats.stdout.contains("entries           1"),
+        "{}",
+        stats.stdout
+    );
+    assert!(
+        !dir.path().join(".hybridgrid/cache").exists(),
+        "the default cache directory was used"
+    );
+}
+
+#[test]
 fn launcher_form_compiles_like_ccache() {
     let (coord, _workers) = grid(1);
     let dir = tempdir();

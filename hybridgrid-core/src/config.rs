@@ -660,6 +660,12 @@ fn tidy_message(message: String) -> String {
     }
 }
 
+/// Environment variable naming the configuration file, as `--config` does
+/// (the flag wins). `hgbuild make` sets it for the compiles of the build,
+/// so that every compile, in whatever directory make runs it, reads the
+/// file the wrapper read.
+pub const ENV_CONFIG_FILE: &str = "HG_CONFIG";
+
 /// The files searched when no `--config` is given, in order.
 pub fn default_search_paths() -> Vec<PathBuf> {
     vec![
@@ -785,6 +791,11 @@ impl ConfigLoader {
     pub fn resolved_file(&self) -> Option<PathBuf> {
         if let Some(f) = &self.file {
             return Some(f.clone());
+        }
+        if let Some((_, f)) = self.env.iter().find(|(k, _)| k == ENV_CONFIG_FILE)
+            && !f.is_empty()
+        {
+            return Some(PathBuf::from(f));
         }
         let search = self.search.clone().unwrap_or_else(default_search_paths);
         search.into_iter().find(|p| p.is_file())
@@ -1287,6 +1298,31 @@ mod tests {
         let mut c = Config::default();
         c.auth.token = "s3cret-token".into();
         assert!(!format!("{c:?}").contains("s3cret-token"));
+    }
+
+    #[test]
+    fn config_file_from_the_environment_beats_the_search_but_not_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let searched = dir.path().join("searched.yaml");
+        let from_env = dir.path().join("env.yaml");
+        let flag = dir.path().join("flag.yaml");
+        std::fs::write(&searched, "worker:\n  grpc_port: 1111\n").unwrap();
+        std::fs::write(&from_env, "worker:\n  grpc_port: 2222\n").unwrap();
+        std::fs::write(&flag, "worker:\n  grpc_port: 3333\n").unwrap();
+        let env = [(ENV_CONFIG_FILE, from_env.to_str().unwrap())];
+        let base = ConfigLoader::new().search_paths(vec![searched.clone()]);
+        assert_eq!(base.clone().load().unwrap().worker.grpc_port, 1111);
+        let c = base.clone().env_vars(env).load().unwrap();
+        assert_eq!(c.worker.grpc_port, 2222);
+        let c = base.clone().env_vars(env).file(&flag).load().unwrap();
+        assert_eq!(c.worker.grpc_port, 3333);
+        // A file named there that cannot be read is an error, not a search.
+        let e = base
+            .env_vars([(ENV_CONFIG_FILE, "/nonexistent/hg.yaml")])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/hg.yaml"), "{e}");
     }
 
     #[test]

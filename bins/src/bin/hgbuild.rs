@@ -146,6 +146,7 @@ async fn main() -> ExitCode {
             verbose: env_flag(ENV_VERBOSE),
             no_fallback: env_flag(ENV_NO_FALLBACK),
             trace: hybridgrid::trace::requested(None),
+            config_file: None,
         };
         init_logging(&cfg, false);
         let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -166,6 +167,7 @@ async fn main() -> ExitCode {
             verbose: env_flag(ENV_VERBOSE),
             no_fallback: env_flag(ENV_NO_FALLBACK),
             trace: hybridgrid::trace::requested(None),
+            config_file: None,
         };
         init_logging(&cfg, false);
         return exit(hgbuild::compile(&cfg, &first, &argv[2..], &opts).await);
@@ -180,11 +182,13 @@ async fn main() -> ExitCode {
         .common
         .loader()
         .set_opt("client.coordinator", cli.coordinator.clone());
+    let config_file = loader.resolved_file();
     let cfg = cli::load_or_exit(loader, "hgbuild");
     let opts = RunOptions {
         verbose: cli.verbose || env_flag(ENV_VERBOSE),
         no_fallback: cli.no_fallback || env_flag(ENV_NO_FALLBACK),
         trace: hybridgrid::trace::requested(cli.trace.clone()),
+        config_file,
     };
     init_logging(&cfg, false);
     let code = match cli.cmd {
