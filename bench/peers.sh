@@ -163,16 +163,33 @@ base=$(echo "${times[plain]}" | median)
 hit_runs=$([ $quick = 1 ] && echo 5 || echo 30)
 cd "$src"
 obj=$(dirname "$one_file")/hit-bench.o
-hf() { hyperfine -N --warmup 3 --runs "$hit_runs" --export-json "$work/$1.json" "$2" >/dev/null 2>&1 && \
-       python3 -c "import json,sys; print(json.load(open('$work/$1.json'))['results'][0]['median'])"; }
-# Mean CPU time (user + system) of a hyperfine run: steadier than wall
-# time on a loaded machine.
-hf_cpu() { python3 -c "import json; r=json.load(open('$work/$1.json'))['results'][0]; print(r['user'] + r['system'])"; }
-ccache_hit=$(CCACHE_DIR="$work/ccache" hf ccache "ccache gcc $one_flags -c $one_file -o $obj")
-sccache_hit=$(SCCACHE_DIR="$work/sccache" hf sccache "sccache gcc $one_flags -c $one_file -o $obj")
-hg_hit=$(hf hybridgrid "$bin/hgbuild cc $one_flags -c $one_file -o $obj")
-hg_pp_hit=$(HG_CACHE__DIRECT_MODE=false hf hybridgrid-pp "$bin/hgbuild cc $one_flags -c $one_file -o $obj")
-gcc_plain=$(hf gcc "gcc $one_flags -c $one_file -o $obj")
+# The tools take turns in rounds (a few runs each) so that a change in the
+# machine's load hits them alike; every run's wall and CPU time is kept.
+hit_rounds=$([ $quick = 1 ] && echo 1 || echo 5)
+per_round=$(( hit_runs / hit_rounds ))
+hf_round() { # name, command (env set by the caller)
+    hyperfine -N --warmup 2 --runs "$per_round" --export-json "$work/$1.round.json" "$2" >/dev/null 2>&1
+    python3 - "$work/$1.round.json" "$work/$1.runs" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+with open(sys.argv[2], "a") as f:
+    for w, u, s in zip(r["times"], r.get("user_times") or [r["user"]] * len(r["times"]),
+                       r.get("system_times") or [r["system"]] * len(r["times"])):
+        f.write(f"{w} {u + s}\n")
+PY
+}
+for _ in $(seq "$hit_rounds"); do
+    CCACHE_DIR="$work/ccache" hf_round ccache "ccache gcc $one_flags -c $one_file -o $obj"
+    hf_round hybridgrid "$bin/hgbuild cc $one_flags -c $one_file -o $obj"
+    SCCACHE_DIR="$work/sccache" hf_round sccache "sccache gcc $one_flags -c $one_file -o $obj"
+    HG_CACHE__DIRECT_MODE=false hf_round hybridgrid-pp "$bin/hgbuild cc $one_flags -c $one_file -o $obj"
+done
+hf_round gcc "gcc $one_flags -c $one_file -o $obj"
+# Median wall time and mean CPU time (user + system) over every run.
+hf() { awk '{print $1}' "$work/$1.runs" | median; }
+hf_cpu() { awk '{s += $2} END {print s / NR}' "$work/$1.runs"; }
+ccache_hit=$(hf ccache) sccache_hit=$(hf sccache) hg_hit=$(hf hybridgrid)
+hg_pp_hit=$(hf hybridgrid-pp) gcc_plain=$(hf gcc)
 
 {
     echo "## Build benchmark: $project ($(date -u +%Y-%m-%d))"
@@ -202,7 +219,7 @@ gcc_plain=$(hf gcc "gcc $one_flags -c $one_file -o $obj")
     echo "sccache server): comparable between plain, ccache and the fully cached hybridgrid build, whose"
     echo "hits are all served in the client. On a shared machine it varies far less than wall time."
     echo
-    echo "Single cache-hit compile of \`$one_file\` (hyperfine median of $hit_runs runs):"
+    echo "Single cache-hit compile of \`$one_file\` (hyperfine, $hit_runs runs per tool in $hit_rounds rounds, the tools taking turns; median wall time, mean CPU time):"
     echo
     echo "| tool | median wall (ms) | ratio to ccache hit | mean CPU (ms) | CPU ratio to ccache hit |"
     echo "|---|---:|---:|---:|---:|"
