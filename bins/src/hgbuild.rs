@@ -243,8 +243,19 @@ pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOpti
         o.color = std::io::IsTerminal::is_terminal(&std::io::stderr());
         o
     };
-    let remote = remote_stack(cfg).await;
+    let mut remote_tier = None;
+    let remote = match remote_stack(cfg).await {
+        Some(r) => Some(r),
+        // No coordinator: a `cache.remote` tier still serves (CI machines).
+        None => crate::remote_cache::local_stack(cfg, &compiler).map(|(svc, tier)| {
+            remote_tier = Some(tier);
+            Ok(svc)
+        }),
+    };
     let outcome: Outcome = client::compile(&compiler, args, remote, &copts).await;
+    if let Some(tier) = &remote_tier {
+        crate::remote_cache::flush(tier, &cfg.cache).await;
+    }
     if opts.verbose {
         let src = outcome
             .source
