@@ -681,11 +681,9 @@ mod tests {
 
     #[tokio::test]
     async fn backends_left_out_of_the_build_are_named() {
-        let cfg = RemoteCacheConfig {
-            backend: "tape".into(),
-            url: "http://127.0.0.1:1".into(),
-            ..RemoteCacheConfig::default()
-        };
+        let mut cfg = RemoteCacheConfig::default();
+        cfg.backend = "tape".into();
+        cfg.url = "http://127.0.0.1:1".into();
         let e = RemoteStore::new(&cfg).unwrap_err().to_string();
         assert!(e.contains("tape") && e.contains("not supported"), "{e}");
     }
