@@ -37,14 +37,14 @@ pub fn with_remote(
         return (local, None);
     }
     match open(cfg, marker) {
-        Ok(remote) => {
+        Ok((slow, remote)) => {
             tracing::info!(
                 backend = %cfg.remote.backend,
                 url = %hybridgrid_core::config::redact_url(&cfg.remote.url),
                 read_only = cfg.remote.read_only,
                 "remote cache tier enabled"
             );
-            let tiers = TieredStore::new(local, Arc::new(remote.clone()));
+            let tiers = TieredStore::new(local, slow);
             (Arc::new(tiers), Some(remote))
         }
         Err(e) => {
@@ -54,17 +54,21 @@ pub fn with_remote(
     }
 }
 
+/// The remote tier as a store, and its handle.
+type Opened = (Arc<dyn CacheStore>, Remote);
+
 #[cfg(feature = "remote-cache")]
-fn open(cfg: &CacheConfig, marker: Option<PathBuf>) -> Result<Remote, String> {
+fn open(cfg: &CacheConfig, marker: Option<PathBuf>) -> Result<Opened, String> {
     let store = Remote::new(&cfg.remote).map_err(|e| e.to_string())?;
-    Ok(match marker {
+    let store = match marker {
         Some(m) => store.with_down_marker(m),
         None => store,
-    })
+    };
+    Ok((Arc::new(store.clone()), store))
 }
 
 #[cfg(not(feature = "remote-cache"))]
-fn open(cfg: &CacheConfig, _marker: Option<PathBuf>) -> Result<Remote, String> {
+fn open(cfg: &CacheConfig, _marker: Option<PathBuf>) -> Result<Opened, String> {
     Err(format!(
         "cache.remote.backend `{}`: this hybridgrid was built without the remote-cache feature",
         cfg.remote.backend

@@ -12,7 +12,7 @@ use crate::key::CacheKey;
 /// Two tiers as one store: lookups try the fast tier (a local disk), then
 /// the slow one (a remote server); a hit in the slow tier is copied into
 /// the fast one, so the next lookup stays local. Writes go to both (a
-/// [`RemoteStore`](super::RemoteStore) queues its write and returns at
+/// `RemoteStore` queues its write and returns at
 /// once). Tiers nest: the slow tier may itself be a `TieredStore`.
 pub struct TieredStore {
     fast: Arc<dyn CacheStore>,
