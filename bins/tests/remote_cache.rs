@@ -274,3 +274,173 @@ fn count_files(dir: &Path) -> usize {
         })
         .sum()
 }
+
+/// The key of the only entry in `redis` (read while it needs no password).
+fn only_redis_key(redis: &Server) -> String {
+    let reply = redis.redis(&[b"KEYS", b"*"]);
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    // `*1\r\n$N\r\n<key>\r\n`
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    assert_eq!(lines.first(), Some(&"*1"), "one key: {text:?}");
+    lines[2].to_owned()
+}
+
+/// A corrupt object in the shared store is a miss: the compile runs on a
+/// worker and yields the right object, the coordinator logs it and counts
+/// it, and the bad object is replaced by a good one.
+#[test]
+fn a_corrupt_shared_entry_is_a_reported_and_counted_miss() {
+    let Some(redis) = servers::start(Kind::Redis) else {
+        return;
+    };
+    let env = remote_env(&redis);
+    let a = coordinator(&env);
+    let _wa = start_worker(&a.grpc, "wa", &[]);
+    let dir = tempdir();
+    write(dir.path(), "main.c", MAIN_C);
+    write(dir.path(), "util.h", UTIL_H);
+    let first = compile_fresh(dir.path(), &a.grpc, "main.c", "main.o");
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let obj = read(dir.path(), "main.o");
+    wait_remote_writes(&a, 1);
+    let key = only_redis_key(&redis);
+    let good = redis.read(&key).expect("stored entry");
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x5a;
+    redis.overwrite(&key, &bad);
+
+    let b = coordinator(&env);
+    let _wb = start_worker(&b.grpc, "wb", &[]);
+    std::fs::remove_file(dir.path().join("main.o")).expect("rm");
+    let out = compile_fresh(dir.path(), &b.grpc, "main.c", "main.o");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("[remote wb]"),
+        "compiled again: {}",
+        out.stderr
+    );
+    assert_eq!(read(dir.path(), "main.o"), obj, "the right object");
+    assert!(
+        b.proc
+            .wait_log("corrupt remote cache entry ignored", Duration::from_secs(5)),
+        "{}",
+        b.proc.log_text()
+    );
+    let s = stats(&b);
+    assert_eq!(s["cache"]["remote"]["corrupt"], 1, "{s}");
+    assert_eq!(s["cache"]["remote"]["hits"], 0, "{s}");
+    assert_eq!(
+        s["cache"]["remote"]["available"], true,
+        "not an outage: {s}"
+    );
+    // B stored the fresh result in place of the bad one.
+    wait_remote_writes(&b, 1);
+    assert_eq!(redis.read(&key), Some(good), "a good entry again");
+    let (_, metrics) = http_get(&b.http, "/metrics");
+    assert!(
+        metrics.contains("hybridgrid_cache_corrupt_total{tier=\"remote\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Passwords come from a file, an environment variable or the URL, and
+/// none of them ever shows in a log line, an error or an API answer, even
+/// at debug level and when the server refuses them.
+#[test]
+fn remote_credentials_never_appear_in_logs_or_errors() {
+    const GOOD: &str = "file-Pw-7f3a9c";
+    const IN_URL: &str = "url-Pw-2b8e41";
+    const IN_ENV: &str = "env-Pw-d05c66";
+    let Some(redis) = servers::start(Kind::Redis) else {
+        return;
+    };
+    let pw_dir = tempdir();
+    let pw_file = pw_dir.path().join("redis.password");
+    std::fs::write(&pw_file, format!("{GOOD}\n")).expect("password file");
+    let reply = redis.redis(&[b"CONFIG", b"SET", b"requirepass", GOOD.as_bytes()]);
+    assert!(
+        reply.starts_with(b"+OK"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+
+    let debug = ("HG_LOG_LEVEL".to_owned(), "debug".to_owned());
+    // A: the right password, from a file. Its results reach the server.
+    let mut env_a = remote_env(&redis);
+    env_a.push((
+        "HG_CACHE__REMOTE__PASSWORD_FILE".into(),
+        pw_file.display().to_string(),
+    ));
+    env_a.push(debug.clone());
+    let a = coordinator(&env_a);
+    let _w = start_worker(&a.grpc, "w1", &[]);
+    let dir = tempdir();
+    write(dir.path(), "main.c", MAIN_C);
+    write(dir.path(), "util.h", UTIL_H);
+    let out = compile_fresh(dir.path(), &a.grpc, "main.c", "main.o");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    wait_remote_writes(&a, 1);
+
+    // B: a wrong password in the URL; refused, warned about, never shown.
+    let port = redis.port;
+    let mut env_b = remote_env(&redis);
+    env_b[1].1 = format!("redis://:{IN_URL}@127.0.0.1:{port}/0");
+    env_b.push(debug.clone());
+    let b = coordinator(&env_b);
+    let _wb = start_worker(&b.grpc, "w2", &[]);
+    std::fs::remove_file(dir.path().join("main.o")).expect("rm");
+    let out = compile_fresh(dir.path(), &b.grpc, "main.c", "main.o");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        b.proc
+            .wait_log("remote cache unavailable", Duration::from_secs(10)),
+        "{}",
+        b.proc.log_text()
+    );
+
+    // hgbuild on its own: a wrong password from the environment.
+    let home = tempdir();
+    let mut env_c = remote_env(&redis);
+    env_c.push((
+        "HG_CACHE__REMOTE__PASSWORD_ENV".into(),
+        "HG_TEST_REDIS_PW".into(),
+    ));
+    env_c.push(("HG_TEST_REDIS_PW".into(), IN_ENV.into()));
+    env_c.push(("HOME".into(), home.path().display().to_string()));
+    env_c.push(debug);
+    let c = run_in(
+        dir.path(),
+        HGBUILD,
+        &["-v", "cc", "-O2", "-c", "main.c", "-o", "c.o"],
+        &as_refs(&env_c),
+    );
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert!(
+        c.stderr.contains("remote cache unavailable"),
+        "the refusal is reported: {}",
+        c.stderr
+    );
+
+    let (_, stats_b) = http_get(&b.http, "/api/stats");
+    let (_, metrics_b) = http_get(&b.http, "/metrics");
+    let texts = [
+        ("coordinator A log", a.proc.log_text()),
+        ("coordinator B log", b.proc.log_text()),
+        ("hgbuild stderr", c.stderr.clone()),
+        ("hgbuild stdout", c.stdout.clone()),
+        ("B /api/stats", stats_b),
+        ("B /metrics", metrics_b),
+    ];
+    for (what, text) in &texts {
+        for secret in [GOOD, IN_URL, IN_ENV] {
+            assert!(!text.contains(secret), "{what} shows a password:\n{text}");
+        }
+    }
+    // The URL is still named, with the password masked.
+    let b_log = &texts[1].1;
+    assert!(
+        b_log.contains(&format!("127.0.0.1:{port}")),
+        "the server is named: {b_log}"
+    );
+}

@@ -227,6 +227,10 @@ mod remote {
                 async fn a_killed_server_degrades_to_the_local_tier() {
                     server_killed($kind).await;
                 }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_hanging_server_times_out_every_call() {
+                    hanging_server($kind).await;
+                }
             }
         )*};
     }
@@ -238,39 +242,99 @@ mod remote {
         s3 => Kind::S3,
     }
 
-    /// A server that accepts connections and never answers: lookups time
-    /// out, writes never block the caller, and the queue stays bounded.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_hanging_server_never_slows_the_caller() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let held = std::thread::spawn(move || {
-            let mut conns = Vec::new();
-            listener.set_nonblocking(true).ok();
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(15) {
-                if let Ok((c, _)) = listener.accept() {
-                    conns.push(c);
+    /// A listener that accepts connections and never answers, until the
+    /// returned guard is dropped.
+    struct Hanging {
+        port: u16,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Hanging {
+        fn start() -> Hanging {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            listener.set_nonblocking(true).expect("nonblocking");
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            let thread = std::thread::spawn(move || {
+                let mut conns = Vec::new();
+                let t = Instant::now();
+                while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                    && t.elapsed() < Duration::from_secs(60)
+                {
+                    if let Ok((c, _)) = listener.accept() {
+                        conns.push(c);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-                std::thread::sleep(Duration::from_millis(10));
+            });
+            Hanging {
+                port,
+                stop,
+                thread: Some(thread),
             }
-        });
+        }
+    }
+
+    impl Drop for Hanging {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// A server that accepts connections and never answers: every kind of
+    /// call (lookup, delete, write) gives up after its timeout, writes
+    /// never block the caller, and the write queue stays bounded.
+    async fn hanging_server(kind: Kind) {
+        let hang = Hanging::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = hang.port;
         let mut cfg = RemoteCacheConfig::default();
-        cfg.backend = "http".into();
-        cfg.url = format!("http://127.0.0.1:{port}");
+        cfg.backend = kind.backend().into();
+        cfg.url = match kind {
+            Kind::Redis => format!("redis://127.0.0.1:{port}/0"),
+            _ => format!("http://127.0.0.1:{port}"),
+        };
+        if kind == Kind::S3 {
+            cfg.bucket = BUCKET.into();
+            cfg.access_key_id = "testing".into();
+            let secret = dir.path().join("secret");
+            std::fs::write(&secret, "testing-secret\n").expect("secret file");
+            cfg.secret_access_key_file = secret.display().to_string();
+        }
         cfg.timeout = Duration::from_millis(300);
         cfg.write_timeout = Duration::from_millis(300);
         cfg.max_pending_writes = 2;
         cfg.retry_after = Duration::from_secs(600);
+        let bound = Duration::from_millis(1500);
+
+        // A lookup.
         let store = RemoteStore::new(&cfg).expect("remote store");
-        // Writes first: the queue takes two, the rest are dropped at once.
+        let started = Instant::now();
+        assert_eq!(store.get(&key(1)).await, Lookup::Failed);
+        assert!(started.elapsed() < bound, "get: {:?}", started.elapsed());
+        let s = store.remote_stats();
+        assert_eq!((s.errors, s.available), (1, false), "{s:?}");
+
+        // A delete.
+        let store = RemoteStore::new(&cfg).expect("remote store");
+        let started = Instant::now();
+        assert!(!store.remove(&key(1)).await);
+        assert!(started.elapsed() < bound, "remove: {:?}", started.elapsed());
+
+        // Writes: the queue takes two, the rest are dropped at once.
+        let store = RemoteStore::new(&cfg).expect("remote store");
         let started = Instant::now();
         for n in 0..20 {
             store.put(&key(n), &entry(n)).await;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
+            started.elapsed() < Duration::from_secs(1),
+            "put: {:?}",
             started.elapsed()
         );
         assert_eq!(store.flush(Duration::from_secs(10)).await, 0);
@@ -285,11 +349,11 @@ mod remote {
             assert_eq!(store.get(&key(n)).await, Lookup::Miss);
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_millis(500),
             "{:?}",
             started.elapsed()
         );
-        held.join().expect("listener thread");
+        assert_eq!(store.remote_stats().skipped, 20);
     }
 
     /// Outages are shared through the down marker: a second process (here

@@ -30,5 +30,10 @@ if ! "$nginx_bin" -V 2>&1 | grep -q -- --with-http_dav_module; then
     exit 1
 fi
 if ! command -v moto_server >/dev/null 2>&1 && ! python3 -c 'import moto.server' >/dev/null 2>&1; then
-    python3 -m pip install --quiet 'moto[server]'
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
+    fi
+    # Debian's own python refuses pip installs into it (PEP 668) unless told.
+    python3 -m pip install --quiet 'moto[server]' 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
