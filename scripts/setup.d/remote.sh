@@ -31,6 +31,7 @@ if ! "$nginx_bin" -V 2>&1 | grep -q -- --with-http_dav_module; then
 fi
 if ! command -v moto_server >/dev/null 2>&1 && ! python3 -c 'import moto.server' >/dev/null 2>&1; then
     if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip
     fi
     # Debian's own python refuses pip installs into it (PEP 668) unless told.
