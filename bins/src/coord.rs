@@ -95,13 +95,20 @@ pub async fn start_on(
         if !cfg.cache.enabled {
             return dispatch;
         }
-        // The shared tier: every client's results, on the coordinator's disk.
+        // The shared tier: every client's results, on the coordinator's disk,
+        // with `cache.remote` (shared by many coordinators) behind it.
         let dir = cfg.cache.dir_path().join("coordinator");
-        let store = DiskStore::exclusive(dir, cfg.cache.max_size_bytes());
+        let store = Arc::new(DiskStore::exclusive(dir, cfg.cache.max_size_bytes()));
+        let (store, remote) = crate::remote_cache::with_remote(&cfg.cache, store, None);
+        if let Some(remote) = remote {
+            state
+                .cache_tiers
+                .set(move || crate::remote_cache::report(&remote));
+        }
         state
             .cache_enabled
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        BoxCloneSyncService::new(CacheLayer::new(store).layer(dispatch))
+        BoxCloneSyncService::new(CacheLayer::from_arc(store).layer(dispatch))
     });
     let srv = CoordinatorServer::new(state.clone(), compile)
         .with_limits(RequestLimits::default().with_max_request_bytes(c.max_request_bytes))

@@ -254,14 +254,27 @@ pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOpti
     let cache = cfg.cache.enabled.then(|| {
         client::LocalCache::new(DiskStore::from_config(&cfg.cache), cfg.cache.direct_mode)
     });
+    let remote_tier = std::sync::OnceLock::new();
     let outcome: Outcome = client::compile_with(
         &compiler,
         args,
-        || remote_stack(cfg),
+        || async {
+            match remote_stack(cfg).await {
+                Some(r) => Some(r),
+                // No coordinator: a `cache.remote` tier still serves (CI machines).
+                None => crate::remote_cache::local_stack(cfg, &compiler).map(|(svc, tier)| {
+                    let _ = remote_tier.set(tier);
+                    Ok(svc)
+                }),
+            }
+        },
         &copts,
         cache.as_ref(),
     )
     .await;
+    if let Some(tier) = remote_tier.get() {
+        crate::remote_cache::flush(tier, &cfg.cache).await;
+    }
     if opts.verbose {
         let src = outcome
             .source

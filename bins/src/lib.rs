@@ -35,5 +35,6 @@ pub mod coord;
 pub mod executor;
 pub mod heap;
 pub mod hgbuild;
+pub mod remote_cache;
 pub mod trace;
 pub mod worker;

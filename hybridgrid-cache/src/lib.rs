@@ -2,9 +2,11 @@
 //!
 //! The compile cache: content-addressed [keys](key), replayable
 //! [entries](entry), [stores](store) (a [`DiskStore`] shared by every
-//! `hgbuild` process of a build, a [`MemoryStore`] for the coordinator's
-//! shared tier), the tower [`CacheLayer`], and ccache-style
-//! [direct mode](direct).
+//! `hgbuild` process of a build and used for the coordinator's shared tier,
+//! a [`MemoryStore`], a [`TieredStore`] stacking a fast tier over a slow
+//! one, and with the `remote-redis`, `remote-webdav` and `remote-s3`
+//! features a `RemoteStore` on storage a team already runs), the tower
+//! [`CacheLayer`], and ccache-style [direct mode](direct).
 //!
 //! A cache never fails a compile: unusable directories, full disks and
 //! corrupt entries become misses, are logged once and counted.
@@ -55,4 +57,6 @@ pub mod store;
 pub use entry::CacheEntry;
 pub use key::{CacheKey, FORMAT_VERSION, KeyParams};
 pub use layer::{Cache, CacheLayer};
-pub use store::{CacheStats, CacheStore, DiskStore, Lookup, MemoryStore, PutOutcome};
+pub use store::{CacheStats, CacheStore, DiskStore, Lookup, MemoryStore, PutOutcome, TieredStore};
+#[cfg(feature = "remote")]
+pub use store::{RemoteStats, RemoteStore};

@@ -286,6 +286,35 @@ pub struct CoordinatorState {
     pub cache_enabled: std::sync::atomic::AtomicBool,
     /// The most recent finished tasks (`/api/v1/tasks`, the dashboard).
     pub recent: crate::tasks::RecentTasks,
+    /// Counters of extra cache tiers (the remote tier) for `/api/stats`.
+    pub cache_tiers: CacheTierReport,
+}
+
+/// Reports the counters of cache tiers the network layer does not know
+/// (e.g. `cache.remote`): set once by whoever composes the stack, read by
+/// `/api/stats`, which adds each of the object's fields to its `cache`
+/// object.
+#[derive(Default)]
+pub struct CacheTierReport(std::sync::OnceLock<Box<dyn Fn() -> serde_json::Value + Send + Sync>>);
+
+impl CacheTierReport {
+    /// Sets the reporter; a second call is ignored.
+    pub fn set(&self, report: impl Fn() -> serde_json::Value + Send + Sync + 'static) {
+        let _ = self.0.set(Box::new(report));
+    }
+
+    /// The report, if a reporter is set.
+    pub fn report(&self) -> Option<serde_json::Value> {
+        self.0.get().map(|f| f())
+    }
+}
+
+impl std::fmt::Debug for CacheTierReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheTierReport")
+            .field("set", &self.0.get().is_some())
+            .finish()
+    }
 }
 
 impl CoordinatorState {
@@ -298,6 +327,7 @@ impl CoordinatorState {
             heartbeat_interval: (heartbeat_ttl / 3).max(Duration::from_millis(100)),
             cache_enabled: std::sync::atomic::AtomicBool::new(false),
             recent: crate::tasks::RecentTasks::default(),
+            cache_tiers: CacheTierReport::default(),
         })
     }
 

@@ -95,6 +95,12 @@ pub(crate) async fn api_stats(State(st): State<Arc<CoordinatorState>>) -> Json<s
     } else {
         s.cache_hits as f64 / (s.cache_hits + s.cache_misses) as f64
     };
+    let mut cache = json!({ "hits": s.cache_hits, "misses": s.cache_misses, "hit_rate": rate });
+    if let (Some(serde_json::Value::Object(tiers)), Some(c)) =
+        (st.cache_tiers.report(), cache.as_object_mut())
+    {
+        c.extend(tiers);
+    }
     Json(json!({
         "workers": {
             "total": s.workers_total,
@@ -108,7 +114,7 @@ pub(crate) async fn api_stats(State(st): State<Arc<CoordinatorState>>) -> Json<s
             "successful": s.tasks_successful,
             "failed": s.tasks_failed,
         },
-        "cache": { "hits": s.cache_hits, "misses": s.cache_misses, "hit_rate": rate },
+        "cache": cache,
         "uptime_seconds": s.uptime_seconds,
     }))
 }

@@ -68,6 +68,13 @@ pub const M_CACHE_EVICTIONS: &str = "hybridgrid_cache_evictions_total";
 pub const M_CACHE_ERRORS: &str = "hybridgrid_cache_errors_total";
 /// Gauge: bytes the cache holds.
 pub const M_CACHE_SIZE: &str = "hybridgrid_cache_size_bytes";
+/// Counter: entries of a cache tier that failed verification (`tier`).
+pub const M_CACHE_CORRUPT: &str = "hybridgrid_cache_corrupt_total";
+/// Counter: background writes of a cache tier (`tier`, `result`).
+pub const M_CACHE_WRITES: &str = "hybridgrid_cache_writes_total";
+/// Gauge: 1 while a cache tier is used, 0 while skipped after a failure
+/// (`tier`).
+pub const M_CACHE_AVAILABLE: &str = "hybridgrid_cache_available";
 
 /// The `reason` label values of [`M_FALLBACKS`].
 pub const FALLBACK_REASONS: &[&str] = &[
@@ -163,14 +170,32 @@ pub fn register(role: Role) {
                 M_RETRIES,
                 "Attempts of a task on another worker after a retryable failure."
             );
-            describe_counter!(M_CACHE_HITS, "Shared cache hits.");
-            describe_counter!(M_CACHE_MISSES, "Shared cache misses.");
+            describe_counter!(
+                M_CACHE_HITS,
+                "Shared cache hits; tier=\"remote\": of the cache.remote tier alone."
+            );
+            describe_counter!(
+                M_CACHE_MISSES,
+                "Shared cache misses; tier=\"remote\": of the cache.remote tier alone."
+            );
             describe_counter!(
                 M_CACHE_EVICTIONS,
                 "Shared cache entries evicted to stay under the size limit."
             );
             describe_counter!(M_CACHE_ERRORS, "Shared cache reads or writes that failed.");
             describe_gauge!(M_CACHE_SIZE, Unit::Bytes, "Bytes the shared cache holds.");
+            describe_counter!(
+                M_CACHE_CORRUPT,
+                "Cache entries that failed verification (tier=\"remote\": cache.remote)."
+            );
+            describe_counter!(
+                M_CACHE_WRITES,
+                "Background writes to a cache tier, by result (stored, failed, dropped)."
+            );
+            describe_gauge!(
+                M_CACHE_AVAILABLE,
+                "1 while a cache tier is used, 0 while it is skipped after a failure."
+            );
             for outcome in ["success", "compile_error", "error"] {
                 metrics::counter!(M_TASKS, "outcome" => outcome).increment(0);
             }

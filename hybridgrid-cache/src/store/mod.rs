@@ -1,8 +1,11 @@
 //! Where cache entries live.
 //!
 //! [`CacheStore`] is the small interface every tier implements: [`DiskStore`]
-//! (the client's local cache, shared by every `hgbuild` process of a build)
-//! and [`MemoryStore`] (the coordinator's shared tier, and tests). A store
+//! (the client's local cache, shared by every `hgbuild` process of a build,
+//! and the coordinator's shared tier), [`MemoryStore`] (tests, embedding),
+//! and with the `remote` feature `RemoteStore` (Redis, WebDAV/HTTP or S3
+//! shared by many coordinators). [`TieredStore`] stacks two tiers: a hit in
+//! the slower one fills the faster one. A store
 //! never fails its caller: I/O problems become misses or skipped writes,
 //! are logged once and counted in [`CacheStats::errors`].
 
@@ -13,9 +16,15 @@ use crate::key::CacheKey;
 
 mod disk;
 mod memory;
+#[cfg(feature = "remote")]
+pub mod remote;
+mod tiered;
 
 pub use disk::{DiskStore, EvictOutcome};
 pub use memory::MemoryStore;
+#[cfg(feature = "remote")]
+pub use remote::{Layout, RemoteError, RemoteStats, RemoteStore};
+pub use tiered::TieredStore;
 
 /// The result of a lookup.
 #[derive(Clone, Debug, PartialEq)]
