@@ -2,7 +2,7 @@
 # Runs every fuzz target in fuzz/ for a bounded time with libFuzzer and
 # fails if any of them finds a crash, a panic or a timeout.
 #
-#   scripts/fuzz-smoke.sh [SECONDS_PER_TARGET]     (default 45; 0: build only)
+#   scripts/fuzz-smoke.sh [SECONDS_PER_TARGET]     (default 30; 0: build only)
 #
 # Works with a stable toolchain and needs nothing but cargo and a C++
 # compiler (libfuzzer-sys builds libFuzzer); cargo-fuzz is not needed.
@@ -14,7 +14,7 @@
 # FUZZ_TARGET_DIR to build elsewhere than fuzz/target.
 set -euo pipefail
 
-secs=${1:-45}
+secs=${1:-30}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root/fuzz"
 
