@@ -18,7 +18,7 @@ use hybridgrid_core::config::ConfigLoader;
 use hybridgrid_core::payload::Payload;
 use hybridgrid_core::task::{
     CompileOutput, CompileTask, CompilerFamily, CompilerIdentity, ContextFile, DriverKind,
-    Language, OutputFile, OutputKind,
+    Language, OutputFile, OutputKind, TaskId,
 };
 use hybridgrid_core::worker::{
     Arch, Capabilities, CompilerInfo, DockerImage, WorkerId, WorkerInfo, WorkerSource,
@@ -107,7 +107,11 @@ fn requests() -> Vec<(&'static str, Vec<u8>)> {
     ];
     [("preprocessed-c", plain), ("direct-cxx", direct)]
         .into_iter()
-        .map(|(n, t)| (n, task_to_proto(&t).encode_to_vec()))
+        .map(|(n, mut t)| {
+            // A fixed id: the seeds do not change when rewritten.
+            t.id = TaskId(format!("seed-{n}"));
+            (n, task_to_proto(&t).encode_to_vec())
+        })
         .collect()
 }
 
