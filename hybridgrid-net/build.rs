@@ -5,6 +5,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/hybridgrid/v1/hybridgrid.proto";
     println!("cargo:rerun-if-changed={proto}");
     let fds = protox::compile([proto], ["proto"])?;
-    tonic_prost_build::configure().bytes(".").compile_fds(fds)?;
+    // Without the `runtime` feature (the fuzz targets) the messages only:
+    // the generated clients and services need tonic.
+    let services = std::env::var_os("CARGO_FEATURE_RUNTIME").is_some();
+    tonic_prost_build::configure()
+        .build_client(services)
+        .build_server(services)
+        .bytes(".")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Compiler command lines (NUL-separated) through the client's classifier
-//! and the worker's allow list: no panic, and a distributable plan's
-//! remote arguments are ones a worker accepts or refuses cleanly.
+//! and the worker's allow list: no panic, and the remote arguments of a
+//! distributable plan always pass the workers' allow list (as
+//! `CompilePlan::remote_args` promises; otherwise every such compile would
+//! be refused remotely and fall back to a local build).
 #![no_main]
 
 use std::ffi::OsString;
@@ -26,9 +28,17 @@ fuzz_target!(|data: &[u8]| {
     } else {
         CompilerFamily::Clang
     };
-    let driver = if mode & 2 == 0 { DriverKind::C } else { DriverKind::Cxx };
+    let driver = if mode & 2 == 0 {
+        DriverKind::C
+    } else {
+        DriverKind::Cxx
+    };
     let os: Vec<OsString> = args.iter().map(OsString::from).collect();
     if let Classification::Distributable(plan) = classify(family, driver, &os) {
-        let _ = validate_remote_args(&plan.remote_args());
+        let _ = plan.preprocess_args();
+        let remote = plan.remote_args();
+        if let Err(e) = validate_remote_args(&remote) {
+            panic!("a distributable plan's remote arguments are refused: {e}; {remote:?}");
+        }
     }
 });

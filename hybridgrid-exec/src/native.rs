@@ -572,14 +572,23 @@ impl Inner {
 /// relative path when it is a plain one (the compiler records the input's
 /// name in the object when the input has no line markers), else its base
 /// name, else `input.EXT`. Never anything that leaves the task directory.
-fn input_file_name(source_name: &str, ext: &str) -> String {
+/// The name a worker gives a task's input inside the task's working
+/// directory: the client's source name when it is a plain relative path,
+/// else its last component, else `input.EXT`. Always relative, without
+/// `.`, `..` or a root, and never one of the compile's outputs.
+pub fn input_file_name(source_name: &str, ext: &str) -> String {
     use std::path::Component;
     let p = Path::new(source_name);
+    // The compile's outputs, and the name taken when a context file has
+    // the input's name: an input named so would be overwritten or refused
+    // ("input file is the same as output file").
+    let reserved =
+        |n: &str| n == "output.o" || n == "output.dwo" || n.starts_with(".hg-input.");
     let plain = !source_name.is_empty()
         && source_name.len() < 1024
         && p.components().count() <= 16
         && p.components().all(|c| matches!(c, Component::Normal(_)));
-    if plain {
+    if plain && !reserved(source_name) {
         return source_name.to_owned();
     }
     match p.file_name().and_then(|n| n.to_str()) {
@@ -650,6 +659,18 @@ mod tests {
         assert_eq!(input_file_name("..", "i"), "input.i");
         assert_eq!(input_file_name("", "i"), "input.i");
         assert_eq!(input_file_name("./a.c", "i"), "a.c");
+    }
+
+    /// A source named like an output used to keep its name, so that gcc
+    /// was run as `-c output.o -o output.o` (found writing the property of
+    /// the `compile_request` fuzz target, fuzz/FINDINGS.md).
+    #[test]
+    fn input_names_are_never_an_output() {
+        for name in ["output.o", "output.dwo", "./output.o", "/tmp/output.dwo"] {
+            assert_eq!(input_file_name(name, "i"), "input.i", "{name}");
+        }
+        assert_eq!(input_file_name(".hg-input.i", "i"), "input.i");
+        assert_eq!(input_file_name("obj/output.o", "c"), "obj/output.o");
     }
 
     #[tokio::test]

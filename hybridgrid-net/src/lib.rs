@@ -9,6 +9,12 @@
 //! feature), with TLS ([`tls`]) and token authentication ([`auth`])
 //! on every connection when configured ([`security`]).
 //!
+//! All of that is the default `runtime` feature. With
+//! `default-features = false` only the protocol messages ([`proto`]), their
+//! conversions ([`convert`]) and the certificate name reader
+//! (`tls::CertNames`) remain, without tonic, hyper, axum or rustls: the
+//! fuzz targets (`fuzz/`) build on that.
+//!
 //! ```
 //! use hybridgrid_core::GridError;
 //! use hybridgrid_net::status::{from_status, to_status};
@@ -18,24 +24,44 @@
 //! assert_eq!(from_status(&status, "coordinator"), GridError::CircuitOpen);
 //! ```
 
+#[cfg(feature = "runtime")]
 pub mod auth;
+#[cfg(feature = "runtime")]
 pub mod client;
 pub mod convert;
+#[cfg(feature = "runtime")]
 pub mod coordinator;
+#[cfg(feature = "runtime")]
 pub mod discovery;
+#[cfg(feature = "runtime")]
 pub mod http;
+#[cfg(feature = "runtime")]
 pub mod obs;
+#[cfg(feature = "runtime")]
 pub mod security;
+#[cfg(feature = "runtime")]
 pub mod server;
+#[cfg(feature = "runtime")]
 pub mod status;
+#[cfg(feature = "runtime")]
 pub mod tasks;
+#[cfg(feature = "runtime")]
 pub mod tls;
+/// TLS: without the `runtime` feature only the certificate name reader.
+#[cfg(not(feature = "runtime"))]
+pub mod tls {
+    mod names;
+    pub use names::CertNames;
+}
+#[cfg(feature = "runtime")]
 pub mod worker;
 
 /// Generated code of the `hybridgrid.v1` protocol.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod proto {
-    tonic::include_proto!("hybridgrid.v1");
+    // The messages, and with the `runtime` feature the gRPC clients and
+    // services.
+    include!(concat!(env!("OUT_DIR"), "/hybridgrid.v1.rs"));
 }
 
 /// The largest gRPC message accepted or sent (compressed payloads of large
