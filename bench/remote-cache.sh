@@ -257,16 +257,6 @@ base=$(echo "${times[plain]}" | median)
 
 cat "$work/section.md"
 if [ $quick = 0 ]; then
-    python3 - "$out" "$work/section.md" "$project" <<'PY'
-import re, sys
-out, section, project = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
-try:
-    text = open(out).read()
-except FileNotFoundError:
-    text = "# Benchmarks\n\n"
-pat = re.compile(r"## Remote cache benchmark: %s \(.*?(?=\n## |\Z)" % re.escape(project), re.S)
-text = pat.sub(lambda m: section.rstrip() + "\n", text) if pat.search(text) else text.rstrip() + "\n\n" + section
-open(out, "w").write(text)
-PY
+    python3 "$here/bench/write-section.py" "$out" "$work/section.md" "## Remote cache benchmark: $project ("
     echo "wrote $out"
 fi

@@ -37,26 +37,15 @@ fn as_refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
 
 /// A coordinator with the remote tier of `env`.
 fn coordinator(env: &[(String, String)]) -> Coord {
-    let args = [
-        "serve",
-        "--grpc-port",
-        "0",
-        "--http-port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-    ];
-    let (proc, addrs) = spawn(COORD, &args, &as_refs(env), "coordinator listening");
+    let coord = start_coordinator_env(&[], &as_refs(env));
     assert!(
-        proc.wait_log("remote cache tier enabled", Duration::from_secs(10)),
+        coord
+            .proc
+            .wait_log("remote cache tier enabled", Duration::from_secs(10)),
         "{}",
-        proc.log_text()
+        coord.proc.log_text()
     );
-    Coord {
-        proc,
-        grpc: addrs[0].clone(),
-        http: addrs[1].clone(),
-    }
+    coord
 }
 
 fn stats(coord: &Coord) -> serde_json::Value {

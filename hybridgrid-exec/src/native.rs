@@ -582,8 +582,7 @@ pub fn input_file_name(source_name: &str, ext: &str) -> String {
     // The compile's outputs, and the name taken when a context file has
     // the input's name: an input named so would be overwritten or refused
     // ("input file is the same as output file").
-    let reserved =
-        |n: &str| n == "output.o" || n == "output.dwo" || n.starts_with(".hg-input.");
+    let reserved = |n: &str| n == "output.o" || n == "output.dwo" || n.starts_with(".hg-input.");
     let plain = !source_name.is_empty()
         && source_name.len() < 1024
         && p.components().count() <= 16
