@@ -127,8 +127,13 @@ impl Isolation {
 
     /// The isolation `mode` asks for on this machine: for `auto` the best
     /// one that works, for a named one that one or why it cannot be used.
-    /// Probing runs `bwrap`/`unshare` once per process (a few milliseconds).
+    /// Probing runs `bwrap`/`unshare` once per process (tens of
+    /// milliseconds), and not at all for `off`: hgbuild compiling on its
+    /// own machine must not pay for it on every call.
     pub fn resolve(mode: IsolationMode) -> Result<Isolation, String> {
+        if mode == IsolationMode::Off {
+            return Ok(Isolation::None);
+        }
         let probed = probed();
         match mode {
             IsolationMode::Off => Ok(Isolation::None),
