@@ -97,30 +97,8 @@ fn start_docker_worker(
         ("HG_WORKER__DOCKER__IMAGES__ARM64", CROSS_IMAGE),
     ];
     env.extend_from_slice(extra_env);
-    let (proc, addrs) = spawn(
-        WORKER,
-        &[
-            "serve",
-            "--coordinator",
-            coord,
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--id",
-            id,
-        ],
-        &env,
-        "worker listening",
-    );
-    assert!(
-        proc.wait_log("registered with coordinator", Duration::from_secs(30)),
-        "worker {id} did not register:\n{}",
-        proc.log_text()
-    );
-    (proc, addrs[0].clone(), addrs[1].clone())
+    let w = start_worker_env(coord, id, &[], &env);
+    (w.proc, w.grpc, w.http)
 }
 
 fn file_type(p: &Path) -> String {

@@ -294,29 +294,17 @@ fn a_hung_compiler_is_killed_at_task_timeout_and_the_task_runs_elsewhere() {
         fake.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let (hung, _) = spawn(
-        WORKER,
-        &[
-            "serve",
-            "--coordinator",
-            &c.grpc,
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--id",
-            "hung",
-        ],
+    let hung = start_worker_env(
+        &c.grpc,
+        "hung",
+        &[],
         &[
             ("PATH", path.as_str()),
             ("HG_WORKER__TASK_TIMEOUT", "3s"),
             ("HG_WORKER__ISOLATION", "off"),
         ],
-        "worker listening",
-    );
-    assert!(hung.wait_log("registered with coordinator", Duration::from_secs(20)));
+    )
+    .proc;
     let dir = tempdir();
     write(
         dir.path(),
@@ -537,15 +525,7 @@ fn coordinator_and_worker_on_a_full_disk_still_build_correctly() {
             &cache,
             "16k",
             COORD,
-            &[
-                "serve",
-                "--grpc-port",
-                "0",
-                "--http-port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-            ],
+            &coord_args(),
             &[("HG_CACHE__DIR", cache_s.as_str())],
             "coordinator listening",
         );
@@ -564,19 +544,7 @@ fn coordinator_and_worker_on_a_full_disk_still_build_correctly() {
         &tmp,
         "8k",
         WORKER,
-        &[
-            "serve",
-            "--coordinator",
-            &coord.grpc,
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--id",
-            "full",
-        ],
+        &worker_args(&coord.grpc, "full"),
         &[("TMPDIR", tmp_s.as_str())],
         "worker listening",
     );

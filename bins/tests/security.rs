@@ -111,16 +111,8 @@ fn mtls_and_token_grid() {
     ];
 
     let (coord_cert, coord_key) = (p(d, "coord.crt"), p(d, "coord.key"));
-    let (coord, addrs) = spawn(
-        COORD,
+    let coord = start_coordinator_env(
         &[
-            "serve",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
             "--tls-cert",
             &coord_cert,
             "--tls-key",
@@ -130,25 +122,16 @@ fn mtls_and_token_grid() {
             "--tls-require-client-cert",
         ],
         &auth_env,
-        "coordinator listening",
     );
-    let (grpc, http) = (addrs[0].clone(), addrs[1].clone());
+    let (grpc, http) = (coord.grpc.clone(), coord.http.clone());
+    let coord = coord.proc;
 
     let (worker_cert, worker_key) = (p(d, "worker.crt"), p(d, "worker.key"));
-    let (worker, _) = spawn(
-        WORKER,
+    // Registering proves the worker's mTLS and token were accepted.
+    let worker = start_worker_env(
+        &grpc,
+        "secure-w1",
         &[
-            "serve",
-            "--coordinator",
-            &grpc,
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--id",
-            "secure-w1",
             "--tls-cert",
             &worker_cert,
             "--tls-key",
@@ -158,13 +141,8 @@ fn mtls_and_token_grid() {
             "--tls-require-client-cert",
         ],
         &auth_env,
-        "worker listening",
-    );
-    assert!(
-        worker.wait_log("registered with coordinator", Duration::from_secs(20)),
-        "worker did not register over mTLS:\n{}",
-        worker.log_text()
-    );
+    )
+    .proc;
 
     let dir = tempdir();
     write(dir.path(), "main.c", "int twice(int x) { return 2 * x; }\n");

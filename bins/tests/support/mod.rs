@@ -161,15 +161,7 @@ pub fn start_coordinator(extra: &[&str]) -> Coord {
 /// A coordinator on free loopback ports with `env` set (e.g.
 /// `HG_COORDINATOR__MAX_CONCURRENT_TASKS`).
 pub fn start_coordinator_env(extra: &[&str], env: &[(&str, &str)]) -> Coord {
-    let mut args = vec![
-        "serve",
-        "--grpc-port",
-        "0",
-        "--http-port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-    ];
+    let mut args = coord_args();
     args.extend_from_slice(extra);
     let (proc, addrs) = spawn(COORD, &args, env, "coordinator listening");
     Coord {
@@ -186,8 +178,22 @@ pub struct Worker {
     pub http: String,
 }
 
-pub fn start_worker(coord: &str, id: &str, extra: &[&str]) -> Worker {
-    let mut args = vec![
+/// `hg-coord serve` on free loopback ports.
+pub fn coord_args() -> Vec<&'static str> {
+    vec![
+        "serve",
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+    ]
+}
+
+/// `hg-worker serve` on free loopback ports, registering with `coord` as `id`.
+pub fn worker_args<'a>(coord: &'a str, id: &'a str) -> Vec<&'a str> {
+    vec![
         "serve",
         "--coordinator",
         coord,
@@ -199,11 +205,21 @@ pub fn start_worker(coord: &str, id: &str, extra: &[&str]) -> Worker {
         "127.0.0.1",
         "--id",
         id,
-    ];
+    ]
+}
+
+pub fn start_worker(coord: &str, id: &str, extra: &[&str]) -> Worker {
+    start_worker_env(coord, id, extra, &[])
+}
+
+/// A worker registered with `coord`, with `env` set (e.g. a `PATH` with a
+/// fake compiler first).
+pub fn start_worker_env(coord: &str, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+    let mut args = worker_args(coord, id);
     args.extend_from_slice(extra);
-    let (proc, addrs) = spawn(WORKER, &args, &[], "worker listening");
+    let (proc, addrs) = spawn(WORKER, &args, env, "worker listening");
     assert!(
-        proc.wait_log("registered with coordinator", Duration::from_secs(20)),
+        proc.wait_log("registered with coordinator", Duration::from_secs(30)),
         "worker {id} did not register:\n{}",
         proc.log_text()
     );
