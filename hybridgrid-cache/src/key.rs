@@ -26,7 +26,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use hybridgrid_core::payload::PayloadError;
-use hybridgrid_core::task::{CompileTask, CompilerIdentity, Language, OutputKind};
+use hybridgrid_core::task::{CompileTask, CompilerIdentity, Language, OutputKind, SourceMode};
 use hybridgrid_core::worker::Arch;
 
 /// The version of the key format and of what a cached entry means. Bump it
@@ -69,8 +69,11 @@ impl CacheKey {
             &input,
         )
         .extra_outputs(&task.extra_outputs);
-        if wants_debug_info(&task.args) {
+        if wants_debug_info(&task.args) || task.source_mode.is_some() {
             params = params.cwd(&task.cwd);
+        }
+        if let Some(m) = &task.source_mode {
+            params.source_tree = Some(source_tree_digest(m)?);
         }
         Ok(params.key())
     }
@@ -170,6 +173,9 @@ pub struct KeyParams<'a> {
     pub cwd: Option<&'a str>,
     /// The (preprocessed) input bytes.
     pub input: &'a [u8],
+    /// For a compile from source ([`CompileTask::source_mode`]): a digest
+    /// of every file it reads (path and content) and of its output paths.
+    pub source_tree: Option<[u8; 32]>,
 }
 
 impl<'a> KeyParams<'a> {
@@ -192,6 +198,7 @@ impl<'a> KeyParams<'a> {
             extra_outputs: &[],
             cwd: None,
             input,
+            source_tree: None,
         }
     }
 
@@ -240,8 +247,34 @@ impl<'a> KeyParams<'a> {
             None => h.u64(0),
         }
         h.bytes(self.input);
+        // Absent for preprocessed compiles, so their keys stay as they were.
+        if let Some(t) = self.source_tree {
+            h.bytes(b"source-tree");
+            h.bytes(&t);
+        }
         h.finish()
     }
+}
+
+/// The digest of a source-mode compile's files and output paths.
+fn source_tree_digest(m: &SourceMode) -> Result<[u8; 32], PayloadError> {
+    let mut h = Hasher::new(b"hybridgrid-source-tree");
+    h.u64(m.output_paths.len() as u64);
+    for p in &m.output_paths {
+        h.bytes(p.as_bytes());
+    }
+    let mut files: Vec<(&str, [u8; 32])> = Vec::with_capacity(m.files.len());
+    for f in &m.files {
+        files.push((f.path.as_str(), *blake3::hash(&f.data.decode()?).as_bytes()));
+    }
+    // The order the preprocessor met them in does not change the output.
+    files.sort_unstable();
+    h.u64(files.len() as u64);
+    for (path, content) in files {
+        h.bytes(path.as_bytes());
+        h.bytes(&content);
+    }
+    Ok(h.finish().0)
 }
 
 fn kind_name(k: OutputKind) -> &'static str {

@@ -217,6 +217,62 @@ pub struct CompileTask {
     /// under each error), by their relative paths as the line markers name
     /// them. They do not change the object.
     pub context_files: Vec<ContextFile>,
+    /// Set for a compile from source instead of preprocessed text (used for
+    /// debug info, whose line tables only come out byte-identical that
+    /// way): `input` is then the original source, `args` hold its
+    /// preprocessor options, and the worker lays out every file the
+    /// preprocessor read at the client's paths under its task directory.
+    pub source_mode: Option<SourceMode>,
+}
+
+/// What a worker needs to compile a translation unit from its source, as
+/// the client would: every file the client's preprocessor read, at the
+/// client's absolute paths, and where the outputs go.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct SourceMode {
+    /// Every file the preprocessor read (the source and all headers), by
+    /// absolute path on the client.
+    pub files: Vec<SourceFile>,
+    /// The paths the command line gave the outputs, relative to the
+    /// client's working directory or absolute: the object first, then one
+    /// per [`CompileTask::extra_outputs`] entry, in that order. The compiler
+    /// records some of them (the split DWARF file's name).
+    pub output_paths: Vec<String>,
+}
+
+/// One file of a [`SourceMode`] compile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceFile {
+    /// Its absolute path on the client.
+    pub path: String,
+    /// Its content.
+    pub data: Payload,
+}
+
+impl SourceMode {
+    /// The normal form of an absolute client path as a relative path
+    /// (`/a/./b/../c` -> `a/c`), or `None` when it is not absolute, climbs
+    /// above the root, or holds an empty or NUL component. A worker places
+    /// the file at its task root joined with this, so it cannot leave it.
+    pub fn relative_path(path: &str) -> Option<String> {
+        if !path.starts_with('/') || path.len() > 4096 || path.contains('\0') {
+            return None;
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        for p in path.split('/') {
+            match p {
+                "" | "." => {}
+                ".." => {
+                    parts.pop()?;
+                }
+                p => parts.push(p),
+            }
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(parts.join("/"))
+    }
 }
 
 /// A file placed in the compile's working directory so diagnostics can
@@ -268,6 +324,7 @@ impl CompileTask {
             extra_outputs: Vec::new(),
             cwd: String::new(),
             context_files: Vec::new(),
+            source_mode: None,
         }
     }
 }
@@ -337,5 +394,21 @@ mod tests {
         assert_eq!(ContextFile::parent_depth("a//b.h"), None);
         assert_eq!(ContextFile::parent_depth(".."), None);
         assert_eq!(ContextFile::parent_depth(""), None);
+    }
+
+    #[test]
+    fn source_mode_paths_stay_under_the_root() {
+        let rel = SourceMode::relative_path;
+        assert_eq!(rel("/usr/include/stdio.h").as_deref(), Some("usr/include/stdio.h"));
+        assert_eq!(
+            rel("/usr/lib/gcc/x86_64-linux-gnu/12/include/../../../../include/x.h").as_deref(),
+            Some("usr/include/x.h")
+        );
+        assert_eq!(rel("/a/./b//c.h").as_deref(), Some("a/b/c.h"));
+        assert_eq!(rel("/../etc/passwd"), None);
+        assert_eq!(rel("/a/../../etc/passwd"), None);
+        assert_eq!(rel("relative/a.h"), None);
+        assert_eq!(rel("/"), None);
+        assert_eq!(rel("/a/\0b"), None);
     }
 }

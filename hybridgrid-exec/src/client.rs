@@ -35,9 +35,10 @@ pub struct ClientOptions {
     pub verbose: bool,
     /// Standard error is a terminal (ask remote compilers for colors).
     pub color: bool,
-    /// Send `-g` compiles to the grid too. Their objects then differ from a
-    /// local build in the line table's column numbers (macros expand
-    /// before the remote compile sees them), so this is off by default.
+    /// Send `-g` compiles to the grid, compiled from source (the source and
+    /// every header it read travel; the worker lays them out at this
+    /// machine's paths and maps its directory away), so their objects are
+    /// byte-identical to a local build's. Off: they compile locally.
     pub remote_debug_info: bool,
 }
 
@@ -47,7 +48,7 @@ impl Default for ClientOptions {
             fallback: true,
             verbose: false,
             color: false,
-            remote_debug_info: false,
+            remote_debug_info: true,
         }
     }
 }
@@ -201,6 +202,9 @@ pub async fn prepare(
             PrepareError::Io(format!("cannot read {}: {e}", plan.source().display()))
         })?,
     };
+    if plan.debug_info() && source_mode_refusal(&plan, opts).is_none() {
+        return prepare_from_source(compiler, plan, input, preprocessor_stderr).await;
+    }
     let mut remote_args = plan.remote_args();
     let color_added = adds_color(&plan, opts);
     if color_added {
@@ -234,6 +238,139 @@ pub async fn prepare(
         includes,
         color_added,
     })
+}
+
+/// Most bytes of source files sent with one compile from source.
+const SOURCE_BUDGET: u64 = 128 * 1024 * 1024;
+
+/// Why a compile with debug info cannot go to the grid (it then compiles
+/// locally), or `None` when it can, compiled from source.
+pub fn source_mode_refusal(plan: &CompilePlan, opts: &ClientOptions) -> Option<String> {
+    if !opts.remote_debug_info {
+        return Some("debug info (-g) is compiled locally (client.remote_debug_info: false)".into());
+    }
+    if !matches!(
+        plan.source_language(),
+        args::SourceLanguage::C | args::SourceLanguage::Cxx
+    ) {
+        return Some("debug info (-g) for assembler is compiled locally".into());
+    }
+    if let Err(e) = args::validate_source_args(&plan.source_args()) {
+        return Some(format!("debug info (-g) with {e}"));
+    }
+    let split = plan
+        .outputs()
+        .iter()
+        .any(|o| o.kind == OutputKind::SplitDwarf);
+    if split && plan.object_path().is_absolute() {
+        // gcc records the .dwo's absolute name without mapping it.
+        return Some("split DWARF with an absolute output path is compiled locally".into());
+    }
+    if split && plan.records_macros() {
+        // gcc leaves the macro section's file names in the .dwo unmapped.
+        return Some("split DWARF with macro information (-g3) is compiled locally".into());
+    }
+    None
+}
+
+/// The task for a compile with debug info: the original source, compiled
+/// on the worker with every file the preprocessor read (`preprocessed`
+/// names them) laid out at this machine's paths. A compile of the
+/// preprocessed text would differ in the line table's columns.
+async fn prepare_from_source(
+    compiler: &CompilerInfo,
+    plan: CompilePlan,
+    preprocessed: Vec<u8>,
+    preprocessor_stderr: Vec<u8>,
+) -> Result<Prepared, PrepareError> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| PrepareError::Io(format!("cannot read the working directory: {e}")))?;
+    let includes = hybridgrid_core::preprocessed::included_files(&preprocessed);
+    let source = plan.source().to_path_buf();
+    let names = hybridgrid_core::preprocessed::line_marker_files(&preprocessed);
+    let (files, source_text) = tokio::task::spawn_blocking(move || read_tree(&cwd, &names, &source))
+        .await
+        .map_err(|e| PrepareError::Io(format!("cannot read the sources: {e}")))??;
+    let language = match plan.source_language() {
+        args::SourceLanguage::Cxx => hybridgrid_core::task::Language::Cxx,
+        _ => hybridgrid_core::task::Language::C,
+    };
+    let mut task = CompileTask::new(
+        compiler.identity.clone(),
+        language,
+        plan.source_args(),
+        plan.source().display().to_string(),
+        Payload::compress(source_text),
+    );
+    task.extra_outputs = plan.extra_output_kinds();
+    task.cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    task.source_mode = Some(hybridgrid_core::task::SourceMode {
+        files,
+        output_paths: plan
+            .outputs()
+            .iter()
+            .map(|o| o.path.display().to_string())
+            .collect(),
+    });
+    Ok(Prepared {
+        task,
+        plan,
+        preprocessor_stderr,
+        includes,
+        color_added: false,
+    })
+}
+
+/// Reads every regular file among `names` (line-marker paths, relative to
+/// `cwd` or absolute) and the source, within [`SOURCE_BUDGET`]. Names that
+/// are not regular files (gcc's `"/dir//"` marker of the working directory)
+/// are skipped; a file that cannot be read fails the preparation.
+fn read_tree(
+    cwd: &Path,
+    names: &[String],
+    source: &Path,
+) -> Result<(Vec<hybridgrid_core::task::SourceFile>, Vec<u8>), PrepareError> {
+    let mut files = Vec::with_capacity(names.len() + 1);
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let source_abs = cwd.join(source);
+    let source_text = std::fs::read(&source_abs)
+        .map_err(|e| PrepareError::Io(format!("cannot read {}: {e}", source.display())))?;
+    let mut add = |abs: PathBuf, data: Vec<u8>| -> Result<(), PrepareError> {
+        let path = abs.display().to_string();
+        if !seen.insert(path.clone()) {
+            return Ok(());
+        }
+        if hybridgrid_core::task::SourceMode::relative_path(&path).is_none() {
+            return Err(PrepareError::Io(format!("cannot send {path}: not a plain absolute path")));
+        }
+        total += data.len() as u64;
+        if total > SOURCE_BUDGET {
+            return Err(PrepareError::Io(format!(
+                "the sources and headers exceed {} MiB",
+                SOURCE_BUDGET >> 20
+            )));
+        }
+        files.push(hybridgrid_core::task::SourceFile {
+            path,
+            data: Payload::compress(data),
+        });
+        Ok(())
+    };
+    add(source_abs, source_text.clone())?;
+    for name in names {
+        let abs = cwd.join(name);
+        match std::fs::metadata(&abs) {
+            Ok(m) if m.is_file() => {}
+            _ => continue,
+        }
+        let data = std::fs::read(&abs)
+            .map_err(|e| PrepareError::Io(format!("cannot read {}: {e}", abs.display())))?;
+        add(abs, data)?;
+    }
+    Ok((files, source_text))
 }
 
 /// Most bytes of context files sent with one task.
@@ -451,10 +588,13 @@ where
         }
     };
 
-    if plan.debug_info() && !opts.remote_debug_info {
-        // A remote compile of preprocessed source records different column
-        // numbers in the line table (see RECIPES): keep -g objects exact.
-        let reason = "debug info (-g) is compiled locally to stay byte-identical".to_owned();
+    if let Some(reason) = plan
+        .debug_info()
+        .then(|| source_mode_refusal(&plan, opts))
+        .flatten()
+    {
+        // A remote compile of preprocessed source would record different
+        // column numbers in the line table: such a -g compile stays here.
         if cache.is_some() && !plan.records_macros() {
             let (code, route) = ctx.local_cached(plan, true).await;
             return done(code, route.unwrap_or(Route::Local(reason)), None);

@@ -781,6 +781,13 @@ impl Inner {
 
     async fn run(&self, task: CompileTask) -> Result<CompileOutput, GridError> {
         self.docker()?;
+        if task.source_mode.is_some() {
+            return Err(GridError::InvalidTask(
+                "compiles from source (debug info) do not run in Docker images; the client \
+                 compiles them itself"
+                    .into(),
+            ));
+        }
         crate::args::validate_remote_args(&task.args)
             .map_err(|e| GridError::InvalidTask(e.to_string()))?;
         let Some(placed) = self

@@ -30,6 +30,7 @@ pub mod docker;
 pub mod local_cache;
 pub mod native;
 pub mod routing;
+pub mod source_tree;
 
 use hybridgrid_core::BoxError;
 use hybridgrid_core::task::{CompileOutput, CompileTask};

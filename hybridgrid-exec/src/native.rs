@@ -225,6 +225,9 @@ struct Inner {
     opts: NativeOptions,
     /// The isolation in effect, or why the one asked for is unusable.
     isolation: Result<Isolation, String>,
+    /// Hashes of this machine's copies of files that compiles from source
+    /// brought along.
+    hashes: Arc<crate::source_tree::LocalHashes>,
 }
 
 /// Runs compiles with the compilers detected on this machine.
@@ -273,6 +276,7 @@ impl NativeExecutor {
                 compilers,
                 opts,
                 isolation,
+                hashes: Default::default(),
             }),
         }
     }
@@ -351,9 +355,12 @@ fn kill_group(pid: Option<u32>) {
 
 impl Inner {
     async fn run(&self, task: CompileTask) -> Result<CompileOutput, GridError> {
-        // Nothing runs before the arguments pass the worker's allow list.
-        crate::args::validate_remote_args(&task.args)
-            .map_err(|e| GridError::InvalidTask(e.to_string()))?;
+        // Nothing runs before the arguments pass the worker's allow list
+        // (a compile from source checks its own, wider one).
+        if task.source_mode.is_none() {
+            crate::args::validate_remote_args(&task.args)
+                .map_err(|e| GridError::InvalidTask(e.to_string()))?;
+        }
         let isolation = self.isolation.as_ref().map_err(|e| {
             GridError::Internal(format!(
                 "isolation `{}` is not usable on this worker: {e}",
@@ -390,6 +397,11 @@ impl Inner {
             None => tempfile::Builder::new().prefix("hg-task-").tempdir(),
         }
         .map_err(|e| internal("cannot create task directory", e))?;
+        if let Some(mode) = &task.source_mode {
+            return self
+                .run_from_source(isolation, &compiler.path, &task, mode, dir)
+                .await;
+        }
         // The compile's working directory sits deep enough that context
         // files named `../x.h` stay inside the task directory.
         let depth = task
@@ -478,6 +490,73 @@ impl Inner {
             queue: Duration::ZERO,
             compile: elapsed,
         };
+        Ok(out)
+    }
+
+    /// A compile from source (see [`crate::source_tree`]).
+    async fn run_from_source(
+        &self,
+        isolation: &Isolation,
+        program: &str,
+        task: &CompileTask,
+        mode: &hybridgrid_core::task::SourceMode,
+        dir: tempfile::TempDir,
+    ) -> Result<CompileOutput, GridError> {
+        let layout = crate::source_tree::lay_out(
+            task,
+            mode,
+            dir.path(),
+            self.opts.max_input_bytes,
+            &self.hashes,
+        )
+        .await?;
+        let base = layout.root.parent().unwrap_or(&layout.root).to_path_buf();
+        let (exit_code, stdout, stderr, elapsed) = self
+            .spawn_and_wait(isolation, program, &layout.args, &base, &layout.work)
+            .await?;
+        if exit_code != 0 {
+            if let Some(why) = worker_storage_fault(&stderr) {
+                return Err(GridError::Internal(format!(
+                    "worker storage failure in {}: {why}",
+                    dir.path().display()
+                )));
+            }
+            if let Some(line) = crate::source_tree::missing_header(&stderr) {
+                return Err(GridError::InvalidTask(format!(
+                    "a header the client has is missing on this worker ({}); a compile \
+                     from source (debug info) needs the same headers installed, so it \
+                     compiles on the client",
+                    String::from_utf8_lossy(&crate::source_tree::unmap(
+                        line.into_bytes(),
+                        &layout.root
+                    ))
+                )));
+            }
+        }
+        let mut outputs = Vec::new();
+        let mut total = (stdout.len() + stderr.len()) as u64;
+        if exit_code == 0 {
+            let kinds = std::iter::once(OutputKind::Object).chain(task.extra_outputs.iter().copied());
+            for (kind, path) in kinds.zip(&layout.outputs) {
+                let data =
+                    read_output(path, self.opts.max_output_bytes.saturating_sub(total)).await?;
+                total += data.len() as u64;
+                outputs.push(OutputFile {
+                    kind,
+                    data: Payload::compress(data),
+                });
+            }
+        }
+        let mut out = CompileOutput::default();
+        out.exit_code = exit_code;
+        out.stdout = Bytes::from(crate::source_tree::unmap(stdout, &layout.root));
+        out.stderr = Bytes::from(crate::source_tree::unmap(stderr, &layout.root));
+        out.outputs = outputs;
+        out.timings = Timings {
+            queue: Duration::ZERO,
+            compile: elapsed,
+        };
+        drop(dir);
         Ok(out)
     }
 

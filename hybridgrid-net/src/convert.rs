@@ -9,7 +9,7 @@ use hybridgrid_core::GridError;
 use hybridgrid_core::payload::{Encoding, Payload};
 use hybridgrid_core::task::{
     CompileOutput, CompileTask, CompilerFamily, CompilerIdentity, ContextFile, DriverKind,
-    Language, OutputFile, OutputKind, TaskId, Timings,
+    Language, OutputFile, OutputKind, SourceFile, SourceMode, TaskId, Timings,
 };
 use hybridgrid_core::worker::{
     Arch, Capabilities, CompilerInfo, DockerImage, WorkerId, WorkerInfo, WorkerSource,
@@ -191,6 +191,17 @@ pub fn task_to_proto(t: &CompileTask) -> proto::CompileRequest {
                 data: Some(payload_to_proto(&f.data)),
             })
             .collect(),
+        source_mode: t.source_mode.as_ref().map(|m| proto::SourceMode {
+            files: m
+                .files
+                .iter()
+                .map(|f| proto::InputFile {
+                    path: f.path.clone(),
+                    data: Some(payload_to_proto(&f.data)),
+                })
+                .collect(),
+            output_paths: m.output_paths.clone(),
+        }),
     }
 }
 
@@ -241,6 +252,7 @@ pub fn task_from_proto(
         .saturating_add(
             r.context_files
                 .iter()
+                .chain(r.source_mode.iter().flat_map(|m| m.files.iter()))
                 .map(|f| f.data.as_ref().map(|p| p.raw_size).unwrap_or(0))
                 .fold(0u64, u64::saturating_add),
         );
@@ -288,7 +300,55 @@ pub fn task_from_proto(
             data: payload_from_proto(f.data.ok_or_else(|| invalid("context file without data"))?)?,
         });
     }
+    if let Some(m) = r.source_mode {
+        t.source_mode = Some(source_mode_from_proto(m, t.extra_outputs.len(), limits)?);
+    }
     Ok(t)
+}
+
+fn source_mode_from_proto(
+    m: proto::SourceMode,
+    extra_outputs: usize,
+    limits: &RequestLimits,
+) -> Result<SourceMode, GridError> {
+    if m.files.len() > limits.max_context_files {
+        return Err(invalid(format!(
+            "{} source files exceed the limit of {}",
+            m.files.len(),
+            limits.max_context_files
+        )));
+    }
+    if m.output_paths.len() != 1 + extra_outputs {
+        return Err(invalid(format!(
+            "source mode names {} output paths for {} outputs",
+            m.output_paths.len(),
+            1 + extra_outputs
+        )));
+    }
+    for p in &m.output_paths {
+        if p.is_empty() || p.len() > MAX_PATH_LEN || p.contains('\0') {
+            return Err(invalid(
+                "an output path is empty, too long or holds a NUL byte",
+            ));
+        }
+    }
+    let mut files = Vec::with_capacity(m.files.len());
+    for f in m.files {
+        if SourceMode::relative_path(&f.path).is_none() {
+            return Err(invalid(format!(
+                "source file path `{}` must be absolute and stay below the root",
+                f.path.chars().take(200).collect::<String>()
+            )));
+        }
+        files.push(SourceFile {
+            path: f.path,
+            data: payload_from_proto(f.data.ok_or_else(|| invalid("source file without data"))?)?,
+        });
+    }
+    Ok(SourceMode {
+        files,
+        output_paths: m.output_paths,
+    })
 }
 
 /// Output -> response.

@@ -54,7 +54,9 @@ mod validate;
 
 pub use plan::{CompilePlan, DiagnosticsColor, OutputMode, PlannedOutput, SourceLanguage};
 pub use rsp::{ResponseFileError, expand_response_files, split_response_file};
-pub use validate::{RefusalReason, RefusedArg, validate_remote_args};
+pub use validate::{
+    RefusalReason, RefusedArg, map_source_paths, validate_remote_args, validate_source_args,
+};
 
 /// What a compiler command line is, for the grid.
 #[derive(Clone, Debug, PartialEq)]

@@ -262,6 +262,28 @@ impl CompilePlan {
         })
     }
 
+    /// The arguments for compiling the original source remotely (a compile
+    /// from source, for debug info), in their original order: those of
+    /// [`CompilePlan::remote_args`] plus the preprocessor's macros and
+    /// include options, without the source, `-x`, `-c`, `-o` and any
+    /// dependency-file option (the local preprocessor writes that file).
+    pub fn source_args(&self) -> Vec<String> {
+        let source = self.source.to_string_lossy();
+        self.items
+            .iter()
+            .filter(|i| i.dest != Dest::Neither)
+            .filter(|i| {
+                let first = i.words.first().map(String::as_str).unwrap_or("");
+                let is_source = i.words.len() == 1 && first == source;
+                let is_dep =
+                    first.starts_with("-M") || (first.starts_with("-Wp,") && first.contains(",-M"));
+                let is_x = first.starts_with("-x");
+                !is_source && !is_dep && !is_x
+            })
+            .flat_map(|i| i.words.iter().cloned())
+            .collect()
+    }
+
     /// The arguments for compiling the preprocessed input remotely, in their
     /// original order: everything that affects code generation and
     /// diagnostics, without the input, `-c`, `-o`, `-x` and preprocessor-only

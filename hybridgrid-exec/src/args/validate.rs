@@ -39,6 +39,9 @@ pub enum RefusalReason {
     NotACompile,
     /// An option at the end lacks its value.
     MissingValue,
+    /// A path mapping (`-fdebug-prefix-map=` and kin) in a compile from
+    /// source, where the worker maps its own directory.
+    PathMapping,
 }
 
 impl fmt::Display for RefusalReason {
@@ -55,6 +58,9 @@ impl fmt::Display for RefusalReason {
             RefusalReason::ReadsFile => "would read files on the worker",
             RefusalReason::NotACompile => "not a compilation",
             RefusalReason::MissingValue => "missing value",
+            RefusalReason::PathMapping => {
+                "path mappings are not combined with the worker's own in a compile from source"
+            }
         })
     }
 }
@@ -75,9 +81,89 @@ pub struct RefusedArg {
 pub fn validate_remote_args(args: &[String]) -> Result<(), RefusedArg> {
     let mut i = 0;
     while i < args.len() {
-        i += check(args, i)?;
+        i += check(args, i, false)?;
     }
     Ok(())
+}
+
+/// Preprocessor options a compile from source may carry: macros and the
+/// include search (whose paths the worker maps into its task directory).
+const SOURCE_PREPROC: &[&str] = &[
+    "-D",
+    "-I",
+    "-U",
+    "-idirafter",
+    "-imacros",
+    "-include",
+    "-iquote",
+    "-isystem",
+    "-nostdinc",
+    "-nostdinc++",
+    "-trigraphs",
+    "-undef",
+];
+
+/// The options among [`SOURCE_PREPROC`] whose value is a path.
+const SOURCE_PATH_OPTIONS: &[&str] = &[
+    "-I",
+    "-idirafter",
+    "-imacros",
+    "-include",
+    "-iquote",
+    "-isystem",
+];
+
+/// Checks the arguments of a compile from source
+/// ([`CompileTask::source_mode`](hybridgrid_core::task::CompileTask)):
+/// what [`validate_remote_args`] allows, plus macros and include paths;
+/// still no dependency output, sysroot, response file or path mapping.
+pub fn validate_source_args(args: &[String]) -> Result<(), RefusedArg> {
+    let mut i = 0;
+    while i < args.len() {
+        i += check(args, i, true)?;
+    }
+    Ok(())
+}
+
+/// The arguments of a compile from source with every path value of an
+/// include option (`-I`, `-iquote`, `-isystem`, `-idirafter`, `-include`,
+/// `-imacros`) passed through `map`, in either spelling (`-Idir`, `-I dir`),
+/// and the mapped values of the directory options, in order. Arguments
+/// must have passed [`validate_source_args`].
+pub fn map_source_paths(
+    args: &[String],
+    map: &dyn Fn(&str) -> String,
+) -> (Vec<String>, Vec<String>) {
+    let mut out = Vec::with_capacity(args.len());
+    let mut dirs = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let w = &args[i];
+        let spec = table::lookup(table::ARGS, w).filter(|s| SOURCE_PATH_OPTIONS.contains(&s.name));
+        let Some(spec) = spec else {
+            out.push(w.clone());
+            i += 1;
+            continue;
+        };
+        let is_dir = !matches!(spec.name, "-include" | "-imacros");
+        if w.len() == spec.name.len() && i + 1 < args.len() {
+            let v = map(&args[i + 1]);
+            if is_dir {
+                dirs.push(v.clone());
+            }
+            out.push(w.clone());
+            out.push(v);
+            i += 2;
+        } else {
+            let v = map(&w[spec.name.len()..]);
+            if is_dir {
+                dirs.push(v.clone());
+            }
+            out.push(format!("{}{v}", spec.name));
+            i += 1;
+        }
+    }
+    (out, dirs)
 }
 
 fn refuse(arg: impl Into<String>, reason: RefusalReason) -> RefusedArg {
@@ -88,7 +174,7 @@ fn refuse(arg: impl Into<String>, reason: RefusalReason) -> RefusedArg {
 }
 
 /// Checks the word at `i`; returns how many words it used.
-fn check(args: &[String], i: usize) -> Result<usize, RefusedArg> {
+fn check(args: &[String], i: usize, source: bool) -> Result<usize, RefusedArg> {
     let w = &args[i];
     if w.starts_with('@') {
         return Err(refuse(w, RefusalReason::ResponseFile));
@@ -113,6 +199,12 @@ fn check(args: &[String], i: usize) -> Result<usize, RefusedArg> {
     let whole = || args[i..i + used].join(" ");
     match spec.role {
         Role::Common => Ok(used),
+        Role::Preproc if source && SOURCE_PREPROC.contains(&spec.name) => {
+            if value.is_empty() && spec.kind != ArgKind::Flag {
+                return Err(refuse(whole(), RefusalReason::MissingValue));
+            }
+            Ok(used)
+        }
         Role::Preproc => Err(refuse(whole(), RefusalReason::Preprocessor)),
         Role::Ignored => Err(refuse(whole(), RefusalReason::Linker)),
         Role::Query => Err(refuse(whole(), RefusalReason::NotACompile)),
@@ -129,8 +221,12 @@ fn check(args: &[String], i: usize) -> Result<usize, RefusedArg> {
             Special::F => {
                 let (fspec, negated) = table::lookup_f(value)
                     .ok_or_else(|| refuse(whole(), RefusalReason::Unknown))?;
+                if source && value.contains("prefix-map") {
+                    return Err(refuse(whole(), RefusalReason::PathMapping));
+                }
                 match f_dest(fspec.role, negated, value) {
                     FDest::Go(Dest::Both | Dest::Remote) => Ok(used),
+                    FDest::Go(Dest::Preproc) if source => Ok(used),
                     FDest::Go(Dest::Preproc | Dest::Neither) => {
                         Err(refuse(whole(), RefusalReason::Preprocessor))
                     }
