@@ -79,7 +79,7 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 /// applies it too, so such a task never reaches a worker).
 pub fn argument_check() -> TaskCheck {
     std::sync::Arc::new(|t| {
-        hybridgrid_exec::args::validate_remote_args(&t.args)
+        hybridgrid_exec::args::validate_task_args(t)
             .map_err(|e| hybridgrid_core::GridError::InvalidTask(e.to_string()))
     })
 }

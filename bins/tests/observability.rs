@@ -452,7 +452,11 @@ fn trace_of_a_wrapped_make_build() {
         dir.path(),
         HGBUILD,
         &["cc", "-g", "-c", "a.c", "-o", "a2.o"],
-        &[("HG_COORDINATOR", &coord.grpc), ("HG_TRACE", "one.json")],
+        &[
+            ("HG_COORDINATOR", &coord.grpc),
+            ("HG_TRACE", "one.json"),
+            ("HG_CLIENT__REMOTE_DEBUG_INFO", "false"),
+        ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let one: Value = serde_json::from_slice(&read(dir.path(), "one.json")).expect("json");

@@ -223,8 +223,9 @@ pub struct ClientConfig {
     /// How long a remote compile may take end to end before falling back.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Send `-g` compiles to the grid too (their line tables then differ
-    /// from a local build's in column numbers); off keeps them exact.
+    /// Send `-g` compiles to the grid, compiled from source so their
+    /// objects are byte-identical to a local build's; off compiles them
+    /// locally.
     pub remote_debug_info: bool,
 }
 
@@ -236,7 +237,7 @@ impl Default for ClientConfig {
             cxx: String::new(),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(360),
-            remote_debug_info: false,
+            remote_debug_info: true,
         }
     }
 }

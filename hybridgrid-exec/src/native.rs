@@ -356,11 +356,9 @@ fn kill_group(pid: Option<u32>) {
 impl Inner {
     async fn run(&self, task: CompileTask) -> Result<CompileOutput, GridError> {
         // Nothing runs before the arguments pass the worker's allow list
-        // (a compile from source checks its own, wider one).
-        if task.source_mode.is_none() {
-            crate::args::validate_remote_args(&task.args)
-                .map_err(|e| GridError::InvalidTask(e.to_string()))?;
-        }
+        // (a compile from source has its own, wider one).
+        crate::args::validate_task_args(&task)
+            .map_err(|e| GridError::InvalidTask(e.to_string()))?;
         let isolation = self.isolation.as_ref().map_err(|e| {
             GridError::Internal(format!(
                 "isolation `{}` is not usable on this worker: {e}",

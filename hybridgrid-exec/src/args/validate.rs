@@ -86,6 +86,17 @@ pub fn validate_remote_args(args: &[String]) -> Result<(), RefusedArg> {
     Ok(())
 }
 
+/// Checks a task's arguments with the allow list for its kind:
+/// [`validate_source_args`] for a compile from source, else
+/// [`validate_remote_args`].
+pub fn validate_task_args(task: &hybridgrid_core::task::CompileTask) -> Result<(), RefusedArg> {
+    if task.source_mode.is_some() {
+        validate_source_args(&task.args)
+    } else {
+        validate_remote_args(&task.args)
+    }
+}
+
 /// Preprocessor options a compile from source may carry: macros and the
 /// include search (whose paths the worker maps into its task directory).
 const SOURCE_PREPROC: &[&str] = &[
