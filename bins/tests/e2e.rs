@@ -462,7 +462,11 @@ fn debug_info_compiles_run_remotely_and_stay_byte_identical() {
     let dir = tempdir();
     write(dir.path(), "src/main.c", C_SRC);
     write(dir.path(), "src/util.h", UTIL_H);
-    write(dir.path(), "include/extra.h", "#define EXTRA(x) ((x) + 1)\n");
+    write(
+        dir.path(),
+        "include/extra.h",
+        "#define EXTRA(x) ((x) + 1)\n",
+    );
     let src = dir.path().join("src");
     let abs_inc = format!("-I{}", dir.path().join("include").display());
     let abs_src = src.join("main.c").display().to_string();
@@ -470,8 +474,20 @@ fn debug_info_compiles_run_remotely_and_stay_byte_identical() {
     // them), split DWARF: each compiled on the worker, each identical to
     // plain gcc in the same directory.
     let cases: Vec<Vec<String>> = vec![
-        vec!["-g".into(), "-O2".into(), "-I../include".into(), "-c".into(), "main.c".into()],
-        vec!["-g".into(), "-O1".into(), abs_inc.clone(), "-c".into(), abs_src.clone()],
+        vec![
+            "-g".into(),
+            "-O2".into(),
+            "-I../include".into(),
+            "-c".into(),
+            "main.c".into(),
+        ],
+        vec![
+            "-g".into(),
+            "-O1".into(),
+            abs_inc.clone(),
+            "-c".into(),
+            abs_src.clone(),
+        ],
         vec![
             "-g".into(),
             "-gsplit-dwarf".into(),
@@ -486,7 +502,11 @@ fn debug_info_compiles_run_remotely_and_stay_byte_identical() {
         args.extend(["-o", "main.o"]);
         let out = hgbuild(&src, &coord.grpc, &args);
         assert_eq!(out.code, 0, "{}", out.stderr);
-        assert!(out.stderr.contains("[remote w1]"), "{case:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("[remote w1]"),
+            "{case:?}: {}",
+            out.stderr
+        );
         let obj = read(&src, "main.o");
         let dwo = case
             .iter()

@@ -1,12 +1,13 @@
 //! A protobuf `CompileRequest` from the network, as a worker and the
 //! coordinator decode and check it: no input may panic, whatever is
 //! accepted is within the limits, survives a round trip unchanged, and the
-//! file names a worker derives from it stay inside the task directory.
+//! file names a worker derives from it (also the files of a compile from
+//! source) stay inside the task directory.
 #![no_main]
 
 use std::path::{Component, Path};
 
-use hybridgrid_core::task::ContextFile;
+use hybridgrid_core::task::{ContextFile, SourceMode};
 use hybridgrid_exec::native::input_file_name;
 use hybridgrid_net::convert::{RequestLimits, task_from_proto, task_to_proto};
 use hybridgrid_net::proto::CompileRequest;
@@ -30,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(task.args.len() <= limits.max_args);
     assert!(task.context_files.len() <= limits.max_context_files);
     // The worker's checks, in its order: the allow list, then the input.
-    let _ = hybridgrid_exec::args::validate_remote_args(&task.args);
+    let _ = hybridgrid_exec::args::validate_task_args(&task);
     let _ = task.input.decode_limited(1 << 20);
     let name = input_file_name(&task.source_name, task.language.extension());
     assert!(
@@ -54,6 +55,21 @@ fuzz_target!(|data: &[u8]| {
             f.path
         );
         let _ = f.data.decode_limited(1 << 20);
+    }
+    if let Some(m) = &task.source_mode {
+        // A compile from source: every file lands below the task root.
+        assert!(m.files.len() <= limits.max_context_files);
+        assert_eq!(m.output_paths.len(), 1 + task.extra_outputs.len());
+        for f in &m.files {
+            let rel = SourceMode::relative_path(&f.path);
+            assert!(
+                rel.as_deref().is_some_and(|r| Path::new(r)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_)))),
+                "accepted source file {:?}",
+                f.path
+            );
+        }
     }
     let again =
         task_from_proto(task_to_proto(&task), &limits).expect("an accepted task re-encodes");

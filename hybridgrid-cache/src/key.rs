@@ -352,6 +352,43 @@ mod tests {
     }
 
     #[test]
+    fn a_source_tree_is_part_of_the_key() {
+        use hybridgrid_core::task::SourceFile;
+        let tree = |header: &'static [u8], out: &str| {
+            let mut t = CompileTask::new(
+                gcc("12.2.0"),
+                Language::C,
+                args(&["-g", "-Iinc"]),
+                "a.c",
+                Payload::raw(&b"#include \"h.h\"\n"[..]),
+            );
+            t.cwd = "/p".into();
+            let mut m = SourceMode::default();
+            m.files = vec![SourceFile {
+                path: "/p/inc/h.h".into(),
+                data: Payload::raw(header),
+            }];
+            m.output_paths = vec![out.into()];
+            t.source_mode = Some(m);
+            t
+        };
+        let k = |t: &CompileTask| CacheKey::for_task(t).unwrap();
+        let base = tree(b"int a;", "a.o");
+        assert_eq!(k(&base), k(&tree(b"int a;", "a.o")));
+        assert_ne!(k(&base), k(&tree(b"int b;", "a.o")), "header content");
+        assert_ne!(k(&base), k(&tree(b"int a;", "b.o")), "output path");
+        let mut moved = base.clone();
+        moved.source_mode.as_mut().unwrap().files[0].path = "/p/inc2/h.h".into();
+        assert_ne!(k(&base), k(&moved), "header path");
+        let mut elsewhere = base.clone();
+        elsewhere.cwd = "/q".into();
+        assert_ne!(k(&base), k(&elsewhere), "working directory");
+        let mut plain = base.clone();
+        plain.source_mode = None;
+        assert_ne!(k(&base), k(&plain), "preprocessed vs from source");
+    }
+
+    #[test]
     fn equal_inputs_give_equal_keys() {
         assert_eq!(base_key(), base_key());
         let c = gcc("12.2.0");

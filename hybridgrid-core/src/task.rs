@@ -399,10 +399,13 @@ mod tests {
     #[test]
     fn source_mode_paths_stay_under_the_root() {
         let rel = SourceMode::relative_path;
-        assert_eq!(rel("/usr/include/stdio.h").as_deref(), Some("usr/include/stdio.h"));
+        assert_eq!(
+            rel("/usr/include/stdio.h").as_deref(),
+            Some("usr/include/stdio.h")
+        );
         assert_eq!(
             rel("/usr/lib/gcc/x86_64-linux-gnu/12/include/../../../../include/x.h").as_deref(),
-            Some("usr/include/x.h")
+            Some("usr/lib/include/x.h")
         );
         assert_eq!(rel("/a/./b//c.h").as_deref(), Some("a/b/c.h"));
         assert_eq!(rel("/../etc/passwd"), None);

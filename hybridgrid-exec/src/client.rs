@@ -247,7 +247,9 @@ const SOURCE_BUDGET: u64 = 128 * 1024 * 1024;
 /// locally), or `None` when it can, compiled from source.
 pub fn source_mode_refusal(plan: &CompilePlan, opts: &ClientOptions) -> Option<String> {
     if !opts.remote_debug_info {
-        return Some("debug info (-g) is compiled locally (client.remote_debug_info: false)".into());
+        return Some(
+            "debug info (-g) is compiled locally (client.remote_debug_info: false)".into(),
+        );
     }
     if !matches!(
         plan.source_language(),
@@ -288,9 +290,10 @@ async fn prepare_from_source(
     let includes = hybridgrid_core::preprocessed::included_files(&preprocessed);
     let source = plan.source().to_path_buf();
     let names = hybridgrid_core::preprocessed::line_marker_files(&preprocessed);
-    let (files, source_text) = tokio::task::spawn_blocking(move || read_tree(&cwd, &names, &source))
-        .await
-        .map_err(|e| PrepareError::Io(format!("cannot read the sources: {e}")))??;
+    let (files, source_text) =
+        tokio::task::spawn_blocking(move || read_tree(&cwd, &names, &source))
+            .await
+            .map_err(|e| PrepareError::Io(format!("cannot read the sources: {e}")))??;
     let language = match plan.source_language() {
         args::SourceLanguage::Cxx => hybridgrid_core::task::Language::Cxx,
         _ => hybridgrid_core::task::Language::C,
@@ -344,7 +347,9 @@ fn read_tree(
             return Ok(());
         }
         if hybridgrid_core::task::SourceMode::relative_path(&path).is_none() {
-            return Err(PrepareError::Io(format!("cannot send {path}: not a plain absolute path")));
+            return Err(PrepareError::Io(format!(
+                "cannot send {path}: not a plain absolute path"
+            )));
         }
         total += data.len() as u64;
         if total > SOURCE_BUDGET {

@@ -534,7 +534,8 @@ impl Inner {
         let mut outputs = Vec::new();
         let mut total = (stdout.len() + stderr.len()) as u64;
         if exit_code == 0 {
-            let kinds = std::iter::once(OutputKind::Object).chain(task.extra_outputs.iter().copied());
+            let kinds =
+                std::iter::once(OutputKind::Object).chain(task.extra_outputs.iter().copied());
             for (kind, path) in kinds.zip(&layout.outputs) {
                 let data =
                     read_output(path, self.opts.max_output_bytes.saturating_sub(total)).await?;

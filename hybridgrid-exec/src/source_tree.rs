@@ -109,7 +109,10 @@ fn under_root(root: &str, cwd: &str, p: &str) -> (String, Option<String>) {
     if p.starts_with('/') {
         (format!("{root}{p}"), SourceMode::relative_path(p))
     } else {
-        (p.to_owned(), SourceMode::relative_path(&format!("{cwd}/{p}")))
+        (
+            p.to_owned(),
+            SourceMode::relative_path(&format!("{cwd}/{p}")),
+        )
     }
 }
 
@@ -159,9 +162,8 @@ pub(crate) async fn lay_out(
         decoded.push((f.path.clone(), rel, data));
     }
 
-    let (args, dirs) = crate::args::map_source_paths(&task.args, &|v| {
-        under_root(&root_s, &client_cwd, v).0
-    });
+    let (args, dirs) =
+        crate::args::map_source_paths(&task.args, &|v| under_root(&root_s, &client_cwd, v).0);
     let mut outputs = Vec::with_capacity(mode.output_paths.len());
     let mut output_args = Vec::new();
     for p in &mode.output_paths {
@@ -325,6 +327,9 @@ mod tests {
     fn unmap_removes_the_root() {
         let root = Path::new("/w/t1/root");
         let d = b"/w/t1/root/home/u/a.c:3:1: warning: x\nsrc/b.c:1: ok\n".to_vec();
-        assert_eq!(unmap(d, root), b"/home/u/a.c:3:1: warning: x\nsrc/b.c:1: ok\n");
+        assert_eq!(
+            unmap(d, root),
+            b"/home/u/a.c:3:1: warning: x\nsrc/b.c:1: ok\n"
+        );
     }
 }

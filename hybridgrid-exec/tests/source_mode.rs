@@ -164,12 +164,7 @@ async fn identical(cc: &CompilerInfo, case_of: impl Fn(&Path) -> Case, ext: &str
 
     let work = tempfile::tempdir().unwrap();
     let out = executor(cc, work.path()).run(t).await.unwrap();
-    assert_eq!(
-        out.exit_code,
-        0,
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         output(&out, OutputKind::Object) == obj,
         "{} {:?}: the object differs from the local one",
@@ -177,7 +172,10 @@ async fn identical(cc: &CompilerInfo, case_of: impl Fn(&Path) -> Case, ext: &str
         case.args
     );
     if let Some(dwo) = dwo {
-        assert!(output(&out, OutputKind::SplitDwarf) == dwo, "the .dwo differs");
+        assert!(
+            output(&out, OutputKind::SplitDwarf) == dwo,
+            "the .dwo differs"
+        );
     }
     assert_eq!(
         std::fs::read_dir(work.path()).unwrap().count(),
@@ -192,7 +190,12 @@ fn strings(a: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn debug_objects_equal_local_ones() {
-    for (name, ext) in [("gcc", "c"), ("clang", "c"), ("g++", "cc"), ("clang++", "cc")] {
+    for (name, ext) in [
+        ("gcc", "c"),
+        ("clang", "c"),
+        ("g++", "cc"),
+        ("clang++", "cc"),
+    ] {
         let Some(cc) = compiler(name).await else {
             continue;
         };
@@ -291,7 +294,10 @@ async fn a_header_the_worker_lacks_is_not_a_compile_error() {
     std::fs::write(&abs, "int from_abs;\n").unwrap();
     std::fs::write(
         proj.join("src/a.c"),
-        format!("#include \"{}\"\nint main(void) {{ return 0; }}\n", abs.display()),
+        format!(
+            "#include \"{}\"\nint main(void) {{ return 0; }}\n",
+            abs.display()
+        ),
     )
     .unwrap();
     let case = Case {
@@ -350,4 +356,44 @@ async fn hostile_source_mode_tasks_are_refused() {
     let mut t = task(&cc, &proj, &base, Vec::new());
     t.cwd = "relative/dir".into();
     refused(t, &cc, "absolute working directory").await;
+}
+
+#[test]
+fn the_client_keeps_what_cannot_be_exact_local() {
+    use hybridgrid_core::task::{CompilerFamily, DriverKind};
+    use hybridgrid_exec::args::{Classification, classify};
+    use hybridgrid_exec::client::{ClientOptions, source_mode_refusal};
+    let refusal = |args: &[&str], opts: &ClientOptions| {
+        let argv: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
+        match classify(CompilerFamily::Gcc, DriverKind::C, &argv) {
+            Classification::Distributable(p) => source_mode_refusal(&p, opts),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    };
+    let on = ClientOptions::default();
+    assert_eq!(refusal(&["-g", "-Iinc", "-DX", "-c", "a.c"], &on), None);
+    assert_eq!(
+        refusal(&["-g", "-gsplit-dwarf", "-c", "a.c", "-o", "o/a.o"], &on),
+        None
+    );
+    for (args, why) in [
+        (&["-g", "-c", "a.S"][..], "assembler"),
+        (
+            &["-g", "-fdebug-prefix-map=/a=/b", "-c", "a.c"],
+            "path mappings",
+        ),
+        (&["-g", "--sysroot=/x", "-c", "a.c"], "preprocessor option"),
+        (
+            &["-g", "-gsplit-dwarf", "-c", "a.c", "-o", "/abs/a.o"],
+            "absolute output",
+        ),
+        (&["-g3", "-gsplit-dwarf", "-c", "a.c"], "-g3"),
+    ] {
+        let r = refusal(args, &on).unwrap_or_else(|| panic!("{args:?} must stay local"));
+        assert!(r.contains(why), "{args:?}: {r}");
+    }
+    let mut off = ClientOptions::default();
+    off.remote_debug_info = false;
+    let r = refusal(&["-g", "-c", "a.c"], &off).expect("off keeps -g local");
+    assert!(r.contains("remote_debug_info"), "{r}");
 }

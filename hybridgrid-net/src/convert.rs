@@ -530,6 +530,52 @@ mod tests {
     }
 
     #[test]
+    fn source_mode_roundtrip_and_refusals() {
+        let mut t = CompileTask::new(
+            gcc(),
+            Language::Cxx,
+            vec!["-g".into(), "-Iinclude".into()],
+            "src/b.cc",
+            Payload::raw(&b"int b;"[..]),
+        );
+        t.cwd = "/home/u/p".into();
+        let mut m = SourceMode::default();
+        m.files = vec![SourceFile {
+            path: "/home/u/p/include/a.h".into(),
+            data: Payload::raw(&b"int a;"[..]),
+        }];
+        m.output_paths = vec!["out/b.o".into()];
+        t.source_mode = Some(m);
+        let lim = RequestLimits::default();
+        assert_eq!(task_from_proto(task_to_proto(&t), &lim).unwrap(), t);
+
+        let mut r = task_to_proto(&t);
+        r.source_mode.as_mut().unwrap().files[0].path = "include/a.h".into();
+        let e = task_from_proto(r, &lim).unwrap_err().to_string();
+        assert!(e.contains("must be absolute"), "{e}");
+        let mut r = task_to_proto(&t);
+        r.source_mode.as_mut().unwrap().files[0].path = "/../etc/passwd".into();
+        assert!(task_from_proto(r, &lim).is_err());
+        let mut r = task_to_proto(&t);
+        r.source_mode
+            .as_mut()
+            .unwrap()
+            .output_paths
+            .push("x.dwo".into());
+        let e = task_from_proto(r, &lim).unwrap_err().to_string();
+        assert!(e.contains("output paths"), "{e}");
+        // Source files count towards the decoded size limit.
+        let mut r = task_to_proto(&t);
+        r.source_mode.as_mut().unwrap().files[0]
+            .data
+            .as_mut()
+            .unwrap()
+            .raw_size = 1 << 40;
+        let e = task_from_proto(r, &lim).unwrap_err().to_string();
+        assert!(e.contains("max_request_bytes"), "{e}");
+    }
+
+    #[test]
     fn output_roundtrip() {
         let mut o = CompileOutput::default();
         o.exit_code = 1;

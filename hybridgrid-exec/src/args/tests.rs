@@ -639,3 +639,74 @@ fn remote_args_of_plans_pass_the_worker_check() {
     ]);
     assert_eq!(validate_remote_args(&p.remote_args()), Ok(()));
 }
+
+#[test]
+fn source_args_keep_the_preprocessor_options_but_not_dependencies() {
+    let p = plan(&[
+        "-g", "-O2", "-Iinc", "-I", "/abs/inc", "-DX=1", "-include", "cfg.h", "-MD", "-MF", "a.d",
+        "-x", "c", "-c", "src/a.c", "-o", "out/a.o",
+    ]);
+    assert_eq!(
+        p.source_args(),
+        s(&[
+            "-g", "-O2", "-Iinc", "-I", "/abs/inc", "-DX=1", "-include", "cfg.h"
+        ])
+    );
+    assert_eq!(validate_source_args(&p.source_args()), Ok(()));
+    // The preprocessed path keeps refusing them.
+    assert!(validate_remote_args(&p.source_args()).is_err());
+    for bad in [
+        &["-MD"][..],
+        &["--sysroot=/x"],
+        &["-isysroot", "/x"],
+        &["-fmacro-prefix-map=/a=b"],
+        &["-Wp,-DX"],
+        &["-iprefix", "/x"],
+    ] {
+        assert!(validate_source_args(&s(bad)).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn source_paths_are_mapped_in_both_spellings() {
+    let args = s(&[
+        "-g",
+        "-I/a/inc",
+        "-I",
+        "/b/inc",
+        "-Irel",
+        "-isystem",
+        "/sys",
+        "-include",
+        "/c/cfg.h",
+        "-iquote/q",
+        "-DPATH=/not/a/path",
+    ]);
+    let (mapped, dirs) = map_source_paths(&args, &|v| {
+        if v.starts_with('/') {
+            format!("/root{v}")
+        } else {
+            v.to_owned()
+        }
+    });
+    assert_eq!(
+        mapped,
+        s(&[
+            "-g",
+            "-I/root/a/inc",
+            "-I",
+            "/root/b/inc",
+            "-Irel",
+            "-isystem",
+            "/root/sys",
+            "-include",
+            "/root/c/cfg.h",
+            "-iquote/root/q",
+            "-DPATH=/not/a/path",
+        ])
+    );
+    assert_eq!(
+        dirs,
+        s(&["/root/a/inc", "/root/b/inc", "rel", "/root/sys", "/root/q"])
+    );
+}
