@@ -363,13 +363,13 @@ mod tests {
                 Payload::raw(&b"#include \"h.h\"\n"[..]),
             );
             t.cwd = "/p".into();
-            let mut m = SourceMode::default();
-            m.files = vec![SourceFile {
-                path: "/p/inc/h.h".into(),
-                data: Payload::raw(header),
-            }];
-            m.output_paths = vec![out.into()];
-            t.source_mode = Some(m);
+            t.source_mode = Some(SourceMode {
+                files: vec![SourceFile {
+                    path: "/p/inc/h.h".into(),
+                    data: Payload::raw(header),
+                }],
+                output_paths: vec![out.into()],
+            });
             t
         };
         let k = |t: &CompileTask| CacheKey::for_task(t).unwrap();

@@ -53,8 +53,11 @@ pub fn literal_dirs(path: &str) -> Vec<String> {
 /// modification time and inode so each is hashed once.
 #[derive(Default)]
 pub(crate) struct LocalHashes {
-    known: Mutex<HashMap<PathBuf, (u64, Option<SystemTime>, u64, [u8; 32])>>,
+    known: Mutex<HashMap<PathBuf, (Stamp, [u8; 32])>>,
 }
+
+/// Size, modification time and inode of a file.
+type Stamp = (u64, Option<SystemTime>, u64);
 
 impl LocalHashes {
     /// The blake3 hash of the regular file at `path` on this machine, or
@@ -64,8 +67,8 @@ impl LocalHashes {
         let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
         let stamp = (meta.len(), meta.modified().ok(), meta.ino());
         if let Ok(known) = self.known.lock()
-            && let Some((len, mtime, ino, h)) = known.get(path)
-            && (*len, *mtime, *ino) == stamp
+            && let Some((s, h)) = known.get(path)
+            && *s == stamp
         {
             return Some(*h);
         }
@@ -75,7 +78,7 @@ impl LocalHashes {
             if known.len() > 100_000 {
                 known.clear();
             }
-            known.insert(path.to_path_buf(), (stamp.0, stamp.1, stamp.2, h));
+            known.insert(path.to_path_buf(), (stamp, h));
         }
         Some(h)
     }

@@ -116,10 +116,10 @@ fn task(cc: &CompilerInfo, cwd: &Path, case: &Case, files: Vec<SourceFile>) -> C
     if case.split {
         t.extra_outputs = vec![OutputKind::SplitDwarf];
     }
-    let mut mode = SourceMode::default();
-    mode.files = files;
-    mode.output_paths = case.outputs.clone();
-    t.source_mode = Some(mode);
+    t.source_mode = Some(SourceMode {
+        files,
+        output_paths: case.outputs.clone(),
+    });
     t
 }
 

@@ -539,13 +539,13 @@ mod tests {
             Payload::raw(&b"int b;"[..]),
         );
         t.cwd = "/home/u/p".into();
-        let mut m = SourceMode::default();
-        m.files = vec![SourceFile {
-            path: "/home/u/p/include/a.h".into(),
-            data: Payload::raw(&b"int a;"[..]),
-        }];
-        m.output_paths = vec!["out/b.o".into()];
-        t.source_mode = Some(m);
+        t.source_mode = Some(SourceMode {
+            files: vec![SourceFile {
+                path: "/home/u/p/include/a.h".into(),
+                data: Payload::raw(&b"int a;"[..]),
+            }],
+            output_paths: vec!["out/b.o".into()],
+        });
         let lim = RequestLimits::default();
         assert_eq!(task_from_proto(task_to_proto(&t), &lim).unwrap(), t);
 
