@@ -542,6 +542,35 @@ fn debug_info_compiles_run_remotely_and_stay_byte_identical() {
     assert!(out.stderr.contains("[local debug info"), "{}", out.stderr);
 }
 
+/// On a terminal, remote compiles' diagnostics keep gcc's colors (with and
+/// without debug info); `script` gives hgbuild a pseudo-terminal.
+#[test]
+fn remote_diagnostics_keep_colors_on_a_terminal() {
+    let (coord, _workers) = grid(1);
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "warn.c",
+        "int f(void) {\n    int unused;\n    return 0;\n}\n",
+    );
+    for g in ["-O1", "-g"] {
+        let cmd = format!(
+            "{HGBUILD} --coordinator {} -v cc -Wall {g} -c warn.c -o warn.o",
+            coord.grpc
+        );
+        let out = run_in(dir.path(), "script", &["-qec", &cmd, "/dev/null"], &[]);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        // script copies the terminal's output to its standard output.
+        assert!(out.stdout.contains("[remote w1]"), "{g}: {}", out.stdout);
+        assert!(out.stdout.contains("unused"), "{g}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("\x1b["),
+            "{g}: no color codes in {:?}",
+            out.stdout
+        );
+    }
+}
+
 #[test]
 fn local_and_shared_cache_tiers_serve_repeat_compiles() {
     let (coord, workers) = grid(1);

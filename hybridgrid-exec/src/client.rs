@@ -163,7 +163,6 @@ pub struct Prepared {
 /// (standard error is a terminal and the command leaves colors to it).
 pub fn adds_color(plan: &CompilePlan, opts: &ClientOptions) -> bool {
     opts.color
-        && !plan.debug_info()
         && matches!(
             plan.diagnostics_color(),
             DiagnosticsColor::Unspecified | DiagnosticsColor::Auto
@@ -203,7 +202,8 @@ pub async fn prepare(
         })?,
     };
     if plan.debug_info() && source_mode_refusal(&plan, opts).is_none() {
-        return prepare_from_source(compiler, plan, input, preprocessor_stderr).await;
+        let color = adds_color(&plan, opts);
+        return prepare_from_source(compiler, plan, input, preprocessor_stderr, color).await;
     }
     let mut remote_args = plan.remote_args();
     let color_added = adds_color(&plan, opts);
@@ -284,6 +284,7 @@ async fn prepare_from_source(
     plan: CompilePlan,
     preprocessed: Vec<u8>,
     preprocessor_stderr: Vec<u8>,
+    color: bool,
 ) -> Result<Prepared, PrepareError> {
     let cwd = std::env::current_dir()
         .map_err(|e| PrepareError::Io(format!("cannot read the working directory: {e}")))?;
@@ -298,10 +299,15 @@ async fn prepare_from_source(
         args::SourceLanguage::Cxx => hybridgrid_core::task::Language::Cxx,
         _ => hybridgrid_core::task::Language::C,
     };
+    let mut args = plan.source_args();
+    if color {
+        // Colors do not change the object.
+        args.push("-fdiagnostics-color=always".into());
+    }
     let mut task = CompileTask::new(
         compiler.identity.clone(),
         language,
-        plan.source_args(),
+        args,
         plan.source().display().to_string(),
         Payload::compress(source_text),
     );
@@ -322,7 +328,7 @@ async fn prepare_from_source(
         plan,
         preprocessor_stderr,
         includes,
-        color_added: false,
+        color_added: color,
     })
 }
 
