@@ -197,8 +197,12 @@ pub(crate) async fn lay_out(
         .map_err(|e| GridError::Internal(format!("laying out the sources: {e}")))??;
 
     let mut cmd = vec!["-x".to_owned(), task.language.as_x_arg().to_owned()];
+    let user_maps = translated_prefix_maps(&args, &root_s);
     cmd.extend(args);
     cmd.push(format!("-ffile-prefix-map={root_s}="));
+    // gcc tries the last mapping given first: the user's own, moved under
+    // the root, come after ours so they win where they match.
+    cmd.extend(user_maps);
     cmd.extend(["-c".to_owned(), source, "-o".to_owned()]);
     cmd.push(output_args.swap_remove(0));
     Ok(Layout {
@@ -207,6 +211,28 @@ pub(crate) async fn lay_out(
         args: cmd,
         outputs,
     })
+}
+
+/// For each path mapping of the user's (`-fdebug-prefix-map=OLD=NEW`,
+/// `-ffile-prefix-map=`, `-fmacro-prefix-map=`) with an absolute `OLD`, the
+/// same mapping of `<root>OLD`, so paths under the root map as the client's
+/// did. The originals stay too, for the worker's own system headers.
+pub fn translated_prefix_maps(args: &[String], root: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in args {
+        for opt in [
+            "-fdebug-prefix-map=",
+            "-ffile-prefix-map=",
+            "-fmacro-prefix-map=",
+        ] {
+            if let Some(map) = a.strip_prefix(opt)
+                && map.starts_with('/')
+            {
+                out.push(format!("{opt}{root}{map}"));
+            }
+        }
+    }
+    out
 }
 
 /// The file system work of [`lay_out`], run on the blocking pool.
@@ -315,6 +341,26 @@ mod tests {
             ]
         );
         assert!(literal_dirs("/../x.h").is_empty());
+    }
+
+    #[test]
+    fn user_path_mappings_move_under_the_root() {
+        let args: Vec<String> = [
+            "-g",
+            "-ffile-prefix-map=/build/p=.",
+            "-fdebug-prefix-map=rel=x",
+            "-fmacro-prefix-map=/a=/b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            translated_prefix_maps(&args, "/w/root"),
+            vec![
+                "-ffile-prefix-map=/w/root/build/p=.".to_string(),
+                "-fmacro-prefix-map=/w/root/a=/b".to_string()
+            ]
+        );
     }
 
     #[test]

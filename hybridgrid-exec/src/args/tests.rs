@@ -659,7 +659,6 @@ fn source_args_keep_the_preprocessor_options_but_not_dependencies() {
         &["-MD"][..],
         &["--sysroot=/x"],
         &["-isysroot", "/x"],
-        &["-fmacro-prefix-map=/a=b"],
         &["-Wp,-DX"],
         &["-iprefix", "/x"],
     ] {

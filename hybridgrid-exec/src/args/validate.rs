@@ -39,9 +39,6 @@ pub enum RefusalReason {
     NotACompile,
     /// An option at the end lacks its value.
     MissingValue,
-    /// A path mapping (`-fdebug-prefix-map=` and kin) in a compile from
-    /// source, where the worker maps its own directory.
-    PathMapping,
 }
 
 impl fmt::Display for RefusalReason {
@@ -58,9 +55,6 @@ impl fmt::Display for RefusalReason {
             RefusalReason::ReadsFile => "would read files on the worker",
             RefusalReason::NotACompile => "not a compilation",
             RefusalReason::MissingValue => "missing value",
-            RefusalReason::PathMapping => {
-                "path mappings are not combined with the worker's own in a compile from source"
-            }
         })
     }
 }
@@ -126,8 +120,8 @@ const SOURCE_PATH_OPTIONS: &[&str] = &[
 
 /// Checks the arguments of a compile from source
 /// ([`CompileTask::source_mode`](hybridgrid_core::task::CompileTask)):
-/// what [`validate_remote_args`] allows, plus macros and include paths;
-/// still no dependency output, sysroot, response file or path mapping.
+/// what [`validate_remote_args`] allows, plus macros, include paths and
+/// path mappings; still no dependency output, sysroot or response file.
 pub fn validate_source_args(args: &[String]) -> Result<(), RefusedArg> {
     let mut i = 0;
     while i < args.len() {
@@ -232,9 +226,6 @@ fn check(args: &[String], i: usize, source: bool) -> Result<usize, RefusedArg> {
             Special::F => {
                 let (fspec, negated) = table::lookup_f(value)
                     .ok_or_else(|| refuse(whole(), RefusalReason::Unknown))?;
-                if source && value.contains("prefix-map") {
-                    return Err(refuse(whole(), RefusalReason::PathMapping));
-                }
                 match f_dest(fspec.role, negated, value) {
                     FDest::Go(Dest::Both | Dest::Remote) => Ok(used),
                     FDest::Go(Dest::Preproc) if source => Ok(used),
