@@ -176,13 +176,25 @@ pub(crate) async fn lay_out(
         output_args.push(spelled);
     }
     let source = under_root(&root_s, &client_cwd, &task.source_name).0;
-    let task_dirs: Vec<String> = dirs
-        .iter()
-        .filter_map(|d| {
-            let client = d.strip_prefix(&root_s).unwrap_or(d);
-            under_root("", &client_cwd, client).1
-        })
-        .collect();
+    // Include directories exist (gcc warns about missing ones on
+    // request), and so does every directory a `..` in a path the compiler
+    // is given walks through (`-Ifoo/../inc`, `-o out/x/../a.o`).
+    let absolute = |p: &str| {
+        if p.starts_with('/') {
+            p.to_owned()
+        } else {
+            format!("{client_cwd}/{p}")
+        }
+    };
+    let mut task_dirs: Vec<String> = Vec::new();
+    for d in &dirs {
+        let client = d.strip_prefix(&root_s).unwrap_or(d);
+        task_dirs.extend(under_root("", &client_cwd, client).1);
+        task_dirs.extend(literal_dirs(&absolute(client)));
+    }
+    for p in mode.output_paths.iter().chain([&task.source_name]) {
+        task_dirs.extend(literal_dirs(&absolute(p)));
+    }
 
     let job = Job {
         root: root.clone(),
@@ -252,8 +264,6 @@ impl Job {
         };
         mkdir(&self.work)?;
         for d in &self.dirs {
-            // An include directory the client named but read nothing from
-            // exists there too (gcc warns about missing ones on request).
             let _ = std::fs::create_dir_all(self.root.join(d));
         }
         for o in &self.outputs {

@@ -43,7 +43,8 @@ fn project(dir: &Path, ext: &str) -> PathBuf {
     let p = dir.join("proj");
     std::fs::create_dir_all(p.join("src")).unwrap();
     std::fs::create_dir_all(p.join("include")).unwrap();
-    std::fs::create_dir_all(p.join("out")).unwrap();
+    std::fs::create_dir_all(p.join("out/sub")).unwrap();
+    std::fs::create_dir_all(p.join("empty")).unwrap();
     std::fs::write(p.join("include/h.h"), HEADER).unwrap();
     std::fs::write(p.join(format!("src/a.{ext}")), SOURCE).unwrap();
     p
@@ -250,6 +251,18 @@ async fn debug_objects_equal_local_ones() {
                 ],
                 source: p.join(format!("src/a.{ext}")).display().to_string(),
                 outputs: strings(&["out/a.o"]),
+                split: false,
+            },
+            ext,
+        )
+        .await;
+        // `..` through directories nothing was read from.
+        identical(
+            &cc,
+            |_| Case {
+                args: strings(&["-g", "-Iempty/../include"]),
+                source: format!("src/a.{ext}"),
+                outputs: strings(&["out/sub/../a.o"]),
                 split: false,
             },
             ext,
