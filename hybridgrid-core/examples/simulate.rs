@@ -2,6 +2,8 @@
 //! scheduling algorithm and prints a Markdown table.
 //!
 //! `cargo run --release -p hybridgrid-core --features sim --example simulate`
+//! (`-- --small` skips the 1,000-worker pool, `-- --big-jobs N` runs it
+//! with N jobs instead of 100,000).
 
 use std::time::Instant;
 
@@ -52,10 +54,18 @@ fn main() {
             row(name, jobs.len(), alg, &r, t.elapsed().as_secs_f64());
         }
     }
+    if std::env::args().any(|a| a == "--small") {
+        return;
+    }
     let big: Vec<SimWorker> = (0..1000)
         .map(|i| SimWorker::with_speed([1.0, 1.2, 1.6, 2.0, 4.0][i % 5]))
         .collect();
-    let jobs = sim::stretch(&base, 100_000, 11);
+    let n: usize = std::env::args()
+        .skip_while(|a| a != "--big-jobs")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let jobs = sim::stretch(&base, n, 11);
     for alg in algs {
         let t = Instant::now();
         let r = sim::simulate(&SimConfig::new(alg, big.clone(), jobs.clone()));

@@ -320,3 +320,104 @@ async fn cost_aware_in_a_large_pool_takes_the_fastest_free_worker() {
     w199.worker.stats.start(1000);
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w199");
 }
+
+/// Registers `ids` with one slot each and teaches the scheduler their
+/// speeds by running one task on each at once.
+async fn learned_one_slot_pool(reg: &Registry, s: &Sched, ids: &[&str]) {
+    for id in ids {
+        let mut w = worker_info(id, Arch::Amd64, &[gcc_amd64()]);
+        w.capabilities.max_parallel_tasks = 1;
+        reg.register(w);
+    }
+    let runs = ids.iter().map(|_| s.clone().oneshot(task_of(1000)));
+    for r in futures::future::join_all(runs).await {
+        r.expect("warm-up task");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_holds_a_task_until_the_fast_worker_frees_a_slot() {
+    let (reg, s) = scheduler(
+        Algorithm::CostAware,
+        HashMap::from([("slow", 100.0), ("fast", 1000.0)]),
+    );
+    learned_one_slot_pool(&reg, &s, &["slow", "fast"]).await;
+    let slow = reg.get(&"slow".into()).expect("slow");
+    // The first task takes the fast worker (1 s). The second would take 10 s
+    // on the idle slow worker but 1 s + 1 s after it on the fast one: it is
+    // held, not sent anywhere, and placed on the fast one when its slot frees.
+    let t0 = tokio::time::Instant::now();
+    let first = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 1);
+    assert_eq!(slow.worker.stats.active(), 0, "the slow worker stays idle");
+    let out = first.await.expect("join").expect("first");
+    assert_eq!(out.worker_id, Some("fast".into()));
+    let out = second.await.expect("join").expect("second");
+    assert_eq!(out.worker_id, Some("fast".into()));
+    assert_eq!(s.held(), 0);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(2100), "{took:?}");
+
+    // A held task whose caller gives up leaves the line.
+    let first = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(10), s.clone().oneshot(task_of(1000))).await;
+    assert!(dropped.is_err(), "held, so it timed out");
+    assert_eq!(s.held(), 0);
+    first.await.expect("join").expect("first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_places_the_largest_held_task_first() {
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::from([("only", 1000.0)]));
+    learned_one_slot_pool(&reg, &s, &["only"]).await;
+    let busy = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut small = task_of(100);
+    small.source_name = "small.c".into();
+    let mut large = task_of(3000);
+    large.source_name = "large.c".into();
+    let small = tokio::spawn(s.clone().oneshot(small));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let large = tokio::spawn(s.clone().oneshot(large));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 2);
+    busy.await.expect("join").expect("busy");
+    // The large one (3 s) was placed first although it came last.
+    let t = tokio::time::Instant::now();
+    small.await.expect("join").expect("small");
+    assert!(
+        t.elapsed() >= Duration::from_millis(2900),
+        "{:?}",
+        t.elapsed()
+    );
+    large.await.expect("join").expect("large");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_fails_held_tasks_when_their_workers_leave() {
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::from([("only", 100.0)]));
+    learned_one_slot_pool(&reg, &s, &["only"]).await;
+    // A long task occupies the only worker; the next one is held.
+    let long = tokio::spawn(s.clone().oneshot(task_of(100_000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let held = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 1);
+    reg.remove(&"only".into(), "left");
+    let err = tokio::time::timeout(Duration::from_secs(1), held)
+        .await
+        .expect("not held forever")
+        .expect("join")
+        .expect_err("no worker left");
+    assert!(
+        matches!(GridError::find(err.as_ref()), Some(GridError::NoWorker(_))),
+        "{err}"
+    );
+    assert_eq!(s.held(), 0);
+    long.abort();
+}
