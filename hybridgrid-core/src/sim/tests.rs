@@ -24,9 +24,9 @@ fn deterministic() {
 }
 
 /// The design goal. Not met yet: with late binding and per-file learned
-/// costs cost-aware gains ~9% over P2C on this trace (6.4 s, -15%, when it
-/// is given the true costs); see `docs/benchmarks.md`. Run with
-/// `--ignored` to check.
+/// costs cost-aware gains ~9% over P2C on this trace (about -15% in an
+/// experiment that gave it the true costs); see `docs/benchmarks.md`. Run
+/// with `--ignored` to check.
 #[test]
 #[ignore = "goal not met yet: cost-aware is ~9% faster than P2C on the zstd trace"]
 fn cost_aware_beats_p2c_by_15_percent_on_a_mixed_pool() {
