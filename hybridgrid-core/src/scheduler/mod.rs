@@ -10,13 +10,19 @@
 //! - `p2c`: two random capable workers, the one with the better weighted
 //!   score wins (native arch, cores, RAM, load per slot, latency, LAN);
 //! - `least-loaded`: the fewest active tasks per slot;
-//! - `cost-aware`: learns each worker's speed (cost units per second, the
-//!   cost being the input size) and picks the earliest estimated finish
-//!   time, which keeps a build's makespan short on mixed hardware. It binds
-//!   late: when that worker is busy (no slot free, or a busy fast worker
-//!   beats an idle slow one) the task is held in its call future and
-//!   placed when a slot frees, the largest estimated cost first. Held tasks
-//!   are bounded by the callers' own concurrency (admission upstream).
+//! - `cost-aware`: learns from completed compiles each worker's speed and
+//!   each source file's cost per input byte (see `model.rs`: a joint
+//!   model, so a slow file does not make its worker look slow), and picks
+//!   the earliest estimated finish time, which keeps a build's makespan
+//!   short on mixed hardware. It binds late: when that worker is busy (no
+//!   slot free, or a busy fast worker beats an idle slow one) the task is
+//!   held in its call future and placed when a slot frees, the largest
+//!   estimated cost first (re-ordered as estimates change; a compile of
+//!   the same file running longer than expected raises them). A free
+//!   slower worker is still taken when the task would finish there before
+//!   the work in flight is expected to end (it does not lengthen the
+//!   build, and keeps the fast worker for a later task). Held tasks are
+//!   bounded by the callers' own concurrency (admission upstream).
 //!
 //! No capable worker gives [`GridError::NoWorker`] naming the compiler and
 //! target; capable workers that are all open give [`GridError::CircuitOpen`].
@@ -44,6 +50,7 @@
 
 mod endpoint;
 mod error;
+mod model;
 mod pool;
 
 use std::cmp::Reverse;
@@ -63,8 +70,9 @@ use tower::{Service, ServiceExt};
 
 pub use self::endpoint::{Attempt, Endpoint, Endpoints, RouteSlot};
 pub use self::error::WorkerError;
+use self::model::CostModel;
 pub use self::pool::task_cost;
-use self::pool::{FileCosts, Placement, Pool, PoolSpeed, Running};
+use self::pool::{Placement, Pool, Running};
 use crate::config::{Algorithm, SchedulerConfig};
 use crate::error::{BoxError, GridError};
 use crate::registry::WorkerStats;
@@ -83,6 +91,11 @@ struct HeldEntry<S> {
     /// in-flight guard, already counted in the worker's load.
     placed: Option<Result<(S, InFlight), GridError>>,
 }
+
+/// Lines of held tasks up to this long are re-ordered on every pass.
+const REKEY_ALWAYS: usize = 256;
+/// Longer lines are re-ordered at most this often.
+const REKEY_EVERY: Duration = Duration::from_millis(100);
 
 /// At most this many held tasks decline a free slot (waiting for a busy
 /// faster worker) in one placement pass; the rest wait for the next event.
@@ -122,6 +135,11 @@ struct Shared<D, S> {
     discover: D,
     pool: Pool<S>,
     held: BTreeMap<HeldKey, HeldEntry<S>>,
+    /// Each held task's current key by its number (keys change when the
+    /// estimates do).
+    keys: HashMap<u64, HeldKey>,
+    /// When the held tasks were last put in order of their estimates.
+    rekeyed: Option<Instant>,
     /// Held tasks by compiler and target (so a placement pass can stop
     /// once every group has no free slot).
     groups: HashMap<(CompilerIdentity, Arch), usize>,
@@ -164,6 +182,7 @@ where
     /// where they finish earliest; a task whose earliest finish is on a
     /// busy worker stays held (and a smaller one may take the slot).
     fn assign(&mut self, bell: &Arc<Bell>) {
+        self.rekey();
         loop {
             let rung = bell.rings();
             let now = Instant::now();
@@ -231,8 +250,26 @@ where
 }
 
 impl<D, S> Shared<D, S> {
+    /// Puts the held tasks in order of their current estimates (which
+    /// change as compiles complete and run): every pass for a short line,
+    /// at most every [`REKEY_EVERY`] for a long one.
+    fn rekey(&mut self) {
+        let now = Instant::now();
+        if self.held.len() > REKEY_ALWAYS && self.rekeyed.is_some_and(|t| now < t + REKEY_EVERY) {
+            return;
+        }
+        self.rekeyed = Some(now);
+        let old = std::mem::take(&mut self.held);
+        for ((_, seq), e) in old {
+            let key = (Reverse(self.pool.held_cost(&e.attempt.task)), seq);
+            self.keys.insert(seq, key);
+            self.held.insert(key, e);
+        }
+    }
+
     /// Holds `attempt` under `key`.
     fn hold(&mut self, key: HeldKey, attempt: Attempt) {
+        self.keys.insert(key.1, key);
         let group = (
             attempt.task.compiler.clone(),
             attempt.task.target_arch.clone(),
@@ -248,9 +285,16 @@ impl<D, S> Shared<D, S> {
         );
     }
 
-    /// Stops holding the task under `key`.
-    fn unhold(&mut self, key: &HeldKey) -> Option<HeldEntry<S>> {
-        let e = self.held.remove(key)?;
+    /// The held task number `seq`.
+    fn held_mut(&mut self, seq: u64) -> Option<&mut HeldEntry<S>> {
+        let key = self.keys.get(&seq)?;
+        self.held.get_mut(key)
+    }
+
+    /// Stops holding the task number `seq`.
+    fn unhold(&mut self, seq: u64) -> Option<HeldEntry<S>> {
+        let key = self.keys.remove(&seq)?;
+        let e = self.held.remove(&key)?;
         let group = (
             e.attempt.task.compiler.clone(),
             e.attempt.task.target_arch.clone(),
@@ -288,12 +332,14 @@ fn start<S: Clone>(
     let started = Instant::now();
     let freed = bell.map(|b| {
         let end = started + Duration::from_secs_f64(pool.estimate(i, task).min(1e9));
+        let file = CostModel::key(task);
         Freed {
             running: slot.running.clone(),
             token: slot.running.add(end),
             bell: b.clone(),
-            files: pool.files.clone(),
-            file: FileCosts::key(task),
+            model: pool.model.clone(),
+            file,
+            compile: pool.model.begin(file, cost, slot.speed.clone(), started),
         }
     });
     let worker = slot.id.clone();
@@ -305,7 +351,6 @@ fn start<S: Clone>(
         slot.endpoint.service.clone(),
         InFlight {
             stats,
-            speed: pool.speed.clone(),
             cost,
             started,
             worker,
@@ -362,6 +407,8 @@ where
                 discover,
                 pool: Pool::new(config.algorithm, config.weights.clone(), seed),
                 held: BTreeMap::new(),
+                keys: HashMap::new(),
+                rekeyed: None,
                 groups: HashMap::new(),
                 seq: 0,
                 recheck_at: None,
@@ -406,6 +453,16 @@ where
         Ok(sh.pool.slots[i].id.clone())
     }
 
+    /// The speed cost-aware learned for worker `id` (0 if none yet).
+    #[cfg(test)]
+    fn learned_speed(&self, id: &str) -> f64 {
+        self.lock()
+            .pool
+            .model
+            .speed_cell(&WorkerId(id.into()))
+            .get()
+    }
+
     /// Tasks the cost-aware scheduler holds now, waiting for a slot.
     pub fn held(&self) -> usize {
         self.lock().held.len()
@@ -448,13 +505,14 @@ where
             }
         }
         sh.seq += 1;
-        let key = (Reverse(sh.pool.expected_cost(&attempt.task) as u64), sh.seq);
+        let seq = sh.seq;
+        let key = (Reverse(sh.pool.held_cost(&attempt.task)), seq);
         sh.hold(key, attempt);
         if !first {
             // Others are held: the line decides who gets a free slot.
             sh.assign(&self.bell);
-            if let Some(p) = sh.held.get_mut(&key).and_then(|e| e.placed.take()) {
-                let attempt = sh.unhold(&key).map(|e| e.attempt);
+            if let Some(p) = sh.held_mut(seq).and_then(|e| e.placed.take()) {
+                let attempt = sh.unhold(seq).map(|e| e.attempt);
                 drop(sh);
                 return ResponseFuture::placed(p, attempt);
             }
@@ -464,7 +522,7 @@ where
             kind: Kind::Held {
                 ticket: Some(Ticket {
                     sched: self.clone(),
-                    key,
+                    seq,
                 }),
                 timer: None,
             },
@@ -514,7 +572,6 @@ where
 /// it ends or is dropped.
 struct InFlight {
     stats: Arc<WorkerStats>,
-    speed: Arc<PoolSpeed>,
     cost: u64,
     started: Instant,
     worker: WorkerId,
@@ -531,15 +588,18 @@ struct Freed {
     token: u64,
     /// Rung when its slot frees.
     bell: Arc<Bell>,
-    /// The per-file costs, and its file's key.
-    files: Arc<FileCosts>,
+    /// The learned model, and the task's file's key.
+    model: Arc<CostModel>,
     file: u64,
+    /// Its token in the model's compiles in flight.
+    compile: u64,
 }
 
 impl InFlight {
     fn slot_freed(&mut self) {
         if let Some(f) = self.freed.take() {
             f.running.remove(f.token);
+            f.model.end(f.file, f.compile);
             f.bell.ring();
         }
     }
@@ -555,15 +615,9 @@ impl InFlight {
         };
         let ok = res.is_ok();
         self.stats.finish(self.cost, latency, service, ok);
-        if let (true, Some(f), Some(secs)) = (ok, &self.freed, service) {
-            f.files
-                .observe(f.file, secs.as_secs_f64() * self.stats.speed());
-        }
-        if ok {
+        if let (true, Some(f)) = (ok, &self.freed) {
             let secs = service.unwrap_or(latency).as_secs_f64();
-            if secs > 0.0 {
-                self.speed.observe(self.cost as f64 / secs);
-            }
+            f.model.observe(&self.worker, f.file, self.cost, secs);
         }
         self.slot_freed();
         let success = matches!(res, Ok(o) if o.success());
@@ -585,13 +639,13 @@ impl Drop for InFlight {
 /// dropped) gives up the place, and a slot already counted for it.
 struct Ticket<D, S> {
     sched: Scheduler<D, S>,
-    key: HeldKey,
+    seq: u64,
 }
 
 impl<D, S> Drop for Ticket<D, S> {
     fn drop(&mut self) {
         let mut sh = self.sched.lock();
-        if let Some(e) = sh.unhold(&self.key) {
+        if let Some(e) = sh.unhold(self.seq) {
             // A slot placed for it and not taken is freed by the guard's
             // drop (which rings the bell); either way the next held task
             // looks again.
@@ -693,13 +747,13 @@ where
                         return Poll::Ready(Err("scheduler future polled after completion".into()));
                     };
                     let sched = t.sched.clone();
-                    let key = t.key;
+                    let seq = t.seq;
                     let mut sh = sched.lock();
                     if let Err(e) = sh.poll_changes(cx, &sched.bell) {
                         drop(sh);
                         return Poll::Ready(Err(e));
                     }
-                    let placed = match sh.held.get_mut(&key) {
+                    let placed = match sh.held_mut(seq) {
                         None => Some(Err(GridError::Internal(
                             "scheduler lost a held task".into(),
                         ))),
@@ -712,12 +766,12 @@ where
                         Some(p) => Some(p),
                         None => {
                             sh.assign(&sched.bell);
-                            sh.held.get_mut(&key).and_then(|e| e.placed.take())
+                            sh.held_mut(seq).and_then(|e| e.placed.take())
                         }
                     };
                     match placed {
                         Some(p) => {
-                            let attempt = sh.unhold(&key).map(|e| e.attempt);
+                            let attempt = sh.unhold(seq).map(|e| e.attempt);
                             // Declined tasks need someone to look again.
                             let next = sh
                                 .recheck_at

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use super::Endpoint;
+use super::model::{CostModel, Speed};
 use crate::config::{Algorithm, ScoreWeights};
 use crate::error::GridError;
 use crate::task::{CompileTask, CompilerIdentity};
@@ -28,6 +29,8 @@ pub(super) struct Slot<S> {
     slots: f64,
     /// Estimated ends of the tasks in flight (cost-aware only).
     pub(super) running: Arc<Running>,
+    /// Learned speed (cost-aware only).
+    pub(super) speed: Arc<Speed>,
 }
 
 /// The estimated ends of the tasks in flight on one worker, for the
@@ -58,6 +61,15 @@ impl Running {
         }
     }
 
+    /// Seconds until the last of the tasks in flight is expected to end
+    /// (0 if none is, or all are overdue).
+    fn latest(&self, now: Instant) -> f64 {
+        self.lock()
+            .iter()
+            .map(|&(_, end)| end.saturating_duration_since(now).as_secs_f64())
+            .fold(0.0, f64::max)
+    }
+
     /// Seconds until the `k`-th (0-based) earliest of the tasks in flight
     /// ends. A task past its estimated end is expected to need as long
     /// again as it is overdue (so a stuck worker stops looking attractive).
@@ -83,53 +95,6 @@ impl Running {
     }
 }
 
-/// Compile costs learned per source file and compiler (cost-aware): a
-/// completed compile is worth its compile time times its worker's learned
-/// speed, in cost units, averaged over the file's compiles. A file's input
-/// size predicts its compile time poorly (one file of the zstd trace
-/// compiles 80x slower per byte than another); the same file compiled
-/// again (the next build, another configuration) costs about the same.
-#[derive(Debug, Default)]
-pub(super) struct FileCosts {
-    map: Mutex<HashMap<u64, f64>>,
-}
-
-impl FileCosts {
-    /// Files remembered at most (the map is cleared when full).
-    const MAX: usize = 1 << 16;
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, f64>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The key of `task`'s file: its source name and compiler.
-    pub(super) fn key(task: &CompileTask) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        task.source_name.hash(&mut h);
-        task.compiler.hash(&mut h);
-        h.finish()
-    }
-
-    fn get(&self, key: u64) -> Option<f64> {
-        self.lock().get(&key).copied()
-    }
-
-    /// Records a compile of the file `key` worth `units`.
-    pub(super) fn observe(&self, key: u64, units: f64) {
-        if !(units.is_finite() && units > 0.0) {
-            return;
-        }
-        let mut map = self.lock();
-        if map.len() >= Self::MAX && !map.contains_key(&key) {
-            map.clear();
-        }
-        map.entry(key)
-            .and_modify(|v| *v += 0.5 * (units - *v))
-            .or_insert(units);
-    }
-}
-
 /// Where a cost-aware decision puts a task.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Placement {
@@ -150,33 +115,6 @@ pub(super) enum Placement {
     },
 }
 
-/// Speeds learned across the pool (cost units per second per slot, f64
-/// bits), the prior for workers with no sample yet.
-#[derive(Debug, Default)]
-pub(super) struct PoolSpeed(AtomicU64, AtomicU64);
-
-impl PoolSpeed {
-    pub(super) fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-
-    /// Samples observed so far (each may have changed a worker's speed).
-    fn samples(&self) -> u64 {
-        self.1.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn observe(&self, sample: f64) {
-        let old = self.get();
-        let new = if old == 0.0 {
-            sample
-        } else {
-            old + 0.1 * (sample - old)
-        };
-        self.0.store(new.to_bits(), Ordering::Relaxed);
-        self.1.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 pub(super) struct Pool<S> {
     pub(super) slots: Vec<Slot<S>>,
     by_id: HashMap<WorkerId, usize>,
@@ -189,8 +127,8 @@ pub(super) struct Pool<S> {
     algorithm: Algorithm,
     weights: ScoreWeights,
     rng: u64,
-    pub(super) speed: Arc<PoolSpeed>,
-    pub(super) files: Arc<FileCosts>,
+    /// Learned compile times (cost-aware).
+    pub(super) model: Arc<CostModel>,
 }
 
 /// Capable workers sorted by learned speed, fastest first. It is re-sorted
@@ -238,8 +176,7 @@ impl<S> Pool<S> {
             algorithm,
             weights,
             rng: seed | 1,
-            speed: Arc::new(PoolSpeed::default()),
-            files: Arc::default(),
+            model: Arc::default(),
         }
     }
 
@@ -262,6 +199,7 @@ impl<S> Pool<S> {
             }),
             static_score: static_score(&self.weights, &endpoint),
             running: Arc::default(),
+            speed: self.model.speed_cell(&id),
             id: id.clone(),
             endpoint,
         };
@@ -347,16 +285,13 @@ impl<S> Pool<S> {
 
     /// Learned speed of `i` (cost units per second per slot), else `prior`.
     fn speed_of(&self, i: usize, prior: f64) -> f64 {
-        let learned = self.slots[i].endpoint.worker.stats.speed();
+        let learned = self.slots[i].speed.get();
         if learned > 0.0 { learned } else { prior }
     }
 
     /// The pool-wide prior speed for workers with no sample yet.
     pub(super) fn prior(&self) -> f64 {
-        match self.speed.get() {
-            s if s > 0.0 => s,
-            _ => 1.0,
-        }
+        self.model.prior_speed()
     }
 
     /// True if `i` has a free slot.
@@ -374,8 +309,9 @@ impl<S> Pool<S> {
         }
         let k = (active as f64 - s.slots) as usize;
         s.running.wait(now, k).unwrap_or_else(|| {
-            // Tasks started without an estimate: drain the backlog.
-            stats.backlog() as f64 / (speed * s.slots)
+            // Tasks started without an estimate: drain the backlog (input
+            // bytes) at the average cost per byte.
+            self.model.prior_cost(stats.backlog()) / (speed * s.slots)
         })
     }
 
@@ -385,11 +321,17 @@ impl<S> Pool<S> {
         self.expected_cost(task) / speed
     }
 
-    /// Cost-aware: the task's cost learned for its file, else its size.
+    /// Cost-aware: the task's expected cost (seconds at speed 1) from the
+    /// learned model.
     pub(super) fn expected_cost(&self, task: &CompileTask) -> f64 {
-        self.files
-            .get(FileCosts::key(task))
-            .unwrap_or_else(|| task_cost(task) as f64)
+        self.model
+            .cost(CostModel::key(task), task_cost(task), Instant::now())
+    }
+
+    /// The expected cost as a held task's sort key (microseconds at
+    /// speed 1).
+    pub(super) fn held_cost(&self, task: &CompileTask) -> u64 {
+        (self.expected_cost(task) * 1e6).min(1e18) as u64
     }
 
     /// Chooses a worker for `task`, avoiding `exclude`.
@@ -514,7 +456,7 @@ impl<S> Pool<S> {
         let prior = self.prior();
         let ordered = n > SpeedOrder::SCAN_ALL;
         if ordered {
-            let samples = self.speed.samples();
+            let samples = self.model.samples();
             let stale = self
                 .by_speed
                 .get(&task.compiler)
@@ -561,10 +503,15 @@ impl<S> Pool<S> {
         let mut free_speed: Option<f64> = None;
         let mut busy_seen = 0;
         let mut best_free: Option<(usize, f64)> = None;
+        // When the work in flight is expected to end (small pools).
+        let mut horizon: f64 = 0.0;
         for &i in order {
             let i = i as usize;
             if !self.usable(i, exclude) {
                 continue;
+            }
+            if !ordered {
+                horizon = horizon.max(self.slots[i].running.latest(now));
             }
             let speed = self.speed_of(i, prior);
             if ordered && free_speed.is_some_and(|f| speed < f) {
@@ -606,6 +553,12 @@ impl<S> Pool<S> {
         match best {
             None => Err(self.none_usable(task, arch, exclude)),
             Some((i, _, _, true)) => Ok(Placement::Now(i)),
+            // A free worker that finishes it before the work in flight is
+            // expected to end does not make the build longer: taking it
+            // now keeps the faster worker for a later task.
+            Some((_, _, _, false)) if best_free.is_some_and(|(_, f)| f <= horizon) => {
+                Ok(Placement::Now(best_free.map_or(0, |(f, _)| f)))
+            }
             Some((i, _, wait, false)) => Ok(Placement::Hold {
                 best: i,
                 recheck: free_speed.map(|_| wait),

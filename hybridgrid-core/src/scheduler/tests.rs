@@ -227,25 +227,22 @@ async fn cost_aware_learns_speeds_and_queues_on_the_fast_worker() {
     let mut ws = vec![r1.expect("ok").worker_id, r2.expect("ok").worker_id];
     ws.sort();
     assert_eq!(ws, vec![Some("fast".into()), Some("slow".into())]);
-    let fast = reg.get(&"fast".into()).expect("fast");
-    let slow = reg.get(&"slow".into()).expect("slow");
-    assert!(
-        (fast.worker.stats.speed() - 1000.0).abs() < 1.0,
-        "{}",
-        fast.worker.stats.speed()
-    );
-    assert!(
-        (slow.worker.stats.speed() - 100.0).abs() < 1.0,
-        "{}",
-        slow.worker.stats.speed()
-    );
+    // Learned from what each compile took: the fast worker is the faster
+    // (one sample each, so not yet the full 10x).
+    let (fast, slow) = (s.learned_speed("fast"), s.learned_speed("slow"));
+    assert!(fast > 3.0 * slow, "fast {fast} slow {slow}");
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "fast");
-    // Fast is busy with 3000 bytes (3 s more), slow would take 10 s: queue on fast.
-    fast.worker.stats.start(3000);
+    // Fast is busy for 3 s, then 1 s, against ~10 s on the slow one: the
+    // task waits for the fast worker.
+    let busy = tokio::spawn(s.clone().oneshot(task_of(3000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "fast");
-    // With 20 s of backlog on fast, the idle slow worker finishes first.
-    fast.worker.stats.start(17000);
+    busy.await.expect("join").expect("busy");
+    // Busy for 100 s: the idle slow worker finishes first.
+    let busy = tokio::spawn(s.clone().oneshot(task_of(100_000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "slow");
+    busy.abort();
     let text = logs.text();
     assert!(text.contains("msg=\"task started\""), "{text}");
     assert!(text.contains("msg=\"task completed\""), "{text}");
@@ -287,13 +284,17 @@ async fn cost_aware_in_a_large_pool_takes_the_fastest_free_worker() {
         reg.register(w);
     }
     s.refresh().expect("refresh");
-    // Speeds learned: w{i} does 1000 * (i + 1) units per second.
-    for w in reg.snapshot() {
-        let i: u64 = w.worker.info.id.0[1..].parse().expect("index");
-        w.worker.stats.start(1000 * (i + 1));
-        w.worker
-            .stats
-            .finish(1000 * (i + 1), Duration::from_secs(1), None, true);
+    // Speeds learned: w{i} compiles the file at 1000 * (i + 1) bytes per
+    // second.
+    {
+        let sh = s.lock();
+        let key = CostModel::key(&task_of(1000));
+        for i in 0..200u64 {
+            let id = WorkerId(format!("w{i}"));
+            sh.pool
+                .model
+                .observe(&id, key, 1000 * (i + 1), 1.0);
+        }
     }
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w199");
     // w199 busy with a long backlog: the next fastest free worker.
