@@ -291,9 +291,7 @@ async fn cost_aware_in_a_large_pool_takes_the_fastest_free_worker() {
         let key = CostModel::key(&task_of(1000));
         for i in 0..200u64 {
             let id = WorkerId(format!("w{i}"));
-            sh.pool
-                .model
-                .observe(&id, key, 1000 * (i + 1), 1.0);
+            sh.pool.model.observe(&id, key, 1000 * (i + 1), 1.0);
         }
     }
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w199");
@@ -421,4 +419,94 @@ async fn cost_aware_fails_held_tasks_when_their_workers_leave() {
     );
     assert_eq!(s.held(), 0);
     long.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_sends_held_tasks_elsewhere_when_their_worker_leaves() {
+    let (reg, s) = scheduler(
+        Algorithm::CostAware,
+        HashMap::from([("slow", 100.0), ("fast", 1000.0)]),
+    );
+    learned_one_slot_pool(&reg, &s, &["slow", "fast"]).await;
+    let slow = reg.get(&"slow".into()).expect("slow");
+    // The first task runs on the fast worker; the second is held for it.
+    let first = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!((s.held(), slow.worker.stats.active()), (1, 0));
+    // The fast worker leaves: the held task goes to the slow one at once.
+    reg.remove(&"fast".into(), "left");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!((s.held(), slow.worker.stats.active()), (0, 1));
+    let out = second.await.expect("join").expect("second");
+    assert_eq!(out.worker_id, Some("slow".into()));
+    first.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_never_runs_a_held_task_whose_caller_left() {
+    let (logs, _g) = capture_logs();
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::from([("only", 1000.0)]));
+    learned_one_slot_pool(&reg, &s, &["only"]).await;
+    let only = reg.get(&"only".into()).expect("only");
+    let busy = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut gone = task_of(1000);
+    gone.id = TaskId("caller-went-away".into());
+    let held = tokio::spawn(s.clone().oneshot(gone));
+    let next = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 2);
+    // The client disconnects: its call future is dropped while held.
+    held.abort();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 1);
+    busy.await.expect("join").expect("busy");
+    // The slot goes to the task behind it, right away.
+    let t = tokio::time::Instant::now();
+    next.await.expect("join").expect("next");
+    assert!(
+        t.elapsed() <= Duration::from_millis(1001),
+        "{:?}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Warm-up, busy, next: the dropped task never ran.
+    assert_eq!(only.worker.stats.completed(), 3);
+    let text = logs.text();
+    assert!(!text.contains("caller-went-away"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_holds_no_more_than_admission_lets_in() {
+    use crate::admission::Admission;
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::from([("only", 1000.0)]));
+    learned_one_slot_pool(&reg, &s, &["only"]).await;
+    // coordinator.max_concurrent_tasks = 3 over one slot: one runs, two
+    // are held, the rest wait in admission's queue (up to 4), then refused.
+    let admitted = Admission::new(s.clone(), 3, 4);
+    let calls: Vec<_> = (0..7)
+        .map(|_| tokio::spawn(admitted.clone().oneshot(task_of(1000))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!((admitted.active(), admitted.queued(), s.held()), (3, 4, 2));
+    let refused = admitted
+        .clone()
+        .oneshot(task_of(1000))
+        .await
+        .expect_err("over the queue");
+    assert!(
+        matches!(
+            GridError::find(refused.as_ref()),
+            Some(GridError::Overloaded(_))
+        ),
+        "{refused}"
+    );
+    for c in calls {
+        c.await
+            .expect("join")
+            .expect("every admitted task completes");
+    }
+    assert_eq!((admitted.active(), s.held()), (0, 0));
 }
