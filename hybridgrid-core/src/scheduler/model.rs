@@ -116,6 +116,9 @@ pub(super) struct CostModel {
     samples: AtomicU64,
 }
 
+/// Compiles in flight of one file weighed for its cost at most.
+const RUNNING_SCAN: usize = 4;
+
 /// Observations after which an estimate stops averaging and follows
 /// change (a worker that became slower, a file that grew).
 const MAX_WEIGHT: u32 = 16;
@@ -178,7 +181,10 @@ impl CostModel {
             None => (inner.prior_file(), 2.0),
         };
         if let Some(list) = inner.running.get(&key) {
-            for r in list {
+            // The oldest few (the list is in order of start) bound it
+            // best; a file compiled on many workers at once is not
+            // scanned in full.
+            for r in list.iter().take(RUNNING_SCAN) {
                 let speed = match r.speed.get() {
                     s if s > 0.0 => s,
                     _ => inner.prior_speed(),
