@@ -702,7 +702,9 @@ fn a_worker_killed_mid_build_does_not_break_the_build() {
 fn a_worker_killed_mid_build_with_the_cost_aware_scheduler() {
     let coord = start_coordinator_env(&[], &[("HG_SCHEDULER__ALGORITHM", "cost-aware")]);
     assert!(
-        coord.proc.log_text().contains("scheduler=CostAware"),
+        coord
+            .proc
+            .wait_log("scheduler=CostAware", Duration::from_secs(10)),
         "{}",
         coord.proc.log_text()
     );
