@@ -18,7 +18,8 @@
 //!   slot free, or a busy fast worker beats an idle slow one) the task is
 //!   held in its call future and placed when a slot frees, the largest
 //!   estimated cost first (re-ordered as estimates change; a compile of
-//!   the same file running longer than expected raises them). A free
+//!   the same file running longer than expected raises them; a task's
+//!   priority also grows while it waits, which bounds small tasks' wait). A free
 //!   slower worker is still taken when the task would finish there before
 //!   the work in flight is expected to end (it does not lengthen the
 //!   build, and keeps the fast worker for a later task). Held tasks are
@@ -79,18 +80,26 @@ use crate::registry::WorkerStats;
 use crate::task::{CompileOutput, CompileTask, CompilerIdentity, TaskId};
 use crate::worker::{Arch, WorkerId};
 
-/// A held task's place in line: the largest estimated cost first, then
-/// the order of arrival.
+/// A held task's place in line: the largest estimated cost (aged, see
+/// [`AGING`]) first, then the order of arrival.
 type HeldKey = (Reverse<u64>, u64);
 
 /// A task the cost-aware scheduler holds until a slot frees.
 struct HeldEntry<S> {
     attempt: Attempt,
+    /// When it was first held.
+    since: Instant,
     waker: Option<Waker>,
     /// Set when it is placed (or cannot be): the worker's service and the
     /// in-flight guard, already counted in the worker's load.
     placed: Option<Result<(S, InFlight), GridError>>,
 }
+
+/// A held task's place in line: its estimated cost (seconds at speed 1)
+/// plus this much per second it has waited, so small tasks are not passed
+/// over for ever by larger ones (the p99 latency) while the largest still
+/// go first.
+const AGING: f64 = 0.1;
 
 /// Lines of held tasks up to this long are re-ordered on every pass.
 const REKEY_ALWAYS: usize = 256;
@@ -251,7 +260,8 @@ where
 
 impl<D, S> Shared<D, S> {
     /// Puts the held tasks in order of their current estimates (which
-    /// change as compiles complete and run): every pass for a short line,
+    /// change as compiles complete and run) and of how long they have
+    /// waited ([`AGING`]): every pass for a short line,
     /// at most every [`REKEY_EVERY`] for a long one.
     fn rekey(&mut self) {
         let now = Instant::now();
@@ -261,7 +271,12 @@ impl<D, S> Shared<D, S> {
         self.rekeyed = Some(now);
         let old = std::mem::take(&mut self.held);
         for ((_, seq), e) in old {
-            let key = (Reverse(self.pool.held_cost(&e.attempt.task)), seq);
+            let waited = now.saturating_duration_since(e.since).as_secs_f64();
+            let aged = (AGING * waited * 1e6) as u64;
+            let key = (
+                Reverse(self.pool.held_cost(&e.attempt.task).saturating_add(aged)),
+                seq,
+            );
             self.keys.insert(seq, key);
             self.held.insert(key, e);
         }
@@ -279,6 +294,7 @@ impl<D, S> Shared<D, S> {
             key,
             HeldEntry {
                 attempt,
+                since: Instant::now(),
                 waker: None,
                 placed: None,
             },
