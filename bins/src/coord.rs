@@ -157,7 +157,8 @@ pub async fn start_on(
         http_addr.port(),
         rx.clone(),
     ));
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, "coordinator listening");
+    tracing::info!(grpc = %grpc_addr, http = %http_addr,
+        scheduler = ?cfg.scheduler.algorithm, "coordinator listening");
     Ok(RunningCoordinator {
         grpc_addr,
         http_addr,

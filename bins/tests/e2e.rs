@@ -785,7 +785,31 @@ fn heavy_source(i: usize) -> String {
 
 #[test]
 fn a_worker_killed_mid_build_does_not_break_the_build() {
-    let (coord, mut workers) = grid(2);
+    let (coord, workers) = grid(2);
+    killed_worker_build(coord, workers);
+}
+
+/// The same with `scheduler.algorithm: cost-aware` (tasks held for a
+/// worker that dies go to the other one).
+#[test]
+fn a_worker_killed_mid_build_with_the_cost_aware_scheduler() {
+    let coord = start_coordinator_env(&[], &[("HG_SCHEDULER__ALGORITHM", "cost-aware")]);
+    assert!(
+        coord
+            .proc
+            .wait_log("scheduler=CostAware", Duration::from_secs(10)),
+        "{}",
+        coord.proc.log_text()
+    );
+    let workers = (1..=2)
+        .map(|i| start_worker(&coord.grpc, &format!("w{i}"), &[]))
+        .collect();
+    killed_worker_build(coord, workers);
+}
+
+/// Builds 24 heavy files with `make -j4` through `coord`, kills the first
+/// worker (SIGKILL) once it compiles, and checks every object.
+fn killed_worker_build(coord: Coord, mut workers: Vec<Worker>) {
     let dir = tempdir();
     let n = 24;
     let mut makefile = String::from("OBJS =");

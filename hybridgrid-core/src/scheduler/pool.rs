@@ -2,10 +2,13 @@
 //! placement algorithms.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
 
 use super::Endpoint;
+use super::model::{CostModel, Speed};
 use crate::config::{Algorithm, ScoreWeights};
 use crate::error::GridError;
 use crate::task::{CompileTask, CompilerIdentity};
@@ -24,33 +27,92 @@ pub(super) struct Slot<S> {
     /// The score terms that do not depend on the task or on load.
     static_score: f64,
     slots: f64,
+    /// Estimated ends of the tasks in flight (cost-aware only).
+    pub(super) running: Arc<Running>,
+    /// Learned speed (cost-aware only).
+    pub(super) speed: Arc<Speed>,
 }
 
-/// Speeds learned across the pool (cost units per second per slot, f64
-/// bits), the prior for workers with no sample yet.
+/// The estimated ends of the tasks in flight on one worker, for the
+/// cost-aware estimate of when a busy worker frees a slot.
 #[derive(Debug, Default)]
-pub(super) struct PoolSpeed(AtomicU64, AtomicU64);
+pub(super) struct Running {
+    ends: Mutex<Vec<(u64, Instant)>>,
+    next: AtomicU64,
+}
 
-impl PoolSpeed {
-    pub(super) fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Instant)>> {
+        self.ends.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Samples observed so far (each may have changed a worker's speed).
-    fn samples(&self) -> u64 {
-        self.1.load(Ordering::Relaxed)
+    /// Records a task expected to end at `end`; returns its token.
+    pub(super) fn add(&self, end: Instant) -> u64 {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().push((token, end));
+        token
     }
 
-    pub(super) fn observe(&self, sample: f64) {
-        let old = self.get();
-        let new = if old == 0.0 {
-            sample
-        } else {
-            old + 0.1 * (sample - old)
-        };
-        self.0.store(new.to_bits(), Ordering::Relaxed);
-        self.1.fetch_add(1, Ordering::Relaxed);
+    /// Forgets the task with `token`.
+    pub(super) fn remove(&self, token: u64) {
+        let mut ends = self.lock();
+        if let Some(k) = ends.iter().position(|&(t, _)| t == token) {
+            ends.swap_remove(k);
+        }
     }
+
+    /// Seconds until the last of the tasks in flight is expected to end
+    /// (0 if none is, or all are overdue).
+    fn latest(&self, now: Instant) -> f64 {
+        self.lock()
+            .iter()
+            .map(|&(_, end)| end.saturating_duration_since(now).as_secs_f64())
+            .fold(0.0, f64::max)
+    }
+
+    /// Seconds until the `k`-th (0-based) earliest of the tasks in flight
+    /// ends. A task past its estimated end is expected to need as long
+    /// again as it is overdue (so a stuck worker stops looking attractive).
+    fn wait(&self, now: Instant, k: usize) -> Option<f64> {
+        let ends = self.lock();
+        if ends.is_empty() {
+            return None;
+        }
+        let rem = ends.iter().map(|&(_, end)| {
+            if end >= now {
+                (end - now).as_secs_f64()
+            } else {
+                (now - end).as_secs_f64()
+            }
+        });
+        if k == 0 {
+            return rem.min_by(f64::total_cmp);
+        }
+        let mut rem: Vec<f64> = rem.collect();
+        let k = k.min(rem.len() - 1);
+        rem.select_nth_unstable_by(k, f64::total_cmp);
+        Some(rem[k])
+    }
+}
+
+/// Where a cost-aware decision puts a task.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Placement {
+    /// On this worker, which has a free slot.
+    Now(usize),
+    /// Nowhere yet: the earliest estimated finish is on a busy worker.
+    /// `recheck` is set when a usable worker does have a free slot (the
+    /// task declined it): seconds until the chosen worker should free one.
+    /// `claim` is how much later the worker frees its next slot once this
+    /// task is counted on it (its run spread over the worker's slots).
+    /// `free` is set in a large pool, where the caller places the task on
+    /// that free worker instead of holding it.
+    Hold {
+        best: usize,
+        recheck: Option<f64>,
+        claim: f64,
+        free: Option<usize>,
+    },
 }
 
 pub(super) struct Pool<S> {
@@ -65,7 +127,8 @@ pub(super) struct Pool<S> {
     algorithm: Algorithm,
     weights: ScoreWeights,
     rng: u64,
-    pub(super) speed: Arc<PoolSpeed>,
+    /// Learned compile times (cost-aware).
+    pub(super) model: Arc<CostModel>,
 }
 
 /// Capable workers sorted by learned speed, fastest first. It is re-sorted
@@ -113,8 +176,12 @@ impl<S> Pool<S> {
             algorithm,
             weights,
             rng: seed | 1,
-            speed: Arc::new(PoolSpeed::default()),
+            model: Arc::default(),
         }
+    }
+
+    pub(super) fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     pub(super) fn len(&self) -> usize {
@@ -131,6 +198,8 @@ impl<S> Pool<S> {
                 caps.cores.max(1)
             }),
             static_score: static_score(&self.weights, &endpoint),
+            running: Arc::default(),
+            speed: self.model.speed_cell(&id),
             id: id.clone(),
             endpoint,
         };
@@ -214,20 +283,55 @@ impl<S> Pool<S> {
         s.endpoint.worker.stats.active() as f64 / s.slots
     }
 
-    /// Estimated time (seconds) until a task of `cost` would finish on `i`.
-    fn finish_time(&self, i: usize, cost: f64, prior: f64) -> f64 {
+    /// Learned speed of `i` (cost units per second per slot), else `prior`.
+    fn speed_of(&self, i: usize, prior: f64) -> f64 {
+        let learned = self.slots[i].speed.get();
+        if learned > 0.0 { learned } else { prior }
+    }
+
+    /// The pool-wide prior speed for workers with no sample yet.
+    pub(super) fn prior(&self) -> f64 {
+        self.model.prior_speed()
+    }
+
+    /// True if `i` has a free slot.
+    pub(super) fn is_free(&self, i: usize) -> bool {
+        (self.slots[i].endpoint.worker.stats.active() as f64) < self.slots[i].slots
+    }
+
+    /// Estimated seconds until a slot of `i` frees (0 if one is free).
+    fn wait_time(&self, i: usize, now: Instant, speed: f64) -> f64 {
         let s = &self.slots[i];
         let stats = &s.endpoint.worker.stats;
-        let learned = stats.speed();
-        let speed = if learned > 0.0 { learned } else { prior };
-        let run = cost / speed;
-        if (stats.active() as f64) < s.slots {
-            run
-        } else {
-            // Every slot is busy: wait for the work in flight to drain
-            // through all slots, then run.
-            stats.backlog() as f64 / (speed * s.slots) + run
+        let active = stats.active();
+        if (active as f64) < s.slots {
+            return 0.0;
         }
+        let k = (active as f64 - s.slots) as usize;
+        s.running.wait(now, k).unwrap_or_else(|| {
+            // Tasks started without an estimate: drain the backlog (input
+            // bytes) at the average cost per byte.
+            self.model.prior_cost(stats.backlog()) / (speed * s.slots)
+        })
+    }
+
+    /// Estimated seconds `task` runs on `i` once it has a slot.
+    pub(super) fn estimate(&self, i: usize, task: &CompileTask) -> f64 {
+        let speed = self.speed_of(i, self.prior());
+        self.expected_cost(task) / speed
+    }
+
+    /// Cost-aware: the task's expected cost (seconds at speed 1) from the
+    /// learned model.
+    pub(super) fn expected_cost(&self, task: &CompileTask) -> f64 {
+        self.model
+            .cost(CostModel::key(task), task_cost(task), Instant::now())
+    }
+
+    /// The expected cost as a held task's sort key (microseconds at
+    /// speed 1).
+    pub(super) fn held_cost(&self, task: &CompileTask) -> u64 {
+        (self.expected_cost(task) * 1e6).min(1e18) as u64
     }
 
     /// Chooses a worker for `task`, avoiding `exclude`.
@@ -279,7 +383,12 @@ impl<S> Pool<S> {
                 let start = (self.next_rand() % n as u64) as usize;
                 self.least_loaded(task, arch, exclude, start)
             }
-            Algorithm::CostAware => self.earliest_finish(task, arch, exclude),
+            Algorithm::CostAware => {
+                match self.earliest_finish(task, exclude, Instant::now(), &[]) {
+                    Ok(Placement::Now(i) | Placement::Hold { best: i, .. }) => Some(i),
+                    Err(e) => return Err(e),
+                }
+            }
         };
         chosen.ok_or_else(|| self.none_usable(task, arch, exclude))
     }
@@ -314,7 +423,10 @@ impl<S> Pool<S> {
         best.map(|(i, _)| i)
     }
 
-    /// Cost-aware: the usable worker where the task would finish first.
+    /// Cost-aware: the usable worker where the task would finish first,
+    /// counting for a busy worker the estimated time until a slot frees.
+    /// If that worker has a free slot the task goes there now, else it is
+    /// held (late binding: the caller places it when a slot frees).
     ///
     /// Small pools are scanned in full. In larger ones workers are visited
     /// fastest first (by the [`SpeedOrder`]). Once a worker with a free
@@ -322,85 +434,142 @@ impl<S> Pool<S> {
     /// takes longer), so the scan stops there, after looking among the
     /// equally fast ones for the least loaded. A saturated pool is scanned
     /// in full.
-    fn earliest_finish(
+    pub(super) fn earliest_finish(
         &mut self,
         task: &CompileTask,
-        arch: &Arch,
         exclude: &[WorkerId],
-    ) -> Option<usize> {
-        let cost = task_cost(task) as f64;
-        let prior = match self.speed.get() {
-            s if s > 0.0 => s,
-            _ => 1.0,
-        };
-        let speed_of = |p: &Self, i: usize| {
-            let learned = p.slots[i].endpoint.worker.stats.speed();
-            if learned > 0.0 { learned } else { prior }
-        };
-        if self.list(task, arch).len() <= SpeedOrder::SCAN_ALL {
-            return self.best_by(task, arch, exclude, |p, i| {
-                // Ties (unknown speeds) go to the less loaded worker.
-                -p.finish_time(i, cost, prior) * (1.0 + 1e-6 * p.load(i))
-            });
+        now: Instant,
+        claims: &[(usize, f64)],
+    ) -> Result<Placement, GridError> {
+        let arch = &task.target_arch;
+        self.ensure_index(&task.compiler, arch);
+        let n = self.list(task, arch).len();
+        if n == 0 {
+            return Err(GridError::NoWorker(format!(
+                "no worker has compiler {} for target {} ({} workers registered)",
+                task.compiler,
+                arch,
+                self.slots.len()
+            )));
         }
-        let samples = self.speed.samples();
-        let stale = self
-            .by_speed
-            .get(&task.compiler)
-            .and_then(|m| m.get(arch))
-            .is_none_or(|o| o.stale(samples));
-        if stale {
-            let mut order: Vec<(f64, u32)> = self
-                .list(task, arch)
-                .iter()
-                .map(|&i| (speed_of(self, i as usize), i))
-                .collect();
-            order.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let cost = self.expected_cost(task);
+        let prior = self.prior();
+        let ordered = n > SpeedOrder::SCAN_ALL;
+        if ordered {
+            let samples = self.model.samples();
+            let stale = self
+                .by_speed
+                .get(&task.compiler)
+                .and_then(|m| m.get(arch))
+                .is_none_or(|o| o.stale(samples));
+            if stale {
+                let mut order: Vec<(f64, u32)> = self
+                    .list(task, arch)
+                    .iter()
+                    .map(|&i| (self.speed_of(i as usize, prior), i))
+                    .collect();
+                order.sort_by(|a, b| b.0.total_cmp(&a.0));
+                self.by_speed
+                    .entry(task.compiler.clone())
+                    .or_default()
+                    .insert(
+                        arch.clone(),
+                        SpeedOrder {
+                            order: order.into_iter().map(|(_, i)| i).collect(),
+                            decisions: 0,
+                            samples_at: samples,
+                        },
+                    );
+            }
+            if let Some(o) = self
+                .by_speed
+                .get_mut(&task.compiler)
+                .and_then(|m| m.get_mut(arch))
+            {
+                o.decisions += 1;
+            }
+        }
+        let order: &[u32] = if ordered {
             self.by_speed
-                .entry(task.compiler.clone())
-                .or_default()
-                .insert(
-                    arch.clone(),
-                    SpeedOrder {
-                        order: order.into_iter().map(|(_, i)| i).collect(),
-                        decisions: 0,
-                        samples_at: samples,
-                    },
-                );
-        }
-        let order = self
-            .by_speed
-            .get_mut(&task.compiler)
-            .and_then(|m| m.get_mut(arch))?;
-        order.decisions += 1;
-        let order = &self.by_speed[&task.compiler][arch].order;
-        let mut best: Option<(usize, f64)> = None;
+                .get(&task.compiler)
+                .and_then(|m| m.get(arch))
+                .map_or(&[], |o| o.order.as_slice())
+        } else {
+            self.list(task, arch)
+        };
+        // (worker, key, finish, free)
+        let mut best: Option<(usize, f64, f64, bool)> = None;
         // The speed of the first worker with a free slot, once found.
         let mut free_speed: Option<f64> = None;
+        let mut busy_seen = 0;
+        let mut best_free: Option<(usize, f64)> = None;
+        // When the work in flight is expected to end (small pools).
+        let mut horizon: f64 = 0.0;
         for &i in order {
             let i = i as usize;
             if !self.usable(i, exclude) {
                 continue;
             }
-            let speed = speed_of(self, i);
-            if free_speed.is_some_and(|f| speed < f) {
+            if !ordered {
+                horizon = horizon.max(self.slots[i].running.latest(now));
+            }
+            let speed = self.speed_of(i, prior);
+            if ordered && free_speed.is_some_and(|f| speed < f) {
                 break;
             }
-            let finish = self.finish_time(i, cost, prior);
+            let free = self.is_free(i);
+            if ordered && !free {
+                // In a large pool only the fastest busy workers are weighed
+                // (each costs a look at its tasks); past them the scan
+                // only looks for a free slot.
+                busy_seen += 1;
+                if busy_seen > SpeedOrder::SCAN_ALL {
+                    continue;
+                }
+            }
+            let wait = if free {
+                0.0
+            } else {
+                self.wait_time(i, now, speed)
+                    + claims.iter().filter(|c| c.0 == i).map(|c| c.1).sum::<f64>()
+            };
+            let finish = wait + cost / speed;
             // Ties (equal speeds, e.g. none learned yet) go to the less
             // loaded worker.
             let key = finish * (1.0 + 1e-6 * self.load(i));
-            if best.is_none_or(|(_, b)| key < b) {
-                best = Some((i, key));
+            if best.is_none_or(|(_, b, _, _)| key < b) {
+                best = Some((i, key, wait, free));
             }
-            if self.load(i) < 1.0 {
-                if self.load(i) <= 0.0 {
+            if free && best_free.is_none_or(|(_, b)| key < b) {
+                best_free = Some((i, key));
+            }
+            if free {
+                free_speed.get_or_insert(speed);
+                if ordered && self.load(i) <= 0.0 {
                     break;
                 }
-                free_speed.get_or_insert(speed);
             }
         }
-        best.map(|(i, _)| i)
+        match best {
+            None => Err(self.none_usable(task, arch, exclude)),
+            Some((i, _, _, true)) => Ok(Placement::Now(i)),
+            // A free worker that finishes it before the work in flight is
+            // expected to end does not make the build longer: taking it
+            // now keeps the faster worker for a later task.
+            Some((_, _, _, false)) if best_free.is_some_and(|(_, f)| f <= horizon) => {
+                Ok(Placement::Now(best_free.map_or(0, |(f, _)| f)))
+            }
+            Some((i, _, wait, false)) => Ok(Placement::Hold {
+                best: i,
+                recheck: free_speed.map(|_| wait),
+                claim: cost / self.speed_of(i, prior) / self.slots[i].slots,
+                // A large pool does not hold a task while a slot is free:
+                // passes over held tasks that decline free slots cost too
+                // much there, and with many workers a free one is rarely
+                // much slower.
+                free: best_free.filter(|_| ordered).map(|(f, _)| f),
+            }),
+        }
     }
 
     fn list(&self, task: &CompileTask, arch: &Arch) -> &[u32] {

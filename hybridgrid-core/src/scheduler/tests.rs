@@ -227,25 +227,22 @@ async fn cost_aware_learns_speeds_and_queues_on_the_fast_worker() {
     let mut ws = vec![r1.expect("ok").worker_id, r2.expect("ok").worker_id];
     ws.sort();
     assert_eq!(ws, vec![Some("fast".into()), Some("slow".into())]);
-    let fast = reg.get(&"fast".into()).expect("fast");
-    let slow = reg.get(&"slow".into()).expect("slow");
-    assert!(
-        (fast.worker.stats.speed() - 1000.0).abs() < 1.0,
-        "{}",
-        fast.worker.stats.speed()
-    );
-    assert!(
-        (slow.worker.stats.speed() - 100.0).abs() < 1.0,
-        "{}",
-        slow.worker.stats.speed()
-    );
+    // Learned from what each compile took: the fast worker is the faster
+    // (one sample each, so not yet the full 10x).
+    let (fast, slow) = (s.learned_speed("fast"), s.learned_speed("slow"));
+    assert!(fast > 3.0 * slow, "fast {fast} slow {slow}");
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "fast");
-    // Fast is busy with 3000 bytes (3 s more), slow would take 10 s: queue on fast.
-    fast.worker.stats.start(3000);
+    // Fast is busy for 3 s, then 1 s, against ~10 s on the slow one: the
+    // task waits for the fast worker.
+    let busy = tokio::spawn(s.clone().oneshot(task_of(3000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "fast");
-    // With 20 s of backlog on fast, the idle slow worker finishes first.
-    fast.worker.stats.start(17000);
+    busy.await.expect("join").expect("busy");
+    // Busy for 100 s: the idle slow worker finishes first.
+    let busy = tokio::spawn(s.clone().oneshot(task_of(100_000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "slow");
+    busy.abort();
     let text = logs.text();
     assert!(text.contains("msg=\"task started\""), "{text}");
     assert!(text.contains("msg=\"task completed\""), "{text}");
@@ -287,13 +284,15 @@ async fn cost_aware_in_a_large_pool_takes_the_fastest_free_worker() {
         reg.register(w);
     }
     s.refresh().expect("refresh");
-    // Speeds learned: w{i} does 1000 * (i + 1) units per second.
-    for w in reg.snapshot() {
-        let i: u64 = w.worker.info.id.0[1..].parse().expect("index");
-        w.worker.stats.start(1000 * (i + 1));
-        w.worker
-            .stats
-            .finish(1000 * (i + 1), Duration::from_secs(1), None, true);
+    // Speeds learned: w{i} compiles the file at 1000 * (i + 1) bytes per
+    // second.
+    {
+        let sh = s.lock();
+        let key = CostModel::key(&task_of(1000));
+        for i in 0..200u64 {
+            let id = WorkerId(format!("w{i}"));
+            sh.pool.model.observe(&id, key, 1000 * (i + 1), 1.0);
+        }
     }
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w199");
     // w199 busy with a long backlog: the next fastest free worker.
@@ -319,4 +318,195 @@ async fn cost_aware_in_a_large_pool_takes_the_fastest_free_worker() {
         .finish(10_000_000, Duration::from_secs(50), None, true);
     w199.worker.stats.start(1000);
     assert_eq!(s.choose(&task_of(1000), &[]).expect("pick").0, "w199");
+}
+
+/// Registers `ids` with one slot each and teaches the scheduler their
+/// speeds by running one task on each at once.
+async fn learned_one_slot_pool(reg: &Registry, s: &Sched, ids: &[&str]) {
+    for id in ids {
+        let mut w = worker_info(id, Arch::Amd64, &[gcc_amd64()]);
+        w.capabilities.max_parallel_tasks = 1;
+        reg.register(w);
+    }
+    let runs = ids.iter().map(|_| s.clone().oneshot(task_of(1000)));
+    for r in futures::future::join_all(runs).await {
+        r.expect("warm-up task");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_holds_a_task_until_the_fast_worker_frees_a_slot() {
+    let (reg, s) = scheduler(
+        Algorithm::CostAware,
+        HashMap::from([("slow", 100.0), ("fast", 1000.0)]),
+    );
+    learned_one_slot_pool(&reg, &s, &["slow", "fast"]).await;
+    let slow = reg.get(&"slow".into()).expect("slow");
+    // The first task takes the fast worker (1 s). The second would take 10 s
+    // on the idle slow worker but 1 s + 1 s after it on the fast one: it is
+    // held, not sent anywhere, and placed on the fast one when its slot frees.
+    let t0 = tokio::time::Instant::now();
+    let first = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 1);
+    assert_eq!(slow.worker.stats.active(), 0, "the slow worker stays idle");
+    let out = first.await.expect("join").expect("first");
+    assert_eq!(out.worker_id, Some("fast".into()));
+    let out = second.await.expect("join").expect("second");
+    assert_eq!(out.worker_id, Some("fast".into()));
+    assert_eq!(s.held(), 0);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(2100), "{took:?}");
+
+    // A held task whose caller gives up leaves the line.
+    let first = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(10), s.clone().oneshot(task_of(1000))).await;
+    assert!(dropped.is_err(), "held, so it timed out");
+    assert_eq!(s.held(), 0);
+    first.await.expect("join").expect("first");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_places_the_largest_held_task_first() {
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::from([("only", 1000.0)]));
+    learned_one_slot_pool(&reg, &s, &["only"]).await;
+    let busy = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut small = task_of(100);
+    small.source_name = "small.c".into();
+    let mut large = task_of(3000);
+    large.source_name = "large.c".into();
+    let small = tokio::spawn(s.clone().oneshot(small));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let large = tokio::spawn(s.clone().oneshot(large));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 2);
+    busy.await.expect("join").expect("busy");
+    // The large one (3 s) was placed first although it came last.
+    let t = tokio::time::Instant::now();
+    small.await.expect("join").expect("small");
+    assert!(
+        t.elapsed() >= Duration::from_millis(2900),
+        "{:?}",
+        t.elapsed()
+    );
+    large.await.expect("join").expect("large");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_fails_held_tasks_when_their_workers_leave() {
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::from([("only", 100.0)]));
+    learned_one_slot_pool(&reg, &s, &["only"]).await;
+    // A long task occupies the only worker; the next one is held.
+    let long = tokio::spawn(s.clone().oneshot(task_of(100_000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let held = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 1);
+    reg.remove(&"only".into(), "left");
+    let err = tokio::time::timeout(Duration::from_secs(1), held)
+        .await
+        .expect("not held forever")
+        .expect("join")
+        .expect_err("no worker left");
+    assert!(
+        matches!(GridError::find(err.as_ref()), Some(GridError::NoWorker(_))),
+        "{err}"
+    );
+    assert_eq!(s.held(), 0);
+    long.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_sends_held_tasks_elsewhere_when_their_worker_leaves() {
+    let (reg, s) = scheduler(
+        Algorithm::CostAware,
+        HashMap::from([("slow", 100.0), ("fast", 1000.0)]),
+    );
+    learned_one_slot_pool(&reg, &s, &["slow", "fast"]).await;
+    let slow = reg.get(&"slow".into()).expect("slow");
+    // The first task runs on the fast worker; the second is held for it.
+    let first = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!((s.held(), slow.worker.stats.active()), (1, 0));
+    // The fast worker leaves: the held task goes to the slow one at once.
+    reg.remove(&"fast".into(), "left");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!((s.held(), slow.worker.stats.active()), (0, 1));
+    let out = second.await.expect("join").expect("second");
+    assert_eq!(out.worker_id, Some("slow".into()));
+    first.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_never_runs_a_held_task_whose_caller_left() {
+    let (logs, _g) = capture_logs();
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::from([("only", 1000.0)]));
+    learned_one_slot_pool(&reg, &s, &["only"]).await;
+    let only = reg.get(&"only".into()).expect("only");
+    let busy = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut gone = task_of(1000);
+    gone.id = TaskId("caller-went-away".into());
+    let held = tokio::spawn(s.clone().oneshot(gone));
+    let next = tokio::spawn(s.clone().oneshot(task_of(1000)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 2);
+    // The client disconnects: its call future is dropped while held.
+    held.abort();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.held(), 1);
+    busy.await.expect("join").expect("busy");
+    // The slot goes to the task behind it, right away.
+    let t = tokio::time::Instant::now();
+    next.await.expect("join").expect("next");
+    assert!(
+        t.elapsed() <= Duration::from_millis(1001),
+        "{:?}",
+        t.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Warm-up, busy, next: the dropped task never ran.
+    assert_eq!(only.worker.stats.completed(), 3);
+    let text = logs.text();
+    assert!(!text.contains("caller-went-away"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_aware_holds_no_more_than_admission_lets_in() {
+    use crate::admission::Admission;
+    let (reg, s) = scheduler(Algorithm::CostAware, HashMap::from([("only", 1000.0)]));
+    learned_one_slot_pool(&reg, &s, &["only"]).await;
+    // coordinator.max_concurrent_tasks = 3 over one slot: one runs, two
+    // are held, the rest wait in admission's queue (up to 4), then refused.
+    let admitted = Admission::new(s.clone(), 3, 4);
+    let calls: Vec<_> = (0..7)
+        .map(|_| tokio::spawn(admitted.clone().oneshot(task_of(1000))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!((admitted.active(), admitted.queued(), s.held()), (3, 4, 2));
+    let refused = admitted
+        .clone()
+        .oneshot(task_of(1000))
+        .await
+        .expect_err("over the queue");
+    assert!(
+        matches!(
+            GridError::find(refused.as_ref()),
+            Some(GridError::Overloaded(_))
+        ),
+        "{refused}"
+    );
+    for c in calls {
+        c.await
+            .expect("join")
+            .expect("every admitted task completes");
+    }
+    assert_eq!((admitted.active(), s.held()), (0, 0));
 }
