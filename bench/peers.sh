@@ -158,6 +158,15 @@ hgbuild_build() { # name
     cpus[$name]+="$(awk '{print $1 + $2}' "$work/$name.cpu") "
 }
 
+# The previous run's server may still hold the port for a moment: retry.
+start_sccache() {
+    for _ in $(seq 40); do
+        SCCACHE_DIR="$work/sccache" SCCACHE_IDLE_TIMEOUT=0 sccache --start-server >/dev/null 2>&1 && return 0
+        sleep 0.25
+    done
+    echo "the sccache server did not start"; exit 1
+}
+
 for r in $(seq "$runs"); do
     echo "run $r/$runs"
     build plain "$cc_plain"
@@ -169,7 +178,7 @@ for r in $(seq "$runs"); do
     build ccache-warm "ccache $cc_plain" CCACHE_DIR="$work/ccache"
     SCCACHE_DIR="$work/sccache" sccache --stop-server >/dev/null 2>&1 || true
     rm -rf "$work/sccache"
-    SCCACHE_DIR="$work/sccache" SCCACHE_IDLE_TIMEOUT=0 sccache --start-server >/dev/null 2>&1
+    start_sccache
     build sccache-cold "sccache $cc_plain" SCCACHE_DIR="$work/sccache"
     build sccache-warm "sccache $cc_plain" SCCACHE_DIR="$work/sccache"
 done

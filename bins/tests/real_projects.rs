@@ -155,40 +155,30 @@ fn lua_builds_identically_through_the_grid() {
     assert!(run.stdout.contains("lua ok"));
 }
 
-#[test]
-fn zlib_builds_identically_through_the_grid_and_passes_its_tests() {
+/// zlib configured with `configure`, built plainly and through the grid,
+/// then its own tests.
+fn zlib_through_the_grid(name: &str, configure: &str) {
     let Some(tarball) = require("zlib_") else {
         return;
     };
     let (coord, _workers) = grid(2);
     let tmp = tempdir();
     let dir = extract(&tarball, tmp.path());
-    let built = build_both(&dir, &coord.grpc, "./configure", "", "make clean");
-    assert_mostly_remote("zlib", &built);
+    let built = build_both(&dir, &coord.grpc, configure, "", "make clean");
+    assert_mostly_remote(name, &built);
     let t = sh(&dir, "make test");
     assert_eq!(t.code, 0, "{}{}", t.stdout, t.stderr);
     assert!(t.stdout.contains("zlib test OK"), "{}", t.stdout);
+}
+
+#[test]
+fn zlib_builds_identically_through_the_grid_and_passes_its_tests() {
+    zlib_through_the_grid("zlib", "./configure");
 }
 
 /// With debug info (`-g`), compiled from source on the workers: objects
 /// identical to the plain build's, line tables and paths included.
 #[test]
 fn zlib_with_debug_info_builds_identically_through_the_grid() {
-    let Some(tarball) = require("zlib_") else {
-        return;
-    };
-    let (coord, _workers) = grid(2);
-    let tmp = tempdir();
-    let dir = extract(&tarball, tmp.path());
-    let built = build_both(
-        &dir,
-        &coord.grpc,
-        "CFLAGS='-O2 -g' ./configure",
-        "",
-        "make clean",
-    );
-    assert_mostly_remote("zlib -g", &built);
-    let t = sh(&dir, "make test");
-    assert_eq!(t.code, 0, "{}{}", t.stdout, t.stderr);
-    assert!(t.stdout.contains("zlib test OK"), "{}", t.stdout);
+    zlib_through_the_grid("zlib -g", "CFLAGS='-O2 -g' ./configure");
 }

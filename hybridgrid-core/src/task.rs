@@ -303,6 +303,16 @@ impl ContextFile {
 }
 
 impl CompileTask {
+    /// The decoded size of what the compiler reads: the input, or for a
+    /// compile from source every file that travels with it (the source
+    /// and its headers, as preprocessed text would hold them).
+    pub fn input_bytes(&self) -> u64 {
+        match &self.source_mode {
+            Some(m) => m.files.iter().map(|f| f.data.raw_len()).sum(),
+            None => self.input.raw_len(),
+        }
+    }
+
     /// A task with the given compiler, language, arguments and input; the id
     /// is random and the target is the compiler's.
     pub fn new(

@@ -14,10 +14,11 @@ use crate::error::GridError;
 use crate::task::{CompileTask, CompilerIdentity};
 use crate::worker::{Arch, WorkerId, WorkerSource};
 
-/// The estimated cost of a task, in cost units: the size of its input in
-/// bytes (at least 1). Compile time grows with the preprocessed size.
+/// The estimated cost of a task, in cost units: the size of what the
+/// compiler reads in bytes (at least 1, see [`CompileTask::input_bytes`]).
+/// Compile time grows with the preprocessed size.
 pub fn task_cost(task: &CompileTask) -> u64 {
-    task.input.raw_len().max(1)
+    task.input_bytes().max(1)
 }
 
 pub(super) struct Slot<S> {
