@@ -120,6 +120,8 @@ run_loopback() {
         step "loopback gRPC, cache on tmpfs"
         "$bench" loopback --hg-coord "$coord" --clients 1,64 --tasks "$loop_tasks" "${tmpfs[@]}" >> "$results/loopback.jsonl"
     fi
+    step "loopback gRPC, no cache tier"
+    "$bench" loopback --hg-coord "$coord" --clients 1,64 --tasks "$loop_tasks" --cache off >> "$results/loopback.jsonl"
 }
 want loopback && part loopback run_loopback
 
