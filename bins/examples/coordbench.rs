@@ -338,6 +338,11 @@ async fn inproc(
     cfg.discovery.mdns.enabled = false;
     cfg.cache.dir = tmp.path().join("cache").display().to_string();
     cfg.cache.enabled = cache != "off";
+    if cache == "hit" {
+        // Every result of the filling run must be stored: a queue that
+        // cannot fill up (they are small; the byte limit still holds).
+        cfg.cache.max_pending_writes = count + 2000;
+    }
     // As hg-coord logs: info level, here to a file.
     let mut log = LoggingConfig::default();
     log.file = tmp.path().join("coord.log").display().to_string();
