@@ -37,7 +37,11 @@
 //! (the coordinator's shared tier): the counters and the size estimate are
 //! kept in memory and written to `stats` at most once a second (and when
 //! the store is dropped), instead of a locked read-modify-write of `stats`
-//! on every lookup and every write. Entries are written as above.
+//! on every lookup and every write. Entries are written as above. Once
+//! [`DiskStore::load_index`] has scanned the directory, an exclusive store
+//! knows which keys it holds (8 bytes each, kept current on every write,
+//! removal and eviction), and answers a lookup of any other key as a miss
+//! without touching the disk or the blocking pool.
 //!
 //! # Failures
 //!
