@@ -120,6 +120,8 @@ run_loopback() {
         step "loopback gRPC, cache on tmpfs"
         "$bench" loopback --hg-coord "$coord" --clients 1,64 --tasks "$loop_tasks" "${tmpfs[@]}" >> "$results/loopback.jsonl"
     fi
+    step "loopback gRPC, no cache tier"
+    "$bench" loopback --hg-coord "$coord" --clients 1,64 --tasks "$loop_tasks" --cache off >> "$results/loopback.jsonl"
 }
 want loopback && part loopback run_loopback
 
@@ -158,7 +160,7 @@ run_micro() {
 want micro && part micro run_micro
 
 step "report"
-args=("$results" --machine "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GB", $2/1e6}' /proc/meminfo), $(uname -sr), $(rustc --version | cut -d' ' -f1-2)")
+args=("$results" --machine "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GB", $2/1e6}' /proc/meminfo), $(uname -sr), $(rustc --version | cut -d' ' -f1-2), load average $(cut -d' ' -f1-3 /proc/loadavg | sed 's/ /, /g') at the end")
 args+=(--command "$invocation" --profile "$profile")
 if [ $quick = 0 ]; then
     python3 "$here/bench/coordinator_report.py" "${args[@]}" --out "$out"

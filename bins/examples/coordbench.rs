@@ -95,6 +95,10 @@ enum Cmd {
         /// Where to put hg-coord's cache directory (default: the temp dir).
         #[arg(long)]
         tmp: Option<PathBuf>,
+        /// `miss` (unique inputs, hg-coord's cache tier on) or `off`
+        /// (`cache.enabled: false`: the gRPC path alone).
+        #[arg(long, default_value = "miss")]
+        cache: String,
     },
     /// hg-coord's memory with simulated workers and tasks in flight.
     Memory {
@@ -334,6 +338,11 @@ async fn inproc(
     cfg.discovery.mdns.enabled = false;
     cfg.cache.dir = tmp.path().join("cache").display().to_string();
     cfg.cache.enabled = cache != "off";
+    if cache == "hit" {
+        // Every result of the filling run must be stored: a queue that
+        // cannot fill up (they are small; the byte limit still holds).
+        cfg.cache.max_pending_writes = count + 2000;
+    }
     // As hg-coord logs: info level, here to a file.
     let mut log = LoggingConfig::default();
     log.file = tmp.path().join("coord.log").display().to_string();
@@ -371,6 +380,8 @@ async fn inproc(
         })
         .await;
     }
+    running.flush_cache(Duration::from_secs(60)).await;
+    let writes0 = running.cache_writes().unwrap_or_default();
     let hits0 = running.state.tasks.cache_hits.load(Ordering::Relaxed);
     let server = running.server.clone();
     let run = drive(clients, timed, pid, move |_, t| {
@@ -379,6 +390,13 @@ async fn inproc(
     })
     .await;
     let hits = running.state.tasks.cache_hits.load(Ordering::Relaxed) - hits0;
+    // Results still queued for the cache are part of the tasks' cost:
+    // write them and count their CPU time too.
+    let mut run = run;
+    let cpu0 = cpu_time(pid).unwrap_or_default();
+    running.flush_cache(Duration::from_secs(60)).await;
+    run.cpu += cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
+    let writes = running.cache_writes().unwrap_or_default();
     // The same clients calling a no-op service directly: what the clients
     // and the no-op worker cost, to subtract.
     let noop = noop_service();
@@ -402,6 +420,8 @@ async fn inproc(
         "cache": cache,
         "cache_dir": cfg.cache.dir,
         "cache_hits": hits,
+        "cache_writes_stored": writes.stored - writes0.stored,
+        "cache_writes_dropped": writes.dropped - writes0.dropped,
         "failed": run.failed,
         "wall_s": run.wall.as_secs_f64(),
         "tasks_per_s": run.per_sec(),
@@ -429,6 +449,7 @@ impl Drop for Proc {
 struct Grid {
     coord: Proc,
     addr: String,
+    http: u16,
     workers: Vec<Proc>,
     _tmp: tempfile::TempDir,
 }
@@ -488,6 +509,7 @@ async fn start_coord(
     Ok(Grid {
         coord,
         addr,
+        http,
         workers: Vec::new(),
         _tmp: tmp,
     })
@@ -544,11 +566,56 @@ impl Grid {
 async fn grpc_run(grid: &Grid, clients: usize, timed: Vec<CompileTask>) -> anyhow::Result<Run> {
     let conns = Arc::new(grid.clients(clients).await?);
     let pid = grid.pid().to_string();
-    Ok(drive(clients, timed, &pid, move |c, t| {
+    let mut run = drive(clients, timed, &pid, move |c, t| {
         let mut client = conns[c].clone();
         async move { client.compile(&t).await.is_ok() }
     })
-    .await)
+    .await;
+    // hg-coord may still be writing results to its cache: that is part of
+    // the tasks' cost. Wait until its CPU time stops growing.
+    let end = cpu_time(&pid).unwrap_or_default();
+    let mut last = end;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = cpu_time(&pid).unwrap_or_default();
+        if now.saturating_sub(last) <= Duration::from_millis(10) || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
+    run.cpu += last.saturating_sub(end);
+    Ok(run)
+}
+
+/// hg-coord's `hybridgrid_cache_writes_total{tier="disk"}` by result
+/// (empty when it writes its cache before answering).
+fn cache_writes(http: u16) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    let mut out = std::collections::HashMap::new();
+    for line in body.lines() {
+        if !line.starts_with("hybridgrid_cache_writes_total{") || !line.contains("tier=\"disk\"") {
+            continue;
+        }
+        let result = line
+            .split("result=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("");
+        let value = line
+            .rsplit(' ')
+            .next()
+            .unwrap_or("0")
+            .parse::<f64>()
+            .unwrap_or(0.0);
+        out.insert(result.to_owned(), value as u64);
+    }
+    Ok(out)
 }
 
 async fn loopback(
@@ -558,8 +625,10 @@ async fn loopback(
     input_bytes: usize,
     workers: usize,
     tmp_base: Option<&Path>,
+    cache: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut grid = start_coord(hg_coord, &[], tmp_base).await?;
+    let env = [("HG_CACHE__ENABLED", (cache != "off").to_string())];
+    let mut grid = start_coord(hg_coord, &env, tmp_base).await?;
     let cache_dir = grid._tmp.path().display().to_string();
     for i in 0..workers {
         grid.add_worker(&format!("noop-{i}"), 64, 0, false)?;
@@ -574,9 +643,14 @@ async fn loopback(
         grpc_run(&grid, clients, warm).await?;
         let timed = tasks(next, count, input_bytes, None);
         next += 10_000_000;
+        let w0 = cache_writes(grid.http)?;
         let run = grpc_run(&grid, clients, timed).await?;
+        let w1 = cache_writes(grid.http)?;
+        let delta = |k: &str| w1.get(k).unwrap_or(&0) - w0.get(k).unwrap_or(&0);
         runs.push(json!({
             "clients": clients,
+            "cache_writes_stored": delta("stored"),
+            "cache_writes_dropped": delta("dropped"),
             "tasks": run.tasks,
             "failed": run.failed,
             "wall_s": run.wall.as_secs_f64(),
@@ -589,7 +663,7 @@ async fn loopback(
         "mode": "loopback",
         "input_bytes": input_bytes,
         "workers": workers,
-        "cache": "miss",
+        "cache": cache,
         "cache_dir": cache_dir,
         "runs": runs,
         "coord_rss": rss,
@@ -846,6 +920,7 @@ async fn main() -> anyhow::Result<()> {
             input_bytes,
             workers,
             tmp,
+            cache,
         } => {
             loopback(
                 &hg_coord,
@@ -854,6 +929,7 @@ async fn main() -> anyhow::Result<()> {
                 input_bytes,
                 workers,
                 tmp.as_deref(),
+                &cache,
             )
             .await?
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hybridgrid_cache::layer::CacheLayer;
-use hybridgrid_cache::store::DiskStore;
+use hybridgrid_cache::store::{CacheStore, DiskStore, WriteBehind, WriteCounters};
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_net::client::ChannelOptions;
@@ -33,15 +33,41 @@ pub struct RunningCoordinator {
     pub server: CoordinatorServer,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The shared tier's background writer, flushed at shutdown.
+    cache_writer: Option<WriteBehind>,
 }
 
 impl RunningCoordinator {
-    /// Stops accepting work, drains running calls (up to `grace`) and stops.
+    /// Stops accepting work, drains running calls (up to `grace`), writes
+    /// the cache entries still queued (up to `grace` more) and stops.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(grace, t).await;
         }
+        if let Some(w) = self.cache_writer
+            && !w.shutdown(grace).await
+        {
+            tracing::warn!(
+                pending = w.counters().pending,
+                "cache entries still queued at shutdown were not written"
+            );
+        }
+    }
+
+    /// Waits, at most `limit`, until the results queued for the shared
+    /// cache tier so far are written; false if some still wait.
+    pub async fn flush_cache(&self, limit: Duration) -> bool {
+        match &self.cache_writer {
+            Some(w) => w.flush(limit).await,
+            None => true,
+        }
+    }
+
+    /// The counters of the shared cache tier's background writer (none:
+    /// no cache tier, or `cache.max_pending_writes: 0`).
+    pub fn cache_writes(&self) -> Option<WriteCounters> {
+        self.cache_writer.as_ref().map(WriteBehind::counters)
     }
 }
 
@@ -91,14 +117,32 @@ pub async fn start_on(
 
     let pool = Arc::new(pool);
     let state = CoordinatorState::new(pool.clone(), c.heartbeat_ttl);
+    let mut cache_writer = None;
     let compile = compose_stack(&pool, cfg, |dispatch| {
         if !cfg.cache.enabled {
             return dispatch;
         }
-        // The shared tier: every client's results, on the coordinator's disk,
-        // with `cache.remote` (shared by many coordinators) behind it.
+        // The shared tier: every client's results, on the coordinator's disk
+        // (written behind the answers), with `cache.remote` (shared by many
+        // coordinators) behind it.
         let dir = cfg.cache.dir_path().join("coordinator");
-        let store = Arc::new(DiskStore::exclusive(dir, cfg.cache.max_size_bytes()));
+        let disk = DiskStore::exclusive(dir, cfg.cache.max_size_bytes());
+        let store: Arc<dyn CacheStore> = match cfg.cache.max_pending_writes {
+            0 => {
+                // Misses of keys not on disk are answered from the index
+                // once it is loaded.
+                let d = disk.clone();
+                let _ = std::thread::Builder::new()
+                    .name("hg-cache-index".into())
+                    .spawn(move || d.load_index());
+                Arc::new(disk)
+            }
+            n => {
+                let w = WriteBehind::new(disk, n);
+                cache_writer = Some(w.clone());
+                Arc::new(w)
+            }
+        };
         let (store, remote) = crate::remote_cache::with_remote(&cfg.cache, store, None);
         if let Some(remote) = remote {
             state
@@ -166,5 +210,6 @@ pub async fn start_on(
         server,
         shutdown: tx,
         tasks,
+        cache_writer,
     })
 }

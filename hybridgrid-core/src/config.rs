@@ -257,6 +257,10 @@ pub struct CacheConfig {
     /// a manifest of the files the last compile read (like ccache's direct
     /// mode).
     pub direct_mode: bool,
+    /// hg-coord: results waiting to be written to its shared tier at most
+    /// (written by a background thread after the answer went out); more
+    /// are dropped and counted. 0 writes each result before answering.
+    pub max_pending_writes: usize,
     /// `cache.remote:` a shared tier on an existing storage server.
     pub remote: RemoteCacheConfig,
 }
@@ -268,6 +272,7 @@ impl Default for CacheConfig {
             dir: "~/.hybridgrid/cache".into(),
             max_size_gb: 10.0,
             direct_mode: true,
+            max_pending_writes: 1024,
             remote: RemoteCacheConfig::default(),
         }
     }

@@ -494,8 +494,9 @@ impl BuildService for CoordinatorServer {
             .await
             .map_err(|e| to_status(&e))?;
         let resp = convert::output_to_proto(&out);
-        crate::obs::count_bytes(received, prost::Message::encoded_len(&resp));
-        Ok(Response::new(resp))
+        let sent = prost::Message::encoded_len(&resp);
+        crate::obs::count_bytes(received, sent);
+        Ok(crate::compile_response(resp, sent))
     }
 
     async fn health_check(

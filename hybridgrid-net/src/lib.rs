@@ -68,5 +68,24 @@ pub mod proto {
 /// preprocessed sources fit easily; tonic's 4 MiB default would not).
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
+/// Compile responses smaller than this go out without gRPC compression:
+/// their files are compressed by their producer already, and for a few
+/// hundred bytes a fresh zstd context (tonic makes one per message) costs
+/// more CPU on both ends than the bytes saved.
+pub const COMPRESS_MIN_BYTES: usize = 8 * 1024;
+
+/// A compile response, compressed on the wire only when it is at least
+/// [`COMPRESS_MIN_BYTES`] long (encoded).
+pub(crate) fn compile_response(
+    resp: proto::CompileResponse,
+    encoded_len: usize,
+) -> tonic::Response<proto::CompileResponse> {
+    let mut r = tonic::Response::new(resp);
+    if encoded_len < COMPRESS_MIN_BYTES {
+        r.disable_compression();
+    }
+    r
+}
+
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

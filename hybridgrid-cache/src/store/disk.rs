@@ -37,7 +37,11 @@
 //! (the coordinator's shared tier): the counters and the size estimate are
 //! kept in memory and written to `stats` at most once a second (and when
 //! the store is dropped), instead of a locked read-modify-write of `stats`
-//! on every lookup and every write. Entries are written as above.
+//! on every lookup and every write. Entries are written as above. Once
+//! [`DiskStore::load_index`] has scanned the directory, an exclusive store
+//! knows which keys it holds (8 bytes each, kept current on every write,
+//! removal and eviction), and answers a lookup of any other key as a miss
+//! without touching the disk or the blocking pool.
 //!
 //! # Failures
 //!
@@ -88,6 +92,63 @@ struct Inner {
     pending: Mutex<Delta>,
     /// The in-memory counters of an exclusive store.
     exclusive: Option<Mutex<Exclusive>>,
+    /// The keys of the entries on disk, once loaded (exclusive stores).
+    index: Option<Mutex<KeyIndex>>,
+}
+
+/// The entries of an exclusive store, by the first 8 bytes of their key:
+/// a lookup of a key not in it is a miss without touching the disk. Only
+/// this process writes the directory, so every entry written is added and
+/// every entry removed, evicted or found corrupt is taken out. A key left
+/// in the index after its file went some other way only costs a read.
+#[derive(Debug, Default)]
+enum KeyIndex {
+    /// Not loaded: every lookup reads the disk.
+    #[default]
+    Unloaded,
+    /// A scan is running; entries written meanwhile are collected here.
+    Loading(KeySet),
+    /// Every entry on disk is in the set.
+    Ready(KeySet),
+}
+
+/// Key prefixes: blake3 output, so already uniformly spread.
+type KeySet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<PrefixHasher>>;
+
+/// A hasher for key prefixes, which need no further mixing.
+#[derive(Default)]
+struct PrefixHasher(u64);
+
+impl std::hash::Hasher for PrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The index prefix of a key.
+fn key_prefix(key: &CacheKey) -> u64 {
+    let b = key.as_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// The index prefix of an entry file's name (64 hex digits, no suffix).
+fn name_prefix(name: &str) -> Option<u64> {
+    if name.len() != 64 || !name.bytes().all(is_lower_hex) {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    for (i, out) in b.iter_mut().enumerate() {
+        *out = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(u64::from_le_bytes(b))
 }
 
 /// Counters of a store no other process uses, written back periodically.
@@ -239,6 +300,7 @@ impl DiskStore {
                 warned: AtomicBool::new(false),
                 pending: Mutex::new(Delta::default()),
                 exclusive: None,
+                index: None,
             }),
         }
     }
@@ -254,6 +316,7 @@ impl DiskStore {
                 warned: AtomicBool::new(false),
                 pending: Mutex::new(Delta::default()),
                 exclusive: Some(Mutex::new(Exclusive::default())),
+                index: Some(Mutex::new(KeyIndex::Unloaded)),
             }),
         }
     }
@@ -331,6 +394,7 @@ impl DiskStore {
                     Err(err) => {
                         tracing::warn!(path = %path.display(), error = %err, "corrupt cache entry removed");
                         self.drop_corrupt(&path, len);
+                        self.index_remove(key_prefix(key));
                         Lookup::Failed
                     }
                 }
@@ -360,17 +424,114 @@ impl DiskStore {
         self.put_encoded(key, &entry.encode())
     }
 
-    fn put_encoded(&self, key: &CacheKey, data: &[u8]) -> PutOutcome {
+    /// Stores an already encoded entry ([`CacheEntry::encode`]) under
+    /// `key`, blocking the thread on file I/O.
+    pub fn put_encoded(&self, key: &CacheKey, data: &[u8]) -> PutOutcome {
         let path = self.entry_path(key);
         match self.write_object(&path, data) {
-            Some(stats) => self.after_write(stats),
+            Some(stats) => {
+                self.index_add(key_prefix(key));
+                self.after_write(stats)
+            }
             None => PutOutcome::default(),
         }
     }
 
     /// Removes the entry for `key`, blocking; true if there was one.
     pub fn remove_blocking(&self, key: &CacheKey) -> bool {
-        self.remove_object(&self.entry_path(key))
+        let removed = self.remove_object(&self.entry_path(key));
+        self.index_remove(key_prefix(key));
+        removed
+    }
+
+    /// Loads the index of the entries on disk (a scan of the directory) so
+    /// that [`Self::known_absent`] can answer; blocking. Only an
+    /// [exclusive](Self::exclusive) store keeps an index (other processes
+    /// write the directory of a shared one): elsewhere this does nothing.
+    /// Returns the number of entries indexed.
+    pub fn load_index(&self) -> usize {
+        let Some(index) = &self.inner.index else {
+            return 0;
+        };
+        {
+            let mut ix = lock(index);
+            match &*ix {
+                KeyIndex::Unloaded => *ix = KeyIndex::Loading(KeySet::default()),
+                KeyIndex::Loading(_) => return 0,
+                KeyIndex::Ready(set) => return set.len(),
+            }
+        }
+        let mut found = KeySet::default();
+        for f in self.scan() {
+            if let Some(p) = f
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(name_prefix)
+            {
+                found.insert(p);
+            }
+        }
+        let mut ix = lock(index);
+        if let KeyIndex::Loading(added) = std::mem::take(&mut *ix) {
+            found.extend(added);
+        }
+        let n = found.len();
+        *ix = KeyIndex::Ready(found);
+        n
+    }
+
+    /// True when the index is loaded and has no entry for `key`: a lookup
+    /// would miss, and need not touch the disk. Never blocks on I/O.
+    pub fn known_absent(&self, key: &CacheKey) -> bool {
+        match &self.inner.index {
+            Some(index) => match &*lock(index) {
+                KeyIndex::Ready(set) => !set.contains(&key_prefix(key)),
+                KeyIndex::Unloaded | KeyIndex::Loading(_) => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Counts a lookup answered without reading the disk (from the index,
+    /// or from writes not yet on disk): a hit or a miss.
+    pub fn count_lookup(&self, hit: bool) {
+        self.record(Delta {
+            hits: u64::from(hit),
+            misses: u64::from(!hit),
+            ..Delta::default()
+        });
+    }
+
+    fn index_add(&self, prefix: u64) {
+        if let Some(index) = &self.inner.index {
+            match &mut *lock(index) {
+                KeyIndex::Loading(set) | KeyIndex::Ready(set) => {
+                    set.insert(prefix);
+                }
+                KeyIndex::Unloaded => {}
+            }
+        }
+    }
+
+    fn index_remove(&self, prefix: u64) {
+        if let Some(index) = &self.inner.index
+            && let KeyIndex::Ready(set) = &mut *lock(index)
+        {
+            set.remove(&prefix);
+        }
+    }
+
+    /// Takes a removed file out of the index, if it is an entry.
+    fn index_remove_path(&self, path: &Path) {
+        if self.inner.index.is_some()
+            && let Some(p) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(name_prefix)
+        {
+            self.index_remove(p);
+        }
     }
 
     /// The counters: those in the stats file plus any this process could
@@ -421,6 +582,7 @@ impl DiskStore {
         for f in files {
             match fs::remove_file(&f.path) {
                 Ok(()) => {
+                    self.index_remove_path(&f.path);
                     out.evicted += 1;
                     out.freed_bytes += f.len;
                 }
@@ -467,6 +629,11 @@ impl DiskStore {
     pub(crate) fn remove_manifest(&self, key: &CacheKey, len: usize) {
         self.drop_corrupt(&self.manifest_path(key), len);
     }
+}
+
+/// Locks `m`, whatever a panicking holder left (plain data).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DiskStore {
@@ -752,12 +919,14 @@ impl DiskStore {
                 }
                 match fs::remove_file(&f.path) {
                     Ok(()) => {
+                        self.index_remove_path(&f.path);
                         out.evicted += 1;
                         out.freed_bytes += f.len;
                         size -= f.len;
                         entries -= 1;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.index_remove_path(&f.path);
                         size -= f.len;
                         entries -= 1;
                     }
@@ -909,6 +1078,10 @@ impl DiskStore {
 #[async_trait]
 impl CacheStore for DiskStore {
     async fn get(&self, key: &CacheKey) -> Lookup {
+        if self.known_absent(key) {
+            self.count_lookup(false);
+            return Lookup::Miss;
+        }
         let key = *key;
         self.run(Lookup::Failed, move |s| s.get_blocking(&key))
             .await

@@ -5,7 +5,8 @@
 //! and the coordinator's shared tier), [`MemoryStore`] (tests, embedding),
 //! and with the `remote` feature `RemoteStore` (Redis, WebDAV/HTTP or S3
 //! shared by many coordinators). [`TieredStore`] stacks two tiers: a hit in
-//! the slower one fills the faster one. A store
+//! the slower one fills the faster one. [`WriteBehind`] puts a disk
+//! store's writes on a background thread (the coordinator's tier). A store
 //! never fails its caller: I/O problems become misses or skipped writes,
 //! are logged once and counted in [`CacheStats::errors`].
 
@@ -14,12 +15,14 @@ use async_trait::async_trait;
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 
+mod behind;
 mod disk;
 mod memory;
 #[cfg(feature = "remote")]
 pub mod remote;
 mod tiered;
 
+pub use behind::{MAX_PENDING_BYTES, WriteBehind, WriteCounters};
 pub use disk::{DiskStore, EvictOutcome};
 pub use memory::MemoryStore;
 #[cfg(feature = "remote")]

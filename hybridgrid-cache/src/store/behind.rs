@@ -1,0 +1,611 @@
+//! [`WriteBehind`]: a [`DiskStore`] whose writes happen after the answer.
+//!
+//! The coordinator's shared tier stores every cold compile's result. On a
+//! busy coordinator creating one file per result costs more than the rest
+//! of the task (a new inode on every miss), so the write is queued and a
+//! writer thread stores the queued entries in batches while the response
+//! is already on its way.
+//!
+//! - **Reads see queued writes**: a lookup checks the queue first, so an
+//!   entry is served from the moment it was put.
+//! - **Misses without I/O**: the writer first loads the directory's index
+//!   ([`DiskStore::load_index`]); afterwards a lookup of a key that is
+//!   neither queued nor in the index is a miss answered on the caller's
+//!   thread, without a hop to the blocking pool.
+//! - **Bounded**: at most `max_pending` entries and [`MAX_PENDING_BYTES`]
+//!   wait; a put beyond that is dropped (a cache is best effort), counted
+//!   in `hybridgrid_cache_writes_total{tier="disk",result="dropped"}` and
+//!   logged at debug level.
+//! - **Never a torn entry**: the writer uses the store's ordinary write (a
+//!   temporary file renamed into place, the entry checksummed), so a crash
+//!   loses queued entries but never leaves a partial one readable.
+//! - **Flushed on shutdown**: [`WriteBehind::shutdown`] (and dropping the
+//!   last handle) writes what is queued before the writer stops;
+//!   [`WriteBehind::flush`] waits for the queue to empty.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{CacheStats, CacheStore, DiskStore, Lookup, PutOutcome};
+use crate::entry::CacheEntry;
+use crate::key::CacheKey;
+use crate::layer::{METRIC_EVICTIONS, METRIC_SIZE};
+
+/// Counter of background writes, by `tier` and `result` (`stored`,
+/// `failed`, `dropped`); shared with the remote tier.
+const METRIC_WRITES: &str = "hybridgrid_cache_writes_total";
+
+/// The `tier` label of this store's write metrics.
+const TIER: &str = "disk";
+
+/// The most bytes of entries waiting to be written, whatever
+/// `max_pending` allows.
+pub const MAX_PENDING_BYTES: usize = 64 << 20;
+
+/// Entries the writer takes from the queue at once.
+const BATCH: usize = 64;
+
+/// A [`DiskStore`] written from a queue by a background thread (see the
+/// module docs). Clones share the queue and the thread.
+#[derive(Clone)]
+pub struct WriteBehind {
+    shared: Arc<Shared>,
+    /// Joins the writer when the last clone goes.
+    writer: Arc<Writer>,
+}
+
+struct Shared {
+    disk: DiskStore,
+    queue: Mutex<Queue>,
+    /// Wakes the writer: work queued or shutting down.
+    work: Condvar,
+    /// Wakes flushers: the queue is empty and nothing is being written.
+    idle: Condvar,
+    max_pending: usize,
+    max_bytes: usize,
+    stored: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    /// The store's size after the last write (for the size gauge).
+    size_bytes: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Entries put and not yet on disk (including those being written).
+    entries: HashMap<CacheKey, Pending>,
+    /// Writes to do, oldest first; a key put again while queued has a
+    /// newer generation and its older item is skipped.
+    order: VecDeque<(CacheKey, u64)>,
+    /// Bytes of `entries`.
+    bytes: usize,
+    /// Entries the writer has taken and not finished.
+    writing: usize,
+    generation: u64,
+    closed: bool,
+}
+
+struct Pending {
+    entry: CacheEntry,
+    generation: u64,
+    bytes: usize,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shared.close();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the writer did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteCounters {
+    /// Entries written to disk.
+    pub stored: u64,
+    /// Entries the disk refused (full, unwritable: see the store's log).
+    pub failed: u64,
+    /// Entries dropped because the queue was full (or the store closed).
+    pub dropped: u64,
+    /// Entries waiting now.
+    pub pending: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WriteBehind {
+    /// `disk` written behind by a new thread, with at most `max_pending`
+    /// entries (at least 1) waiting. The thread first loads the
+    /// directory's index (for an [exclusive](DiskStore::exclusive) store).
+    pub fn new(disk: DiskStore, max_pending: usize) -> Self {
+        let this = Self::withoutwriter(disk, max_pending);
+        this.startwriter();
+        this
+    }
+
+    fn withoutwriter(disk: DiskStore, max_pending: usize) -> Self {
+        let shared = Arc::new(Shared {
+            disk,
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            idle: Condvar::new(),
+            max_pending: max_pending.max(1),
+            max_bytes: MAX_PENDING_BYTES,
+            stored: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            size_bytes: AtomicU64::new(0),
+        });
+        for result in ["stored", "failed", "dropped"] {
+            metrics::counter!(METRIC_WRITES, "tier" => TIER, "result" => result).increment(0);
+        }
+        WriteBehind {
+            writer: Arc::new(Writer {
+                shared: shared.clone(),
+                thread: Mutex::new(None),
+            }),
+            shared,
+        }
+    }
+
+    fn startwriter(&self) {
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hg-cache-writer".into())
+            .spawn(move || shared.run());
+        match spawned {
+            Ok(t) => *lock(&self.writer.thread) = Some(t),
+            Err(e) => {
+                // Without a writer nothing could be stored: close the
+                // queue, so puts are dropped (and counted) instead of
+                // piling up.
+                tracing::warn!(error = %e, "cannot start the cache writer thread; results are not cached");
+                self.shared.close();
+            }
+        }
+    }
+
+    /// The store written to.
+    pub fn disk(&self) -> &DiskStore {
+        &self.shared.disk
+    }
+
+    /// The writer's counters.
+    pub fn counters(&self) -> WriteCounters {
+        let s = &self.shared;
+        WriteCounters {
+            stored: s.stored.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            pending: lock(&s.queue).entries.len() as u64,
+        }
+    }
+
+    /// Waits until every entry queued so far is written, at most `limit`;
+    /// false if some were still waiting. Blocks the thread.
+    pub fn flush_blocking(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut q = lock(&self.shared.queue);
+        loop {
+            if q.order.is_empty() && q.writing == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            q = self
+                .shared
+                .idle
+                .wait_timeout(q, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// [`Self::flush_blocking`] off the async threads.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.flush_blocking(limit))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Stops taking writes (later puts are dropped) and waits, at most
+    /// `limit`, for the queued ones to be written; false if some were
+    /// still waiting. The writer stops once the queue is empty.
+    pub async fn shutdown(&self, limit: Duration) -> bool {
+        self.shared.close();
+        self.flush(limit).await
+    }
+
+    fn lookup_queued(&self, key: &CacheKey) -> Option<CacheEntry> {
+        lock(&self.shared.queue)
+            .entries
+            .get(key)
+            .map(|p| p.entry.clone())
+    }
+
+    fn drop_write(&self, key: &CacheKey, why: &'static str) -> PutOutcome {
+        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(METRIC_WRITES, "tier" => TIER, "result" => "dropped").increment(1);
+        tracing::debug!(key = %key, reason = why, "cache write dropped");
+        PutOutcome {
+            stored: false,
+            evicted: 0,
+            size_bytes: self.shared.size_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBehind")
+            .field("dir", &self.shared.disk.dir())
+            .field("max_pending", &self.shared.max_pending)
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+impl Shared {
+    fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.work.notify_all();
+    }
+
+    /// The writer thread: loads the index, then writes batches until the
+    /// store is closed and the queue is empty.
+    fn run(&self) {
+        let indexed = self.disk.load_index();
+        tracing::debug!(dir = %self.disk.dir().display(), entries = indexed, "cache index loaded");
+        loop {
+            let batch: Vec<(CacheKey, u64, CacheEntry)> = {
+                let mut q = lock(&self.queue);
+                while q.order.is_empty() && !q.closed {
+                    q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                if q.order.is_empty() {
+                    // Closed and drained.
+                    self.idle.notify_all();
+                    return;
+                }
+                let mut batch = Vec::with_capacity(BATCH.min(q.order.len()));
+                while batch.len() < BATCH {
+                    let Some((key, generation)) = q.order.pop_front() else {
+                        break;
+                    };
+                    if let Some(p) = q.entries.get(&key)
+                        && p.generation == generation
+                    {
+                        batch.push((key, generation, p.entry.clone()));
+                    }
+                }
+                q.writing = batch.len();
+                batch
+            };
+            let mut done = Vec::with_capacity(batch.len());
+            for (key, generation, entry) in batch {
+                let out = self.disk.put_encoded(&key, &entry.encode());
+                if out.stored {
+                    self.stored.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(METRIC_WRITES, "tier" => TIER, "result" => "stored")
+                        .increment(1);
+                    if out.evicted > 0 {
+                        metrics::counter!(METRIC_EVICTIONS).increment(out.evicted);
+                    }
+                    self.size_bytes.store(out.size_bytes, Ordering::Relaxed);
+                    metrics::gauge!(METRIC_SIZE).set(out.size_bytes as f64);
+                } else {
+                    // The store logged why (once as a warning).
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(METRIC_WRITES, "tier" => TIER, "result" => "failed")
+                        .increment(1);
+                }
+                done.push((key, generation));
+            }
+            let mut q = lock(&self.queue);
+            for (key, generation) in done {
+                // A newer put of the same key stays queued.
+                if q.entries
+                    .get(&key)
+                    .is_some_and(|p| p.generation == generation)
+                    && let Some(p) = q.entries.remove(&key)
+                {
+                    q.bytes -= p.bytes;
+                }
+            }
+            q.writing = 0;
+            if q.order.is_empty() {
+                self.idle.notify_all();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CacheStore for WriteBehind {
+    async fn get(&self, key: &CacheKey) -> Lookup {
+        if let Some(entry) = self.lookup_queued(key) {
+            self.shared.disk.count_lookup(true);
+            return Lookup::Hit(entry);
+        }
+        // The disk store answers a key its index does not have at once,
+        // and reads the file on the blocking pool otherwise.
+        self.shared.disk.get(key).await
+    }
+
+    async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome {
+        let bytes = entry.encoded_len();
+        let s = &self.shared;
+        {
+            let mut q = lock(&s.queue);
+            if q.closed {
+                drop(q);
+                return self.drop_write(key, "store closed");
+            }
+            let replaced = q.entries.get(key).map_or(0, |p| p.bytes);
+            let full = q.entries.len() - usize::from(replaced > 0) >= s.max_pending
+                || (q.bytes - replaced + bytes > s.max_bytes && !q.entries.is_empty());
+            if full {
+                drop(q);
+                return self.drop_write(key, "write queue full");
+            }
+            q.generation += 1;
+            let generation = q.generation;
+            q.bytes = q.bytes - replaced + bytes;
+            q.entries.insert(
+                *key,
+                Pending {
+                    entry: entry.clone(),
+                    generation,
+                    bytes,
+                },
+            );
+            q.order.push_back((*key, generation));
+        }
+        s.work.notify_one();
+        PutOutcome {
+            stored: true,
+            evicted: 0,
+            size_bytes: s.size_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn remove(&self, key: &CacheKey) -> bool {
+        let queued = {
+            let mut q = lock(&self.shared.queue);
+            match q.entries.remove(key) {
+                Some(p) => {
+                    q.bytes -= p.bytes;
+                    true
+                }
+                None => false,
+            }
+        };
+        let on_disk = self.shared.disk.remove(key).await;
+        queued || on_disk
+    }
+
+    async fn stats(&self) -> CacheStats {
+        self.shared.disk.stats().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use hybridgrid_core::payload::Payload;
+
+    fn key(n: u32) -> CacheKey {
+        CacheKey::from_bytes(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    fn entry(n: u32, len: usize) -> CacheEntry {
+        let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
+        CacheEntry {
+            stderr: Bytes::from(format!("warning {n}")),
+            object: Some(Payload::raw(body)),
+            ..CacheEntry::default()
+        }
+    }
+
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn written_behind_entries_are_readable_at_once_and_after_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskStore::exclusive(dir.path().join("c"), 1 << 30);
+        let store = WriteBehind::new(disk.clone(), 1024);
+        for n in 0..50 {
+            assert!(store.put(&key(n), &entry(n, 500)).await.stored);
+            // Served from the queue or the disk, never missed.
+            assert_eq!(store.get(&key(n)).await, Lookup::Hit(entry(n, 500)));
+        }
+        assert!(store.flush(LIMIT).await);
+        let c = store.counters();
+        assert_eq!((c.stored, c.failed, c.dropped, c.pending), (50, 0, 0, 0));
+        // On disk, through a store that knows nothing of the queue.
+        let other = DiskStore::new(dir.path().join("c"), 1 << 30);
+        for n in 0..50 {
+            assert_eq!(other.get_blocking(&key(n)), Lookup::Hit(entry(n, 500)));
+        }
+        let s = store.stats().await;
+        assert_eq!((s.hits, s.misses, s.entries), (50, 0, 50));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn misses_of_unknown_keys_need_no_disk_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        // An entry from an earlier run is found through the loaded index.
+        DiskStore::new(&path, 1 << 30).put_blocking(&key(1), &entry(1, 10));
+        let disk = DiskStore::exclusive(&path, 1 << 30);
+        let store = WriteBehind::new(disk.clone(), 16);
+        assert!(store.flush(LIMIT).await);
+        // The writer loads the index before its first batch: wait for it.
+        let deadline = Instant::now() + LIMIT;
+        while !disk.known_absent(&key(2)) {
+            assert!(Instant::now() < deadline, "index not loaded");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!disk.known_absent(&key(1)));
+        assert_eq!(store.get(&key(1)).await, Lookup::Hit(entry(1, 10)));
+        // A file put there behind the store's back is not seen: the
+        // lookup is answered from the index alone.
+        DiskStore::new(&path, 1 << 30).put_blocking(&key(2), &entry(2, 10));
+        assert_eq!(store.get(&key(2)).await, Lookup::Miss);
+        // Written through the store, it is known.
+        store.put(&key(3), &entry(3, 10)).await;
+        assert!(store.flush(LIMIT).await);
+        assert!(!disk.known_absent(&key(3)));
+        assert!(store.remove(&key(3)).await);
+        assert!(disk.known_absent(&key(3)));
+        assert_eq!(store.get(&key(3)).await, Lookup::Miss);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_drops_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskStore::exclusive(dir.path().join("c"), 1 << 30);
+        // No writer yet: the queue only fills.
+        let store = WriteBehind::withoutwriter(disk, 3);
+        for n in 0..3 {
+            assert!(store.put(&key(n), &entry(n, 100)).await.stored);
+        }
+        // Putting a queued key again replaces it and takes no room.
+        assert!(store.put(&key(2), &entry(2, 100)).await.stored);
+        for n in 3..5 {
+            assert!(!store.put(&key(n), &entry(n, 100)).await.stored);
+        }
+        let c = store.counters();
+        assert_eq!((c.dropped, c.pending), (2, 3));
+        // Dropped entries are misses, queued ones hits.
+        assert_eq!(store.get(&key(4)).await, Lookup::Miss);
+        assert!(store.get(&key(0)).await.is_hit());
+        store.startwriter();
+        assert!(store.flush(LIMIT).await);
+        let c = store.counters();
+        assert_eq!((c.stored, c.dropped, c.pending), (3, 2, 0));
+        assert_eq!(store.disk().stats_blocking().entries, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_byte_limit_drops_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskStore::exclusive(dir.path().join("c"), 1 << 40);
+        let store = WriteBehind::withoutwriter(disk, 1000);
+        let big = MAX_PENDING_BYTES / 4;
+        for n in 0..3 {
+            assert!(store.put(&key(n), &entry(n, big)).await.stored, "{n}");
+        }
+        assert!(!store.put(&key(3), &entry(3, big)).await.stored);
+        assert_eq!(store.counters().dropped, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_and_drop_flush_pending_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let store = WriteBehind::new(DiskStore::exclusive(&path, 1 << 30), 4096);
+        for n in 0..200 {
+            store.put(&key(n), &entry(n, 2000)).await;
+        }
+        assert!(store.shutdown(LIMIT).await);
+        // Closed: later puts are dropped, not lost silently.
+        assert!(!store.put(&key(999), &entry(999, 10)).await.stored);
+        assert_eq!(store.counters().dropped, 1);
+        let other = DiskStore::new(&path, 1 << 30);
+        for n in 0..200 {
+            assert!(other.get_blocking(&key(n)).is_hit(), "{n}");
+        }
+
+        // Dropping the last handle writes what is queued, too.
+        let store = WriteBehind::new(DiskStore::exclusive(&path, 1 << 30), 4096);
+        for n in 1000..1100 {
+            store.put(&key(n), &entry(n, 2000)).await;
+        }
+        drop(store);
+        for n in 1000..1100 {
+            assert!(other.get_blocking(&key(n)).is_hit(), "{n}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_torn_entry_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let store = WriteBehind::new(DiskStore::exclusive(&path, 1 << 30), 64);
+        store.put(&key(1), &entry(1, 5000)).await;
+        store.put(&key(2), &entry(2, 5000)).await;
+        assert!(store.shutdown(LIMIT).await);
+        drop(store);
+        // A crash mid-write leaves a temporary file (never read as an
+        // entry); a file system that lost the end of a file leaves a short
+        // entry.
+        let disk = DiskStore::exclusive(&path, 1 << 30);
+        let p1 = disk.entry_path(&key(1));
+        let data = std::fs::read(&p1).unwrap();
+        std::fs::write(&p1, &data[..data.len() - 100]).unwrap();
+        let shard = disk.entry_path(&key(3)).parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::write(shard.join(".tmp-crashed"), &data[..100]).unwrap();
+
+        let store = WriteBehind::new(disk.clone(), 64);
+        assert!(store.flush(LIMIT).await);
+        assert_eq!(store.get(&key(1)).await, Lookup::Failed);
+        assert!(!p1.exists());
+        // Out of the index too: the next lookup is a plain miss.
+        assert!(disk.known_absent(&key(1)) || store.get(&key(1)).await == Lookup::Miss);
+        assert_eq!(store.get(&key(3)).await, Lookup::Miss);
+        assert_eq!(store.get(&key(2)).await, Lookup::Hit(entry(2, 5000)));
+        assert_eq!(disk.stats_blocking().errors, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_puts_and_gets_see_whole_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = entry(0, 3000).encoded_len() as u64;
+        // Small enough that the writer evicts while others read.
+        let disk = DiskStore::exclusive(dir.path().join("c"), 60 * one);
+        let store = WriteBehind::new(disk, 32);
+        let mut tasks = Vec::new();
+        for t in 0..8u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for r in 0..100u32 {
+                    let n = (t * 31 + r * 7) % 150;
+                    match store.get(&key(n)).await {
+                        Lookup::Hit(e) => assert_eq!(e, entry(n, 3000), "key {n}"),
+                        Lookup::Miss => {
+                            store.put(&key(n), &entry(n, 3000)).await;
+                        }
+                        Lookup::Failed => panic!("corrupt entry for key {n}"),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(store.flush(LIMIT).await);
+        let c = store.counters();
+        assert!(c.stored > 0 && c.failed == 0, "{c:?}");
+        assert_eq!(store.disk().stats_blocking().errors, 0);
+    }
+}
