@@ -409,21 +409,7 @@ impl CacheStore for WriteBehind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use hybridgrid_core::payload::Payload;
-
-    fn key(n: u32) -> CacheKey {
-        CacheKey::from_bytes(*blake3::hash(&n.to_le_bytes()).as_bytes())
-    }
-
-    fn entry(n: u32, len: usize) -> CacheEntry {
-        let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
-        CacheEntry {
-            stderr: Bytes::from(format!("warning {n}")),
-            object: Some(Payload::raw(body)),
-            ..CacheEntry::default()
-        }
-    }
+    use crate::store::disk::tests::{entry, key};
 
     const LIMIT: Duration = Duration::from_secs(20);
 

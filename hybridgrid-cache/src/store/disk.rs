@@ -1106,16 +1106,17 @@ impl CacheStore for DiskStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hybridgrid_core::payload::Payload;
 
-    fn key(n: u32) -> CacheKey {
+    /// A key per number.
+    pub(crate) fn key(n: u32) -> CacheKey {
         CacheKey::from_bytes(*blake3::hash(&n.to_le_bytes()).as_bytes())
     }
 
     /// A deterministic entry per key number, so readers can check content.
-    fn entry(n: u32, len: usize) -> CacheEntry {
+    pub(crate) fn entry(n: u32, len: usize) -> CacheEntry {
         let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
         CacheEntry {
             stderr: Bytes::from(format!("warning {n}")),

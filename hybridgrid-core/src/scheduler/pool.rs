@@ -235,6 +235,22 @@ impl<S> Pool<S> {
         z ^ (z >> 31)
     }
 
+    /// How many workers can run `task` (its compiler for its target), or
+    /// the error that says none can.
+    fn capable(&mut self, task: &CompileTask) -> Result<usize, GridError> {
+        let arch = &task.target_arch;
+        self.ensure_index(&task.compiler, arch);
+        match self.list(task, arch).len() {
+            0 => Err(GridError::NoWorker(format!(
+                "no worker has compiler {} for target {} ({} workers registered)",
+                task.compiler,
+                arch,
+                self.slots.len()
+            ))),
+            n => Ok(n),
+        }
+    }
+
     fn ensure_index(&mut self, compiler: &CompilerIdentity, arch: &Arch) {
         let present = self
             .index
@@ -342,16 +358,7 @@ impl<S> Pool<S> {
         exclude: &[WorkerId],
     ) -> Result<usize, GridError> {
         let arch = &task.target_arch;
-        self.ensure_index(&task.compiler, arch);
-        let n = self.list(task, arch).len();
-        if n == 0 {
-            return Err(GridError::NoWorker(format!(
-                "no worker has compiler {} for target {} ({} workers registered)",
-                task.compiler,
-                arch,
-                self.slots.len()
-            )));
-        }
+        let n = self.capable(task)?;
         let chosen = match self.algorithm {
             Algorithm::P2c if n > 2 => {
                 let mut found = [usize::MAX; 2];
@@ -443,16 +450,7 @@ impl<S> Pool<S> {
         claims: &[(usize, f64)],
     ) -> Result<Placement, GridError> {
         let arch = &task.target_arch;
-        self.ensure_index(&task.compiler, arch);
-        let n = self.list(task, arch).len();
-        if n == 0 {
-            return Err(GridError::NoWorker(format!(
-                "no worker has compiler {} for target {} ({} workers registered)",
-                task.compiler,
-                arch,
-                self.slots.len()
-            )));
-        }
+        let n = self.capable(task)?;
         let cost = self.expected_cost(task);
         let prior = self.prior();
         let ordered = n > SpeedOrder::SCAN_ALL;
