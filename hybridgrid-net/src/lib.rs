@@ -76,6 +76,7 @@ pub const COMPRESS_MIN_BYTES: usize = 8 * 1024;
 
 /// A compile response, compressed on the wire only when it is at least
 /// [`COMPRESS_MIN_BYTES`] long (encoded).
+#[cfg(feature = "runtime")]
 pub(crate) fn compile_response(
     resp: proto::CompileResponse,
     encoded_len: usize,
