@@ -291,10 +291,10 @@ async fn prepare_from_source(
     let includes = hybridgrid_core::preprocessed::included_files(&preprocessed);
     let source = plan.source().to_path_buf();
     let names = hybridgrid_core::preprocessed::line_marker_files(&preprocessed);
-    let (files, source_text) =
-        tokio::task::spawn_blocking(move || read_tree(&cwd, &names, &source))
-            .await
-            .map_err(|e| PrepareError::Io(format!("cannot read the sources: {e}")))??;
+    let task_cwd = cwd.display().to_string();
+    let files = tokio::task::spawn_blocking(move || read_tree(&cwd, &names, &source))
+        .await
+        .map_err(|e| PrepareError::Io(format!("cannot read the sources: {e}")))??;
     let language = match plan.source_language() {
         args::SourceLanguage::Cxx => hybridgrid_core::task::Language::Cxx,
         _ => hybridgrid_core::task::Language::C,
@@ -309,12 +309,11 @@ async fn prepare_from_source(
         language,
         args,
         plan.source().display().to_string(),
-        Payload::compress(source_text),
+        // The source is the first file: compressed once, shared.
+        files[0].data.clone(),
     );
     task.extra_outputs = plan.extra_output_kinds();
-    task.cwd = std::env::current_dir()
-        .map(|d| d.display().to_string())
-        .unwrap_or_default();
+    task.cwd = task_cwd;
     task.source_mode = Some(hybridgrid_core::task::SourceMode {
         files,
         output_paths: plan
@@ -332,31 +331,36 @@ async fn prepare_from_source(
     })
 }
 
-/// Reads every regular file among `names` (line-marker paths, relative to
-/// `cwd` or absolute) and the source, within [`SOURCE_BUDGET`]. Names that
-/// are not regular files (gcc's `"/dir//"` marker of the working directory)
-/// are skipped; a file that cannot be read fails the preparation.
+/// Reads the source and every other regular file among `names`
+/// (line-marker paths, relative to `cwd` or absolute; the source first, each
+/// file once), within [`SOURCE_BUDGET`]. Names that are not regular files
+/// (gcc's `"/dir//"` marker of the working directory) are skipped; a file
+/// that cannot be read fails the preparation.
 fn read_tree(
     cwd: &Path,
     names: &[String],
     source: &Path,
-) -> Result<(Vec<hybridgrid_core::task::SourceFile>, Vec<u8>), PrepareError> {
+) -> Result<Vec<hybridgrid_core::task::SourceFile>, PrepareError> {
     let mut files = Vec::with_capacity(names.len() + 1);
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
-    let source_abs = cwd.join(source);
-    let source_text = std::fs::read(&source_abs)
-        .map_err(|e| PrepareError::Io(format!("cannot read {}: {e}", source.display())))?;
-    let mut add = |abs: PathBuf, data: Vec<u8>| -> Result<(), PrepareError> {
+    let source = cwd.join(source);
+    let others = names
+        .iter()
+        .map(|n| cwd.join(n))
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()));
+    for abs in std::iter::once(source).chain(others) {
         let path = abs.display().to_string();
         if !seen.insert(path.clone()) {
-            return Ok(());
+            continue;
         }
         if hybridgrid_core::task::SourceMode::relative_path(&path).is_none() {
             return Err(PrepareError::Io(format!(
                 "cannot send {path}: not a plain absolute path"
             )));
         }
+        let data = std::fs::read(&abs)
+            .map_err(|e| PrepareError::Io(format!("cannot read {path}: {e}")))?;
         total += data.len() as u64;
         if total > SOURCE_BUDGET {
             return Err(PrepareError::Io(format!(
@@ -368,20 +372,8 @@ fn read_tree(
             path,
             data: Payload::compress(data),
         });
-        Ok(())
-    };
-    add(source_abs, source_text.clone())?;
-    for name in names {
-        let abs = cwd.join(name);
-        match std::fs::metadata(&abs) {
-            Ok(m) if m.is_file() => {}
-            _ => continue,
-        }
-        let data = std::fs::read(&abs)
-            .map_err(|e| PrepareError::Io(format!("cannot read {}: {e}", abs.display())))?;
-        add(abs, data)?;
     }
-    Ok((files, source_text))
+    Ok(files)
 }
 
 /// Most bytes of context files sent with one task.

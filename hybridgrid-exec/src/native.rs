@@ -316,6 +316,18 @@ impl tower::Service<CompileTask> for NativeExecutor {
 /// (full disk, read-only or over-quota temporary directory). Such a
 /// failure is the worker's, so it must not reach the user as a compile
 /// error: the task is retried elsewhere instead.
+/// A failed compile whose diagnostics show the worker's own disk failing:
+/// not the user's error, so another worker (or the client) gets the task.
+fn storage_failure(exit_code: i32, stderr: &[u8], dir: &Path) -> Result<(), GridError> {
+    match worker_storage_fault(stderr) {
+        Some(why) if exit_code != 0 => Err(GridError::Internal(format!(
+            "worker storage failure in {}: {why}",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn worker_storage_fault(stderr: &[u8]) -> Option<&'static str> {
     let text = String::from_utf8_lossy(stderr);
     [
@@ -448,47 +460,14 @@ impl Inner {
             .spawn_and_wait(isolation, &compiler.path, &args, dir.path(), &work)
             .await;
         let (exit_code, stdout, stderr, elapsed) = result?;
-        if exit_code != 0 {
-            if let Some(why) = worker_storage_fault(&stderr) {
-                // Not the user's error: the worker's disk. Another worker (or
-                // the client) can compile this task correctly.
-                return Err(GridError::Internal(format!(
-                    "worker storage failure in {}: {why}",
-                    dir.path().display()
-                )));
-            }
+        storage_failure(exit_code, &stderr, dir.path())?;
+        let mut wanted = vec![(OutputKind::Object, work.join("output.o"))];
+        if task.extra_outputs.contains(&OutputKind::SplitDwarf) {
+            wanted.push((OutputKind::SplitDwarf, work.join("output.dwo")));
         }
-
-        let mut outputs = Vec::new();
-        let mut total = (stdout.len() + stderr.len()) as u64;
-        if exit_code == 0 {
-            let mut wanted = vec![(OutputKind::Object, "output.o")];
-            if task.extra_outputs.contains(&OutputKind::SplitDwarf) {
-                wanted.push((OutputKind::SplitDwarf, "output.dwo"));
-            }
-            for (kind, name) in wanted {
-                let path = work.join(name);
-                let data =
-                    read_output(&path, self.opts.max_output_bytes.saturating_sub(total)).await?;
-                total += data.len() as u64;
-                outputs.push(OutputFile {
-                    kind,
-                    data: Payload::compress(data),
-                });
-            }
-        }
-        // `dir` is dropped here: the task directory is removed.
-        drop(dir);
-        let mut out = CompileOutput::default();
-        out.exit_code = exit_code;
-        out.stdout = Bytes::from(stdout);
-        out.stderr = Bytes::from(stderr);
-        out.outputs = outputs;
-        out.timings = Timings {
-            queue: Duration::ZERO,
-            compile: elapsed,
-        };
-        Ok(out)
+        // `dir` is dropped at the end: the task directory is removed.
+        self.collect(exit_code, stdout, stderr, elapsed, wanted)
+            .await
     }
 
     /// A compile from source (see [`crate::source_tree`]).
@@ -512,33 +491,44 @@ impl Inner {
         let (exit_code, stdout, stderr, elapsed) = self
             .spawn_and_wait(isolation, program, &layout.args, &base, &layout.work)
             .await?;
-        if exit_code != 0 {
-            if let Some(why) = worker_storage_fault(&stderr) {
-                return Err(GridError::Internal(format!(
-                    "worker storage failure in {}: {why}",
-                    dir.path().display()
-                )));
-            }
-            if let Some(line) = crate::source_tree::missing_header(&stderr) {
-                return Err(GridError::InvalidTask(format!(
-                    "a header the client has is missing on this worker ({}); a compile \
-                     from source (debug info) needs the same headers installed, so it \
-                     compiles on the client",
-                    String::from_utf8_lossy(&crate::source_tree::unmap(
-                        line.into_bytes(),
-                        &layout.root
-                    ))
-                )));
-            }
+        storage_failure(exit_code, &stderr, dir.path())?;
+        if exit_code != 0
+            && let Some(line) = crate::source_tree::missing_header(&stderr)
+        {
+            return Err(GridError::InvalidTask(format!(
+                "a header the client has is missing on this worker ({}); a compile \
+                 from source (debug info) needs the same headers installed, so it \
+                 compiles on the client",
+                String::from_utf8_lossy(&crate::source_tree::unmap(
+                    line.into_bytes(),
+                    &layout.root
+                ))
+            )));
         }
+        let kinds = std::iter::once(OutputKind::Object).chain(task.extra_outputs.iter().copied());
+        let wanted = kinds.zip(layout.outputs.iter().cloned());
+        let stdout = crate::source_tree::unmap(stdout, &layout.root);
+        let stderr = crate::source_tree::unmap(stderr, &layout.root);
+        self.collect(exit_code, stdout, stderr, elapsed, wanted)
+            .await
+    }
+
+    /// The result of a compile that ran: on success its output files
+    /// (`wanted`, read within the output limit), and its diagnostics.
+    async fn collect(
+        &self,
+        exit_code: i32,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        elapsed: Duration,
+        wanted: impl IntoIterator<Item = (OutputKind, PathBuf)>,
+    ) -> Result<CompileOutput, GridError> {
         let mut outputs = Vec::new();
         let mut total = (stdout.len() + stderr.len()) as u64;
         if exit_code == 0 {
-            let kinds =
-                std::iter::once(OutputKind::Object).chain(task.extra_outputs.iter().copied());
-            for (kind, path) in kinds.zip(&layout.outputs) {
+            for (kind, path) in wanted {
                 let data =
-                    read_output(path, self.opts.max_output_bytes.saturating_sub(total)).await?;
+                    read_output(&path, self.opts.max_output_bytes.saturating_sub(total)).await?;
                 total += data.len() as u64;
                 outputs.push(OutputFile {
                     kind,
@@ -548,14 +538,13 @@ impl Inner {
         }
         let mut out = CompileOutput::default();
         out.exit_code = exit_code;
-        out.stdout = Bytes::from(crate::source_tree::unmap(stdout, &layout.root));
-        out.stderr = Bytes::from(crate::source_tree::unmap(stderr, &layout.root));
+        out.stdout = Bytes::from(stdout);
+        out.stderr = Bytes::from(stderr);
         out.outputs = outputs;
         out.timings = Timings {
             queue: Duration::ZERO,
             compile: elapsed,
         };
-        drop(dir);
         Ok(out)
     }
 

@@ -42,7 +42,7 @@ impl Speed {
 }
 
 /// What the model knows about one worker.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct WorkerEntry {
     speed: Arc<Speed>,
     /// ln of the speed, valid when `n > 0`.
@@ -143,16 +143,7 @@ impl CostModel {
     /// The speed cell of worker `id` (kept across re-registrations).
     pub(super) fn speed_cell(&self, id: &WorkerId) -> Arc<Speed> {
         let mut inner = self.lock();
-        inner
-            .workers
-            .entry(id.clone())
-            .or_insert_with(|| WorkerEntry {
-                speed: Arc::default(),
-                ln: 0.0,
-                n: 0,
-            })
-            .speed
-            .clone()
+        inner.workers.entry(id.clone()).or_default().speed.clone()
     }
 
     /// Observations so far.
@@ -252,14 +243,7 @@ impl CostModel {
             inner.worker_sum / f64::from(inner.workers_known)
         };
         let file = inner.files.get(&key).copied();
-        let worker = inner
-            .workers
-            .entry(id.clone())
-            .or_insert_with(|| WorkerEntry {
-                speed: Arc::default(),
-                ln: 0.0,
-                n: 0,
-            });
+        let worker = inner.workers.entry(id.clone()).or_default();
         let (wn, wln) = if worker.n > 0 {
             (worker.n, worker.ln)
         } else {
