@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hybridgrid_cache::layer::CacheLayer;
-use hybridgrid_cache::store::{CacheStore, DiskStore, WriteBehind, WriteCounters};
+use hybridgrid_cache::store::{DiskStore, WriteBehind, WriteCounters};
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_net::client::ChannelOptions;
@@ -127,22 +127,9 @@ pub async fn start_on(
         // coordinators) behind it.
         let dir = cfg.cache.dir_path().join("coordinator");
         let disk = DiskStore::exclusive(dir, cfg.cache.max_size_bytes());
-        let store: Arc<dyn CacheStore> = match cfg.cache.max_pending_writes {
-            0 => {
-                // Misses of keys not on disk are answered from the index
-                // once it is loaded.
-                let d = disk.clone();
-                let _ = std::thread::Builder::new()
-                    .name("hg-cache-index".into())
-                    .spawn(move || d.load_index());
-                Arc::new(disk)
-            }
-            n => {
-                let w = WriteBehind::new(disk, n);
-                cache_writer = Some(w.clone());
-                Arc::new(w)
-            }
-        };
+        let (store, writer) =
+            hybridgrid_cache::store::shared_tier(disk, cfg.cache.max_pending_writes);
+        cache_writer = writer;
         let (store, remote) = crate::remote_cache::with_remote(&cfg.cache, store, None);
         if let Some(remote) = remote {
             state

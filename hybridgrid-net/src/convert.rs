@@ -186,22 +186,23 @@ pub fn task_to_proto(t: &CompileTask) -> proto::CompileRequest {
         context_files: t
             .context_files
             .iter()
-            .map(|f| proto::InputFile {
-                path: f.path.clone(),
-                data: Some(payload_to_proto(&f.data)),
-            })
+            .map(|f| input_file(&f.path, &f.data))
             .collect(),
         source_mode: t.source_mode.as_ref().map(|m| proto::SourceMode {
             files: m
                 .files
                 .iter()
-                .map(|f| proto::InputFile {
-                    path: f.path.clone(),
-                    data: Some(payload_to_proto(&f.data)),
-                })
+                .map(|f| input_file(&f.path, &f.data))
                 .collect(),
             output_paths: m.output_paths.clone(),
         }),
+    }
+}
+
+fn input_file(path: &str, data: &Payload) -> proto::InputFile {
+    proto::InputFile {
+        path: path.to_owned(),
+        data: Some(payload_to_proto(data)),
     }
 }
 

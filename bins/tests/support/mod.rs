@@ -193,19 +193,9 @@ pub fn coord_args() -> Vec<&'static str> {
 
 /// `hg-worker serve` on free loopback ports, registering with `coord` as `id`.
 pub fn worker_args<'a>(coord: &'a str, id: &'a str) -> Vec<&'a str> {
-    vec![
-        "serve",
-        "--coordinator",
-        coord,
-        "--grpc-port",
-        "0",
-        "--http-port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--id",
-        id,
-    ]
+    let mut a = coord_args();
+    a.extend(["--coordinator", coord, "--id", id]);
+    a
 }
 
 pub fn start_worker(coord: &str, id: &str, extra: &[&str]) -> Worker {

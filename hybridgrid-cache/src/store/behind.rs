@@ -110,6 +110,26 @@ impl Drop for Writer {
     }
 }
 
+/// An exclusive [`DiskStore`] as a server's shared tier: written behind
+/// the answers with at most `max_pending` entries waiting (the writer is
+/// returned, to flush at shutdown), or with `max_pending` 0 written before
+/// answering, its index loaded by a thread of its own so that misses stop
+/// touching the disk once it is in.
+pub fn shared_tier(
+    disk: DiskStore,
+    max_pending: usize,
+) -> (Arc<dyn CacheStore>, Option<WriteBehind>) {
+    if max_pending == 0 {
+        let d = disk.clone();
+        let _ = std::thread::Builder::new()
+            .name("hg-cache-index".into())
+            .spawn(move || d.load_index());
+        return (Arc::new(disk), None);
+    }
+    let w = WriteBehind::new(disk, max_pending);
+    (Arc::new(w.clone()), Some(w))
+}
+
 /// What the writer did so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteCounters {

@@ -22,7 +22,7 @@ mod memory;
 pub mod remote;
 mod tiered;
 
-pub use behind::{MAX_PENDING_BYTES, WriteBehind, WriteCounters};
+pub use behind::{MAX_PENDING_BYTES, WriteBehind, WriteCounters, shared_tier};
 pub use disk::{DiskStore, EvictOutcome};
 pub use memory::MemoryStore;
 #[cfg(feature = "remote")]
