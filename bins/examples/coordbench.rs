@@ -346,7 +346,7 @@ async fn inproc(
     // As hg-coord logs: info level, here to a file.
     let mut log = LoggingConfig::default();
     log.file = tmp.path().join("coord.log").display().to_string();
-    let handle = hybridgrid_core::logging::init(&log)
+    let handle = hybridgrid_core::logging::init_for_server(&log)
         .unwrap_or_else(|_| hybridgrid_core::logging::LogHandle::detached());
     let connector: Connector = Arc::new(|_w: &WorkerInfo| Ok(noop_service()));
     let pool = WorkerPool::new(Duration::from_secs(3600), ChannelOptions::default())

@@ -133,7 +133,7 @@ pub fn hostname() -> String {
 /// Installs logging for a server and returns its admin hooks (runtime log
 /// level, heap profile), or exits with status 2 and the reason.
 pub fn logging_or_exit(cfg: &Config, program: &str) -> hybridgrid_net::http::admin::AdminHooks {
-    match hybridgrid_core::logging::init(&cfg.logging) {
+    match hybridgrid_core::logging::init_for_server(&cfg.logging) {
         Ok(log) => crate::heap::admin_hooks(log),
         Err(e) => {
             eprintln!("{program}: {e}");

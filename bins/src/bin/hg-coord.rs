@@ -78,5 +78,6 @@ async fn main() -> ExitCode {
     tracing::info!("shutting down");
     running.shutdown(Duration::from_secs(30)).await;
     tracing::info!("stopped");
+    hybridgrid_core::logging::flush();
     ExitCode::SUCCESS
 }

@@ -110,5 +110,6 @@ async fn main() -> ExitCode {
         .shutdown(cfg.worker.task_timeout.min(Duration::from_secs(60)))
         .await;
     tracing::info!("stopped");
+    hybridgrid_core::logging::flush();
     ExitCode::SUCCESS
 }

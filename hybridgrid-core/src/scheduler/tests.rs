@@ -510,3 +510,29 @@ async fn cost_aware_holds_no_more_than_admission_lets_in() {
     }
     assert_eq!((admitted.active(), s.held()), (0, 0));
 }
+
+/// After a mass registration (a coordinator restart: every worker comes
+/// back at once) the first task must see every worker, not only the part
+/// of the registry's changes that tokio's cooperative budget let one poll
+/// apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_after_a_mass_registration_sees_every_worker() {
+    for algorithm in [Algorithm::P2c, Algorithm::LeastLoaded, Algorithm::CostAware] {
+        let (reg, mut s) = scheduler(algorithm, HashMap::new());
+        let mut other = gcc_amd64();
+        other.version = "0.0.0-other".into();
+        for i in 0..2_000 {
+            reg.register(worker_info(
+                &format!("o{i:04}"),
+                Arch::Amd64,
+                &[other.clone()],
+            ));
+        }
+        // The only worker that can run the task registers last.
+        reg.register(worker_info("last", Arch::Amd64, &[gcc_amd64()]));
+        let out = run(&mut s, task_of(10))
+            .await
+            .unwrap_or_else(|e| panic!("{algorithm:?}: {e}"));
+        assert_eq!(out.worker_id, Some("last".into()), "{algorithm:?}");
+    }
+}

@@ -3,8 +3,7 @@
 //! be changed at run time.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -17,6 +16,12 @@ use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, LoggingConfig};
+
+mod sink;
+use sink::{Sink, Target};
+
+/// The installed subscriber's sink, for [`flush`].
+static SINK: OnceLock<Arc<Sink>> = OnceLock::new();
 
 /// Parses a level or filter directive (`info`, `debug,tower=warn`).
 pub fn parse_filter(level: &str) -> Result<EnvFilter, String> {
@@ -93,12 +98,32 @@ pub enum LoggingError {
     AlreadySet,
 }
 
-/// Installs the global subscriber for `cfg`. Call once per process.
+/// Installs the global subscriber for `cfg`, every line written by the
+/// thread that logs it (for short-lived commands). Call once per process.
 pub fn init(cfg: &LoggingConfig) -> Result<LogHandle, LoggingError> {
+    install(cfg, false)
+}
+
+/// Installs the global subscriber for a long-running server: lines are
+/// written by a writer thread, in batches, except warnings and errors,
+/// which are written (after every line before them) before the call that
+/// logs them returns. Call [`flush`] before the process exits.
+pub fn init_for_server(cfg: &LoggingConfig) -> Result<LogHandle, LoggingError> {
+    install(cfg, true)
+}
+
+/// Writes every log line logged so far (a server's lines may still wait
+/// for its writer thread). Does nothing before logging is installed.
+pub fn flush() {
+    if let Some(s) = SINK.get() {
+        s.flush();
+    }
+}
+
+fn install(cfg: &LoggingConfig, background: bool) -> Result<LogHandle, LoggingError> {
     let filter = parse_filter(&cfg.level).map_err(LoggingError::Level)?;
-    let (filter_layer, handle) = reload::Layer::new(filter);
-    let writer = if cfg.file.is_empty() {
-        LogWriter::Stderr
+    let target = if cfg.file.is_empty() {
+        Target::Stderr
     } else {
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -108,16 +133,23 @@ pub fn init(cfg: &LoggingConfig) -> Result<LogHandle, LoggingError> {
                 path: cfg.file.clone(),
                 source,
             })?;
-        LogWriter::File(Arc::new(Mutex::new(f)))
+        Target::File(f)
     };
+    let sink = Arc::new(if background {
+        Sink::background(target)
+    } else {
+        Sink::direct(target)
+    });
+    let (filter_layer, handle) = reload::Layer::new(filter);
     let fmt_layer = tracing_subscriber::fmt::layer()
         .event_format(LineFormat { format: cfg.format })
-        .with_writer(writer);
+        .with_writer(LogWriter(Arc::clone(&sink)));
     tracing_subscriber::registry()
         .with(filter_layer)
         .with(fmt_layer)
         .try_init()
         .map_err(|_| LoggingError::AlreadySet)?;
+    let _ = SINK.set(sink);
     Ok(LogHandle {
         inner: Some(handle),
         current: Arc::new(Mutex::new(cfg.level.trim().to_owned())),
@@ -125,17 +157,22 @@ pub fn init(cfg: &LoggingConfig) -> Result<LogHandle, LoggingError> {
 }
 
 #[derive(Clone)]
-enum LogWriter {
-    Stderr,
-    File(Arc<Mutex<std::fs::File>>),
-}
+struct LogWriter(Arc<Sink>);
 
-/// Writes one formatted line at a time.
+/// Collects one formatted line and hands it to the sink when dropped.
 #[derive(Debug)]
 #[doc(hidden)]
 pub struct LineWriter {
-    target: Option<Arc<Mutex<std::fs::File>>>,
+    sink: Arc<Sink>,
     buf: Vec<u8>,
+    /// A warning or an error: written before the logging call returns.
+    urgent: bool,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sink")
+    }
 }
 
 impl std::io::Write for LineWriter {
@@ -150,15 +187,8 @@ impl std::io::Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        match &self.target {
-            Some(f) => {
-                if let Ok(mut f) = f.lock() {
-                    let _ = f.write_all(&self.buf);
-                }
-            }
-            None => {
-                let _ = std::io::stderr().lock().write_all(&self.buf);
-            }
+        if !self.buf.is_empty() {
+            self.sink.push(&self.buf, self.urgent);
         }
     }
 }
@@ -167,12 +197,16 @@ impl<'a> MakeWriter<'a> for LogWriter {
     type Writer = LineWriter;
     fn make_writer(&'a self) -> LineWriter {
         LineWriter {
-            target: match self {
-                LogWriter::Stderr => None,
-                LogWriter::File(f) => Some(f.clone()),
-            },
+            sink: Arc::clone(&self.0),
             buf: Vec::with_capacity(256),
+            urgent: true,
         }
+    }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LineWriter {
+        let mut w = self.make_writer();
+        // ERROR < WARN < INFO in tracing's order (by verbosity).
+        w.urgent = *meta.level() <= Level::WARN;
+        w
     }
 }
 
@@ -197,7 +231,7 @@ fn level_str(l: &Level) -> &'static str {
 #[derive(Default)]
 struct Fields {
     msg: String,
-    fields: Vec<(String, FieldValue)>,
+    fields: Vec<(&'static str, FieldValue)>,
 }
 
 enum FieldValue {
@@ -212,8 +246,7 @@ impl Visit for Fields {
         if field.name() == "message" {
             self.msg = s;
         } else {
-            self.fields
-                .push((field.name().to_owned(), FieldValue::Str(s)));
+            self.fields.push((field.name(), FieldValue::Str(s)));
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -221,26 +254,23 @@ impl Visit for Fields {
             self.msg = value.to_owned();
         } else {
             self.fields
-                .push((field.name().to_owned(), FieldValue::Str(value.to_owned())));
+                .push((field.name(), FieldValue::Str(value.to_owned())));
         }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.fields
-            .push((field.name().to_owned(), FieldValue::Num(value.to_string())));
+            .push((field.name(), FieldValue::Num(value.to_string())));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.fields
-            .push((field.name().to_owned(), FieldValue::Num(value.to_string())));
+            .push((field.name(), FieldValue::Num(value.to_string())));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields.push((
-            field.name().to_owned(),
-            FieldValue::Num(format!("{value:.3}")),
-        ));
+        self.fields
+            .push((field.name(), FieldValue::Num(format!("{value:.3}"))));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.fields
-            .push((field.name().to_owned(), FieldValue::Bool(value)));
+        self.fields.push((field.name(), FieldValue::Bool(value)));
     }
 }
 
@@ -275,12 +305,17 @@ pub fn format_logfmt(ts: &str, level: &Level, msg: &str, fields: &[(&str, &str)]
     let _ = write!(out, "ts={ts} level={} msg=", level_str(level));
     logfmt_value(&mut out, msg);
     for (k, v) in fields {
-        out.push(' ');
-        out.push_str(k);
-        out.push('=');
-        logfmt_value(&mut out, v);
+        push_field(&mut out, k, v);
     }
     out
+}
+
+/// Appends ` key=value` (quoted when needed).
+fn push_field(out: &mut String, k: &str, v: &str) {
+    out.push(' ');
+    out.push_str(k);
+    out.push('=');
+    logfmt_value(out, v);
 }
 
 impl<S, N> FormatEvent<S, N> for LineFormat
@@ -300,23 +335,18 @@ where
         let level = event.metadata().level();
         match self.format {
             LogFormat::Console => {
-                let fields: Vec<(&str, String)> = f
-                    .fields
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str(),
-                            match v {
-                                FieldValue::Str(s) | FieldValue::Num(s) => s.clone(),
-                                FieldValue::Bool(b) => b.to_string(),
-                            },
-                        )
-                    })
-                    .collect();
-                let refs: Vec<(&str, &str)> =
-                    fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                let line = format_logfmt(&ts, level, &f.msg, &refs);
-                writeln!(writer, "{line}")
+                let mut out = String::with_capacity(160);
+                let _ = write!(out, "ts={ts} level={} msg=", level_str(level));
+                logfmt_value(&mut out, &f.msg);
+                for (k, v) in &f.fields {
+                    let v = match v {
+                        FieldValue::Str(s) | FieldValue::Num(s) => s.as_str(),
+                        FieldValue::Bool(true) => "true",
+                        FieldValue::Bool(false) => "false",
+                    };
+                    push_field(&mut out, k, v);
+                }
+                writeln!(writer, "{out}")
             }
             LogFormat::Json => {
                 let mut obj = serde_json::Map::new();
@@ -333,7 +363,7 @@ where
                             .unwrap_or(serde_json::Value::String(s)),
                         FieldValue::Bool(b) => serde_json::Value::Bool(b),
                     };
-                    obj.insert(k, v);
+                    obj.insert(k.to_owned(), v);
                 }
                 let line = serde_json::Value::Object(obj).to_string();
                 writeln!(writer, "{line}")
