@@ -118,7 +118,7 @@ pub async fn start_on(
     let pool = Arc::new(pool);
     let state = CoordinatorState::new(pool.clone(), c.heartbeat_ttl);
     let mut cache_writer = None;
-    let compile = compose_stack(&pool, cfg, |dispatch| {
+    let compile = compose_stack(&state, cfg, |dispatch| {
         if !cfg.cache.enabled {
             return dispatch;
         }

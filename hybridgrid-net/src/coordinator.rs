@@ -40,8 +40,6 @@ pub type Connector = Arc<dyn Fn(&WorkerInfo) -> Result<BoxCompile, GridError> + 
 pub struct TaskCounters {
     /// Tasks being compiled now.
     pub active: AtomicU64,
-    /// Tasks waiting for admission.
-    pub queued: AtomicU64,
     /// Tasks received.
     pub total: AtomicU64,
     /// Tasks that compiled (exit code 0).
@@ -250,25 +248,58 @@ impl WorkerPool {
     }
 }
 
-/// Composes the coordinator's compile stack over `pool`, as DESIGN.md
-/// orders it: admission -> (cache, added by the caller inside) -> retry on
-/// another worker -> hedging -> scheduler (capability filter, algorithm,
-/// open circuits skipped) -> per-worker circuit breaker -> gRPC client.
-/// `cache` wraps the retry stack (e.g. a `CacheLayer`); pass `|s| s` for none.
+/// Composes the coordinator's compile stack over the workers of `state`,
+/// as DESIGN.md orders it: admission -> (cache, added by the caller
+/// inside) -> retry on another worker -> hedging -> scheduler (capability
+/// filter, algorithm, open circuits skipped) -> per-worker circuit breaker
+/// -> gRPC client. `cache` wraps the retry stack (e.g. a `CacheLayer`);
+/// pass `|s| s` for none. The tasks the stack keeps waiting (for admission,
+/// or held by the cost-aware scheduler for a free slot) are what `state`
+/// reports as queued.
 pub fn compose_stack(
-    pool: &Arc<WorkerPool>,
+    state: &CoordinatorState,
     cfg: &hybridgrid_core::config::Config,
     cache: impl FnOnce(BoxCompile) -> BoxCompile,
 ) -> BoxCompile {
     let breaker = cfg.resilience.circuit_breaker.clone();
-    let p = pool.clone();
-    let endpoints = Endpoints::new(pool.registry().subscribe(), move |w: RegisteredWorker| {
-        p.endpoint(w, &breaker)
-    });
+    let p = state.pool.clone();
+    let endpoints = Endpoints::new(
+        state.pool.registry().subscribe(),
+        move |w: RegisteredWorker| p.endpoint(w, &breaker),
+    );
     let scheduler = Scheduler::new(endpoints, &cfg.scheduler);
+    let held = scheduler.clone();
     let hedge = Hedge::new(scheduler.clone(), scheduler, cfg.scheduler.hedge.clone());
     let retry = BoxCloneSyncService::new(Retry::new(hedge, cfg.resilience.retry.clone()));
-    BoxCloneSyncService::new(Admission::from_config(cache(retry), &cfg.coordinator))
+    let admission = Admission::from_config(cache(retry), &cfg.coordinator);
+    let waiting = admission.counts();
+    state
+        .waiting
+        .set(move || (waiting.queued() + held.held()) as u64);
+    BoxCloneSyncService::new(admission)
+}
+
+/// Counts the tasks a composed stack keeps waiting: set once by whoever
+/// composes it ([`compose_stack`]), read by the stats.
+#[derive(Default)]
+pub struct WaitingReport(std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>);
+
+impl WaitingReport {
+    /// Sets the counter; a second call is ignored.
+    pub fn set(&self, count: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.0.set(Box::new(count));
+    }
+
+    /// Tasks waiting now (0 before a stack is composed).
+    pub fn get(&self) -> u64 {
+        self.0.get().map_or(0, |f| f())
+    }
+}
+
+impl std::fmt::Debug for WaitingReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WaitingReport").field(&self.get()).finish()
+    }
 }
 
 /// Shared state of the coordinator's services.
@@ -288,6 +319,8 @@ pub struct CoordinatorState {
     pub recent: crate::tasks::RecentTasks,
     /// Counters of extra cache tiers (the remote tier) for `/api/stats`.
     pub cache_tiers: CacheTierReport,
+    /// Tasks waiting in the compile stack (`tasks.queued`).
+    pub waiting: WaitingReport,
 }
 
 /// Reports the counters of cache tiers the network layer does not know
@@ -328,6 +361,7 @@ impl CoordinatorState {
             cache_enabled: std::sync::atomic::AtomicBool::new(false),
             recent: crate::tasks::RecentTasks::default(),
             cache_tiers: CacheTierReport::default(),
+            waiting: WaitingReport::default(),
         })
     }
 
@@ -341,7 +375,7 @@ impl CoordinatorState {
             workers_total: workers,
             workers_healthy: healthy,
             tasks_active: t.active.load(Ordering::Relaxed),
-            tasks_queued: t.queued.load(Ordering::Relaxed),
+            tasks_queued: self.waiting.get(),
             tasks_total: t.total.load(Ordering::Relaxed),
             tasks_successful: t.successful.load(Ordering::Relaxed),
             tasks_failed: t.failed.load(Ordering::Relaxed),
@@ -609,5 +643,119 @@ mod tests {
         assert_eq!(resolve_advertised(":50052", Some(peer)), "10.1.2.3:50052");
         assert_eq!(resolve_advertised("w1:50052", Some(peer)), "w1:50052");
         assert_eq!(resolve_advertised("0.0.0.0:50052", None), "0.0.0.0:50052");
+    }
+
+    fn gcc() -> hybridgrid_core::task::CompilerIdentity {
+        use hybridgrid_core::task::{CompilerFamily, CompilerIdentity, DriverKind};
+        CompilerIdentity {
+            family: CompilerFamily::Gcc,
+            driver: DriverKind::C,
+            version: "12.2.0".into(),
+            target: "x86_64-linux-gnu".into(),
+        }
+    }
+
+    /// A coordinator stack over one worker with `slots` whose compiles wait
+    /// until `release` has permits.
+    fn stack_over_a_stuck_worker(
+        slots: u32,
+        cfg: &hybridgrid_core::config::Config,
+    ) -> (
+        Arc<CoordinatorState>,
+        BoxCompile,
+        Arc<tokio::sync::Semaphore>,
+    ) {
+        use hybridgrid_core::worker::{Arch, Capabilities, CompilerInfo};
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let r = release.clone();
+        let connector: Connector = Arc::new(move |_w: &WorkerInfo| {
+            let r = r.clone();
+            Ok(BoxCompile::new(tower::service_fn(
+                move |_t: CompileTask| {
+                    let r = r.clone();
+                    async move {
+                        let _permit = r.acquire().await;
+                        Ok::<_, BoxError>(CompileOutput::default())
+                    }
+                },
+            )))
+        });
+        let pool = Arc::new(
+            WorkerPool::new(Duration::from_secs(3600), ChannelOptions::default())
+                .with_connector(connector),
+        );
+        let mut caps = Capabilities::new(Arch::Amd64);
+        caps.max_parallel_tasks = slots;
+        caps.compilers.push(CompilerInfo {
+            name: "gcc".into(),
+            path: "/usr/bin/gcc".into(),
+            identity: gcc(),
+        });
+        pool.registry().register(WorkerInfo::new(
+            WorkerId::from("w1"),
+            "127.0.0.1:1",
+            WorkerSource::Handshake,
+            caps,
+        ));
+        let state = CoordinatorState::new(pool, Duration::from_secs(3600));
+        let stack = compose_stack(&state, cfg, |s| s);
+        (state, stack, release)
+    }
+
+    async fn queued_becomes(state: &CoordinatorState, want: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.stats().tasks_queued != want {
+            assert!(
+                Instant::now() < deadline,
+                "tasks.queued is {}, expected {want}",
+                state.stats().tasks_queued
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn compile(stack: &BoxCompile, n: usize) -> tokio::task::JoinHandle<bool> {
+        let stack = stack.clone();
+        let task = CompileTask::new(
+            gcc(),
+            hybridgrid_core::task::Language::PreprocessedC,
+            vec![],
+            format!("t{n}.c"),
+            hybridgrid_core::payload::Payload::raw(vec![b' '; 100 + n]),
+        );
+        tokio::spawn(async move { stack.oneshot(task).await.is_ok() })
+    }
+
+    /// `tasks.queued` (`/api/stats`, the `hybridgrid_tasks_queued` gauge)
+    /// counts the tasks waiting for admission.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_counts_tasks_waiting_for_admission() {
+        let mut cfg = hybridgrid_core::config::Config::default();
+        cfg.coordinator.max_concurrent_tasks = 1;
+        cfg.coordinator.max_queued_tasks = 10;
+        let (state, stack, release) = stack_over_a_stuck_worker(4, &cfg);
+        assert_eq!(state.stats().tasks_queued, 0);
+        let calls: Vec<_> = (0..3).map(|n| compile(&stack, n)).collect();
+        queued_becomes(&state, 2).await;
+        release.add_permits(3);
+        for c in calls {
+            assert!(c.await.unwrap());
+        }
+        queued_becomes(&state, 0).await;
+    }
+
+    /// ... and the tasks the cost-aware scheduler holds for a free slot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_counts_tasks_held_for_a_free_slot() {
+        let mut cfg = hybridgrid_core::config::Config::default();
+        cfg.scheduler.algorithm = hybridgrid_core::config::Algorithm::CostAware;
+        let (state, stack, release) = stack_over_a_stuck_worker(1, &cfg);
+        let calls: Vec<_> = (0..3).map(|n| compile(&stack, n)).collect();
+        queued_becomes(&state, 2).await;
+        release.add_permits(3);
+        for c in calls {
+            assert!(c.await.unwrap());
+        }
+        queued_becomes(&state, 0).await;
     }
 }

@@ -32,6 +32,14 @@ struct LimitInner {
 struct Limit(Arc<LimitInner>);
 
 impl Limit {
+    fn active(&self) -> usize {
+        self.0.max_concurrent - self.0.permits.available_permits()
+    }
+
+    fn queued(&self) -> usize {
+        self.0.queued.load(Ordering::Relaxed)
+    }
+
     fn new(max_concurrent: usize, max_queued: usize) -> Self {
         let max_concurrent = max_concurrent.max(1);
         Limit(Arc::new(LimitInner {
@@ -61,6 +69,31 @@ impl Drop for Queued {
     }
 }
 
+/// Reads the counts of an [`Admission`] (see [`Admission::counts`]).
+#[derive(Clone)]
+pub struct AdmissionCounts(Limit);
+
+impl AdmissionCounts {
+    /// Tasks in flight now.
+    pub fn active(&self) -> usize {
+        self.0.active()
+    }
+
+    /// Tasks waiting now.
+    pub fn queued(&self) -> usize {
+        self.0.queued()
+    }
+}
+
+impl std::fmt::Debug for AdmissionCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmissionCounts")
+            .field("active", &self.active())
+            .field("queued", &self.queued())
+            .finish()
+    }
+}
+
 /// Bounds the tasks in flight and the tasks waiting.
 #[derive(Clone, Debug)]
 pub struct Admission<S> {
@@ -85,12 +118,18 @@ impl<S> Admission<S> {
 
     /// Tasks in flight now.
     pub fn active(&self) -> usize {
-        self.limit.0.max_concurrent - self.limit.0.permits.available_permits()
+        self.limit.active()
     }
 
     /// Tasks waiting now.
     pub fn queued(&self) -> usize {
-        self.limit.0.queued.load(Ordering::Relaxed)
+        self.limit.queued()
+    }
+
+    /// A handle that reads this layer's counts (shared with its clones)
+    /// after the service has been boxed away.
+    pub fn counts(&self) -> AdmissionCounts {
+        AdmissionCounts(self.limit.clone())
     }
 
     /// The inner service.
