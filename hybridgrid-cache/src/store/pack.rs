@@ -657,7 +657,7 @@ impl PackStore {
         );
         // Out of the index, and tombstoned so that a restart does not
         // bring it back.
-        let _g = lock(&inner.append);
+        let _append = lock(&inner.append);
         if lock(&inner.state).index.get(&prefix) == Some(&loc) {
             self.append_tombstone(key);
         }
@@ -668,7 +668,7 @@ impl PackStore {
     /// eviction keeps it; skipped if a write is in progress.
     fn refresh(&self, key: &CacheKey, loc: Loc, rec: &[u8]) {
         let inner = &self.inner;
-        let _g = match inner.append.try_lock() {
+        let _append = match inner.append.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return,
@@ -693,11 +693,13 @@ impl PackStore {
         let Some(rec) = record(key, KIND_ENTRY, data) else {
             return PutOutcome::default();
         };
-        let _g = lock(&inner.append);
-        match inner.append_locked(key_prefix(key), &rec, true) {
+        let appended = {
+            let _append = lock(&inner.append);
+            inner.append_locked(key_prefix(key), &rec, true)
+        };
+        match appended {
             Ok(evicted) => {
-                drop(_g);
-                let p = inner.update(
+                let (size_bytes, _) = inner.update(
                     Delta {
                         evictions: evicted,
                         ..Delta::default()
@@ -707,11 +709,10 @@ impl PackStore {
                 PutOutcome {
                     stored: true,
                     evicted,
-                    size_bytes: p.0,
+                    size_bytes,
                 }
             }
             Err(e) => {
-                drop(_g);
                 inner.write_failed(&e);
                 PutOutcome::default()
             }
@@ -729,7 +730,7 @@ impl PackStore {
         if self.is_off() {
             return false;
         }
-        let _g = lock(&self.inner.append);
+        let _append = lock(&self.inner.append);
         let (had, ready) = {
             let st = lock(&self.inner.state);
             (
