@@ -646,7 +646,7 @@ impl PackStore {
             }
         };
         tracing::warn!(segment = %inner.segment_path(loc.segment).display(),
-            offset = loc.offset, error = %bad, "corrupt cache entry dropped");
+            offset = loc.offset, error = %bad, "corrupt cache entry removed");
         inner.update(
             Delta {
                 misses: 1,
