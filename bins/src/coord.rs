@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hybridgrid_cache::layer::CacheLayer;
-use hybridgrid_cache::store::{DiskStore, WriteBehind, WriteCounters};
+use hybridgrid_cache::store::{PackStore, WriteBehind, WriteCounters};
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_net::client::ChannelOptions;
@@ -122,13 +122,13 @@ pub async fn start_on(
         if !cfg.cache.enabled {
             return dispatch;
         }
-        // The shared tier: every client's results, on the coordinator's disk
-        // (written behind the answers), with `cache.remote` (shared by many
-        // coordinators) behind it.
+        // The shared tier: every client's results, appended to packs on the
+        // coordinator's disk (written behind the answers), with
+        // `cache.remote` (shared by many coordinators) behind it.
         let dir = cfg.cache.dir_path().join("coordinator");
-        let disk = DiskStore::exclusive(dir, cfg.cache.max_size_bytes());
+        let packs = PackStore::open(dir, cfg.cache.max_size_bytes());
         let (store, writer) =
-            hybridgrid_cache::store::shared_tier(disk, cfg.cache.max_pending_writes);
+            hybridgrid_cache::store::shared_tier(packs, cfg.cache.max_pending_writes);
         cache_writer = writer;
         let (store, remote) = crate::remote_cache::with_remote(&cfg.cache, store, None);
         if let Some(remote) = remote {

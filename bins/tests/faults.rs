@@ -870,3 +870,51 @@ fn sigterm_on_the_coordinator_drains_running_compiles() {
     assert_objects_exact(dir.path(), 1);
     drop(w);
 }
+
+/// Two hg-coord on one cache directory: the second serves without its
+/// shared tier (one warning naming the directory) and every compile still
+/// succeeds; the first keeps its tier.
+#[test]
+fn a_second_coordinator_on_the_same_cache_dir_serves_without_its_tier() {
+    let cdir = tempdir();
+    let cache = cdir.path().join("cache");
+    let cache_s = cache.display().to_string();
+    let env = [("HG_CACHE__DIR", cache_s.as_str())];
+    let a = start_coordinator_env(&[], &env);
+    let b = start_coordinator_env(&[], &env);
+    let warning = "cache directory is in use by another process";
+    assert!(
+        b.proc.wait_log(warning, Duration::from_secs(10)),
+        "no warning from the second coordinator:\n{}",
+        b.proc.log_text()
+    );
+    let log = b.proc.log_text();
+    assert!(
+        log.contains(&cache.join("coordinator").display().to_string()) && log.contains("cache.dir"),
+        "the warning names neither the directory nor the fix:\n{log}"
+    );
+    assert_eq!(log.matches(warning).count(), 1, "{log}");
+    assert!(!a.proc.log_text().contains(warning));
+
+    let w = start_worker(&b.grpc, "wb", &[]);
+    let dir = tempdir();
+    write(dir.path(), "t.c", "int t(int x) { return x + 3; }\n");
+    // No client cache: both compiles reach the coordinator, and with its
+    // tier off the second is not a hit there either.
+    for round in 0..2 {
+        let out = run_in(
+            dir.path(),
+            HGBUILD,
+            &["--coordinator", &b.grpc, "-v", "cc", "-c", "t.c"],
+            &[("HG_CACHE__ENABLED", "false")],
+        );
+        assert_eq!(out.code, 0, "round {round}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("[remote wb]"),
+            "round {round}: {}",
+            out.stderr
+        );
+    }
+    assert!(!read(dir.path(), "t.o").is_empty());
+    drop((w, b, a));
+}

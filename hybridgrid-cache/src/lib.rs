@@ -2,8 +2,8 @@
 //!
 //! The compile cache: content-addressed [keys](key), replayable
 //! [entries](entry), [stores](store) (a [`DiskStore`] shared by every
-//! `hgbuild` process of a build and used for the coordinator's shared tier,
-//! a [`MemoryStore`], a [`TieredStore`] stacking a fast tier over a slow
+//! `hgbuild` process of a build, a [`PackStore`] appending to pack files
+//! for the coordinator's shared tier, a [`MemoryStore`], a [`TieredStore`] stacking a fast tier over a slow
 //! one, and with the `remote-redis`, `remote-webdav` and `remote-s3`
 //! features a `RemoteStore` on storage a team already runs), the tower
 //! [`CacheLayer`], and ccache-style [direct mode](direct).
@@ -57,6 +57,8 @@ pub mod store;
 pub use entry::CacheEntry;
 pub use key::{CacheKey, FORMAT_VERSION, KeyParams};
 pub use layer::{Cache, CacheLayer};
-pub use store::{CacheStats, CacheStore, DiskStore, Lookup, MemoryStore, PutOutcome, TieredStore};
+pub use store::{
+    CacheStats, CacheStore, DiskStore, Lookup, MemoryStore, PackStore, PutOutcome, TieredStore,
+};
 #[cfg(feature = "remote")]
 pub use store::{RemoteStats, RemoteStore};

@@ -1,24 +1,23 @@
-//! [`WriteBehind`]: a [`DiskStore`] whose writes happen after the answer.
+//! [`WriteBehind`]: a [`PackStore`] whose writes happen after the answer.
 //!
-//! The coordinator's shared tier stores every cold compile's result. On a
-//! busy coordinator creating one file per result costs more than the rest
-//! of the task (a new inode on every miss), so the write is queued and a
-//! writer thread stores the queued entries in batches while the response
-//! is already on its way.
+//! The coordinator's shared tier stores every cold compile's result. The
+//! write is queued and a writer thread appends the queued entries to the
+//! pack store in batches while the response is already on its way, so the
+//! serving threads never wait for the disk.
 //!
 //! - **Reads see queued writes**: a lookup checks the queue first, so an
 //!   entry is served from the moment it was put.
-//! - **Misses without I/O**: the writer first loads the directory's index
-//!   ([`DiskStore::load_index`]); afterwards a lookup of a key that is
-//!   neither queued nor in the index is a miss answered on the caller's
-//!   thread, without a hop to the blocking pool.
+//! - **Misses without I/O**: a lookup of a key that is neither queued nor
+//!   in the pack store's index is a miss answered on the caller's thread,
+//!   without a hop to the blocking pool (the index is loaded by a thread of
+//!   its own, see [`PackStore::load_index`]).
 //! - **Bounded**: at most `max_pending` entries and [`MAX_PENDING_BYTES`]
 //!   wait; a put beyond that is dropped (a cache is best effort), counted
 //!   in `hybridgrid_cache_writes_total{tier="disk",result="dropped"}` and
 //!   logged at debug level.
-//! - **Never a torn entry**: the writer uses the store's ordinary write (a
-//!   temporary file renamed into place, the entry checksummed), so a crash
-//!   loses queued entries but never leaves a partial one readable.
+//! - **Never a torn entry**: a crash loses queued entries and may leave a
+//!   partial record at the end of a pack, which the next start truncates;
+//!   every record is checksummed, so a partial one is never served.
 //! - **Flushed on shutdown**: [`WriteBehind::shutdown`] (and dropping the
 //!   last handle) writes what is queued before the writer stops;
 //!   [`WriteBehind::flush`] waits for the queue to empty.
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{CacheStats, CacheStore, DiskStore, Lookup, PutOutcome};
+use super::{CacheStats, CacheStore, Lookup, PackStore, PutOutcome};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 use crate::layer::{METRIC_EVICTIONS, METRIC_SIZE};
@@ -50,7 +49,7 @@ pub const MAX_PENDING_BYTES: usize = 64 << 20;
 /// Entries the writer takes from the queue at once.
 const BATCH: usize = 64;
 
-/// A [`DiskStore`] written from a queue by a background thread (see the
+/// A [`PackStore`] written from a queue by a background thread (see the
 /// module docs). Clones share the queue and the thread.
 #[derive(Clone)]
 pub struct WriteBehind {
@@ -60,7 +59,7 @@ pub struct WriteBehind {
 }
 
 struct Shared {
-    disk: DiskStore,
+    store: PackStore,
     queue: Mutex<Queue>,
     /// Wakes the writer: work queued or shutting down.
     work: Condvar,
@@ -110,23 +109,24 @@ impl Drop for Writer {
     }
 }
 
-/// An exclusive [`DiskStore`] as a server's shared tier: written behind
-/// the answers with at most `max_pending` entries waiting (the writer is
-/// returned, to flush at shutdown), or with `max_pending` 0 written before
-/// answering, its index loaded by a thread of its own so that misses stop
-/// touching the disk once it is in.
+/// A [`PackStore`] as a server's shared tier, its index loaded by a thread
+/// of its own: written behind the answers with at most `max_pending`
+/// entries waiting (the writer is returned, to flush at shutdown), or with
+/// `max_pending` 0 written before answering. A store that is off (its
+/// directory held by another process) is returned as it is: every lookup
+/// misses.
 pub fn shared_tier(
-    disk: DiskStore,
+    store: PackStore,
     max_pending: usize,
 ) -> (Arc<dyn CacheStore>, Option<WriteBehind>) {
-    if max_pending == 0 {
-        let d = disk.clone();
-        let _ = std::thread::Builder::new()
-            .name("hg-cache-index".into())
-            .spawn(move || d.load_index());
-        return (Arc::new(disk), None);
+    if store.is_off() {
+        return (Arc::new(store), None);
     }
-    let w = WriteBehind::new(disk, max_pending);
+    store.load_in_background();
+    if max_pending == 0 {
+        return (Arc::new(store), None);
+    }
+    let w = WriteBehind::new(store, max_pending);
     (Arc::new(w.clone()), Some(w))
 }
 
@@ -148,18 +148,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WriteBehind {
-    /// `disk` written behind by a new thread, with at most `max_pending`
-    /// entries (at least 1) waiting. The thread first loads the
-    /// directory's index (for an [exclusive](DiskStore::exclusive) store).
-    pub fn new(disk: DiskStore, max_pending: usize) -> Self {
-        let this = Self::withoutwriter(disk, max_pending);
+    /// `store` written behind by a new thread, with at most `max_pending`
+    /// entries (at least 1) waiting. The store's index is not loaded here
+    /// (see [`PackStore::load_in_background`]).
+    pub fn new(store: PackStore, max_pending: usize) -> Self {
+        let this = Self::withoutwriter(store, max_pending);
         this.startwriter();
         this
     }
 
-    fn withoutwriter(disk: DiskStore, max_pending: usize) -> Self {
+    fn withoutwriter(store: PackStore, max_pending: usize) -> Self {
         let shared = Arc::new(Shared {
-            disk,
+            store,
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
             idle: Condvar::new(),
@@ -200,8 +200,8 @@ impl WriteBehind {
     }
 
     /// The store written to.
-    pub fn disk(&self) -> &DiskStore {
-        &self.shared.disk
+    pub fn store(&self) -> &PackStore {
+        &self.shared.store
     }
 
     /// The writer's counters.
@@ -275,7 +275,7 @@ impl WriteBehind {
 impl std::fmt::Debug for WriteBehind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteBehind")
-            .field("dir", &self.shared.disk.dir())
+            .field("dir", &self.shared.store.dir())
             .field("max_pending", &self.shared.max_pending)
             .field("counters", &self.counters())
             .finish()
@@ -288,11 +288,9 @@ impl Shared {
         self.work.notify_all();
     }
 
-    /// The writer thread: loads the index, then writes batches until the
-    /// store is closed and the queue is empty.
+    /// The writer thread: writes batches until the store is closed and
+    /// the queue is empty.
     fn run(&self) {
-        let indexed = self.disk.load_index();
-        tracing::debug!(dir = %self.disk.dir().display(), entries = indexed, "cache index loaded");
         loop {
             let batch: Vec<(CacheKey, u64, CacheEntry)> = {
                 let mut q = lock(&self.queue);
@@ -320,7 +318,7 @@ impl Shared {
             };
             let mut done = Vec::with_capacity(batch.len());
             for (key, generation, entry) in batch {
-                let out = self.disk.put_encoded(&key, &entry.encode());
+                let out = self.store.put_encoded(&key, &entry.encode());
                 if out.stored {
                     self.stored.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!(METRIC_WRITES, "tier" => TIER, "result" => "stored")
@@ -361,12 +359,12 @@ impl Shared {
 impl CacheStore for WriteBehind {
     async fn get(&self, key: &CacheKey) -> Lookup {
         if let Some(entry) = self.lookup_queued(key) {
-            self.shared.disk.count_lookup(true);
+            self.shared.store.count_lookup(true);
             return Lookup::Hit(entry);
         }
-        // The disk store answers a key its index does not have at once,
-        // and reads the file on the blocking pool otherwise.
-        self.shared.disk.get(key).await
+        // The pack store answers a key its index does not have at once,
+        // and reads the pack on the blocking pool otherwise.
+        self.shared.store.get(key).await
     }
 
     async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome {
@@ -417,12 +415,12 @@ impl CacheStore for WriteBehind {
                 None => false,
             }
         };
-        let on_disk = self.shared.disk.remove(key).await;
+        let on_disk = self.shared.store.remove(key).await;
         queued || on_disk
     }
 
     async fn stats(&self) -> CacheStats {
-        self.shared.disk.stats().await
+        self.shared.store.stats().await
     }
 }
 
@@ -433,64 +431,68 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(20);
 
+    /// The store in `dir`, its index loaded.
+    fn pack(dir: &std::path::Path, max: u64) -> PackStore {
+        let p = PackStore::open(dir, max);
+        assert!(!p.is_off());
+        p.load_index();
+        p
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn written_behind_entries_are_readable_at_once_and_after_flush() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = DiskStore::exclusive(dir.path().join("c"), 1 << 30);
-        let store = WriteBehind::new(disk.clone(), 1024);
+        let path = dir.path().join("c");
+        let store = WriteBehind::new(pack(&path, 1 << 30), 1024);
         for n in 0..50 {
             assert!(store.put(&key(n), &entry(n, 500)).await.stored);
-            // Served from the queue or the disk, never missed.
+            // Served from the queue or the packs, never missed.
             assert_eq!(store.get(&key(n)).await, Lookup::Hit(entry(n, 500)));
         }
         assert!(store.flush(LIMIT).await);
         let c = store.counters();
         assert_eq!((c.stored, c.failed, c.dropped, c.pending), (50, 0, 0, 0));
-        // On disk, through a store that knows nothing of the queue.
-        let other = DiskStore::new(dir.path().join("c"), 1 << 30);
+        let s = store.stats().await;
+        assert_eq!((s.hits, s.misses, s.entries), (50, 0, 50));
+        drop(store);
+        // In the packs, through a store that knows nothing of the queue.
+        let other = pack(&path, 1 << 30);
         for n in 0..50 {
             assert_eq!(other.get_blocking(&key(n)), Lookup::Hit(entry(n, 500)));
         }
-        let s = store.stats().await;
-        assert_eq!((s.hits, s.misses, s.entries), (50, 0, 50));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn misses_of_unknown_keys_need_no_disk_read() {
+    async fn misses_of_unknown_keys_need_no_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
-        // An entry from an earlier run is found through the loaded index.
-        DiskStore::new(&path, 1 << 30).put_blocking(&key(1), &entry(1, 10));
-        let disk = DiskStore::exclusive(&path, 1 << 30);
-        let store = WriteBehind::new(disk.clone(), 16);
-        assert!(store.flush(LIMIT).await);
-        // The writer loads the index before its first batch: wait for it.
+        // An entry from an earlier run is found once the index is loaded.
+        pack(&path, 1 << 30).put_blocking(&key(1), &entry(1, 10));
+        let (tier, writer) = shared_tier(PackStore::open(&path, 1 << 30), 16);
+        let store = writer.unwrap();
         let deadline = Instant::now() + LIMIT;
-        while !disk.known_absent(&key(2)) {
+        while !store.store().is_loaded() {
             assert!(Instant::now() < deadline, "index not loaded");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(!disk.known_absent(&key(1)));
-        assert_eq!(store.get(&key(1)).await, Lookup::Hit(entry(1, 10)));
-        // A file put there behind the store's back is not seen: the
-        // lookup is answered from the index alone.
-        DiskStore::new(&path, 1 << 30).put_blocking(&key(2), &entry(2, 10));
-        assert_eq!(store.get(&key(2)).await, Lookup::Miss);
-        // Written through the store, it is known.
-        store.put(&key(3), &entry(3, 10)).await;
+        assert!(store.store().may_hold(&key(1)));
+        assert!(!store.store().may_hold(&key(2)));
+        assert_eq!(tier.get(&key(1)).await, Lookup::Hit(entry(1, 10)));
+        assert_eq!(tier.get(&key(2)).await, Lookup::Miss);
+        // Written through the store, it is known; removed, it is not.
+        tier.put(&key(3), &entry(3, 10)).await;
         assert!(store.flush(LIMIT).await);
-        assert!(!disk.known_absent(&key(3)));
-        assert!(store.remove(&key(3)).await);
-        assert!(disk.known_absent(&key(3)));
-        assert_eq!(store.get(&key(3)).await, Lookup::Miss);
+        assert!(store.store().may_hold(&key(3)));
+        assert!(tier.remove(&key(3)).await);
+        assert!(!store.store().may_hold(&key(3)));
+        assert_eq!(tier.get(&key(3)).await, Lookup::Miss);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_drops_and_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = DiskStore::exclusive(dir.path().join("c"), 1 << 30);
         // No writer yet: the queue only fills.
-        let store = WriteBehind::withoutwriter(disk, 3);
+        let store = WriteBehind::withoutwriter(pack(&dir.path().join("c"), 1 << 30), 3);
         for n in 0..3 {
             assert!(store.put(&key(n), &entry(n, 100)).await.stored);
         }
@@ -508,14 +510,13 @@ mod tests {
         assert!(store.flush(LIMIT).await);
         let c = store.counters();
         assert_eq!((c.stored, c.dropped, c.pending), (3, 2, 0));
-        assert_eq!(store.disk().stats_blocking().entries, 3);
+        assert_eq!(store.store().stats_blocking().entries, 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_byte_limit_drops_too() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = DiskStore::exclusive(dir.path().join("c"), 1 << 40);
-        let store = WriteBehind::withoutwriter(disk, 1000);
+        let store = WriteBehind::withoutwriter(pack(&dir.path().join("c"), 1 << 40), 1000);
         let big = MAX_PENDING_BYTES / 4;
         for n in 0..3 {
             assert!(store.put(&key(n), &entry(n, big)).await.stored, "{n}");
@@ -528,7 +529,7 @@ mod tests {
     async fn shutdown_and_drop_flush_pending_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
-        let store = WriteBehind::new(DiskStore::exclusive(&path, 1 << 30), 4096);
+        let store = WriteBehind::new(pack(&path, 1 << 30), 4096);
         for n in 0..200 {
             store.put(&key(n), &entry(n, 2000)).await;
         }
@@ -536,51 +537,49 @@ mod tests {
         // Closed: later puts are dropped, not lost silently.
         assert!(!store.put(&key(999), &entry(999, 10)).await.stored);
         assert_eq!(store.counters().dropped, 1);
-        let other = DiskStore::new(&path, 1 << 30);
+        drop(store);
+        let other = pack(&path, 1 << 30);
         for n in 0..200 {
             assert!(other.get_blocking(&key(n)).is_hit(), "{n}");
         }
+        drop(other);
 
         // Dropping the last handle writes what is queued, too.
-        let store = WriteBehind::new(DiskStore::exclusive(&path, 1 << 30), 4096);
+        let store = WriteBehind::new(pack(&path, 1 << 30), 4096);
         for n in 1000..1100 {
             store.put(&key(n), &entry(n, 2000)).await;
         }
         drop(store);
-        for n in 1000..1100 {
+        let other = pack(&path, 1 << 30);
+        for n in (0..200).chain(1000..1100) {
             assert!(other.get_blocking(&key(n)).is_hit(), "{n}");
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_torn_entry_is_never_served() {
+    async fn writes_before_answering_without_a_queue() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c");
-        let store = WriteBehind::new(DiskStore::exclusive(&path, 1 << 30), 64);
-        store.put(&key(1), &entry(1, 5000)).await;
-        store.put(&key(2), &entry(2, 5000)).await;
-        assert!(store.shutdown(LIMIT).await);
-        drop(store);
-        // A crash mid-write leaves a temporary file (never read as an
-        // entry); a file system that lost the end of a file leaves a short
-        // entry.
-        let disk = DiskStore::exclusive(&path, 1 << 30);
-        let p1 = disk.entry_path(&key(1));
-        let data = std::fs::read(&p1).unwrap();
-        std::fs::write(&p1, &data[..data.len() - 100]).unwrap();
-        let shard = disk.entry_path(&key(3)).parent().unwrap().to_path_buf();
-        std::fs::create_dir_all(&shard).unwrap();
-        std::fs::write(shard.join(".tmp-crashed"), &data[..100]).unwrap();
-
-        let store = WriteBehind::new(disk.clone(), 64);
-        assert!(store.flush(LIMIT).await);
-        assert_eq!(store.get(&key(1)).await, Lookup::Failed);
-        assert!(!p1.exists());
-        // Out of the index too: the next lookup is a plain miss.
-        assert!(disk.known_absent(&key(1)) || store.get(&key(1)).await == Lookup::Miss);
-        assert_eq!(store.get(&key(3)).await, Lookup::Miss);
-        assert_eq!(store.get(&key(2)).await, Lookup::Hit(entry(2, 5000)));
-        assert_eq!(disk.stats_blocking().errors, 1);
+        let (tier, writer) = shared_tier(PackStore::open(&path, 1 << 30), 0);
+        assert!(writer.is_none());
+        let out = tier.put(&key(1), &entry(1, 100)).await;
+        assert!(out.stored && out.size_bytes > 0);
+        assert_eq!(tier.get(&key(1)).await, Lookup::Hit(entry(1, 100)));
+        drop(tier);
+        // Once the background loader lets go of the directory, it reopens
+        // with the entry.
+        let deadline = Instant::now() + LIMIT;
+        let again = loop {
+            let p = PackStore::open(&path, 1 << 30);
+            if !p.is_off() {
+                break p;
+            }
+            drop(p);
+            assert!(Instant::now() < deadline, "directory still held");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        again.load_index();
+        assert_eq!(again.get_blocking(&key(1)), Lookup::Hit(entry(1, 100)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -588,7 +587,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let one = entry(0, 3000).encoded_len() as u64;
         // Small enough that the writer evicts while others read.
-        let disk = DiskStore::exclusive(dir.path().join("c"), 60 * one);
+        let disk = PackStore::with_segment_size(dir.path().join("c"), 60 * one, 8 * one);
+        disk.load_index();
         let store = WriteBehind::new(disk, 32);
         let mut tasks = Vec::new();
         for t in 0..8u32 {
@@ -612,6 +612,8 @@ mod tests {
         assert!(store.flush(LIMIT).await);
         let c = store.counters();
         assert!(c.stored > 0 && c.failed == 0, "{c:?}");
-        assert_eq!(store.disk().stats_blocking().errors, 0);
+        let s = store.store().stats_blocking();
+        assert_eq!(s.errors, 0);
+        assert!(s.evictions > 0, "{s:?}");
     }
 }

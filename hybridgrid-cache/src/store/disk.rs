@@ -1,4 +1,5 @@
-//! The on-disk store shared by every `hgbuild` process of a build.
+//! The on-disk store shared by every `hgbuild` process of a build: one
+//! file per entry.
 //!
 //! # Layout
 //!
@@ -33,15 +34,18 @@
 //!
 //! # A store only one process uses
 //!
-//! [`DiskStore::exclusive`] is for a directory no other process writes
-//! (the coordinator's shared tier): the counters and the size estimate are
+//! [`DiskStore::exclusive`] is for a directory no other process writes:
+//! the counters and the size estimate are
 //! kept in memory and written to `stats` at most once a second (and when
 //! the store is dropped), instead of a locked read-modify-write of `stats`
 //! on every lookup and every write. Entries are written as above. Once
 //! [`DiskStore::load_index`] has scanned the directory, an exclusive store
 //! knows which keys it holds (8 bytes each, kept current on every write,
 //! removal and eviction), and answers a lookup of any other key as a miss
-//! without touching the disk or the blocking pool.
+//! without touching the disk or the blocking pool. (The coordinator's
+//! shared tier is a [`PackStore`](super::PackStore) instead: one file per
+//! entry costs an inode per compile, which a busy coordinator cannot
+//! afford; it imports a directory of this layout when it first opens it.)
 //!
 //! # Failures
 //!
@@ -55,25 +59,22 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::stats::{Delta, LocalCounters, Persisted, TMP_PREFIX, read_stats_file};
 use super::{CacheStats, CacheStore, Lookup, PutOutcome};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 
 /// After an eviction the store holds at most this fraction of its limit.
-const LOW_WATER: f64 = 0.9;
+pub(crate) const LOW_WATER: f64 = 0.9;
 
 /// Temporary files older than this are debris from killed processes.
 const STALE_TMP: Duration = Duration::from_secs(3600);
 
-/// How often an exclusive store writes its counters to `stats`.
-const EXCLUSIVE_FLUSH: Duration = Duration::from_secs(1);
-
-const TMP_PREFIX: &str = ".tmp-";
 const MANIFEST_SUFFIX: &str = ".m";
 
 /// A content-addressed store in a directory, safe to share between
@@ -91,7 +92,7 @@ struct Inner {
     /// Counter changes not yet written to the stats file.
     pending: Mutex<Delta>,
     /// The in-memory counters of an exclusive store.
-    exclusive: Option<Mutex<Exclusive>>,
+    exclusive: Option<LocalCounters>,
     /// The keys of the entries on disk, once loaded (exclusive stores).
     index: Option<Mutex<KeyIndex>>,
 }
@@ -117,7 +118,7 @@ type KeySet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<Prefi
 
 /// A hasher for key prefixes, which need no further mixing.
 #[derive(Default)]
-struct PrefixHasher(u64);
+pub(crate) struct PrefixHasher(u64);
 
 impl std::hash::Hasher for PrefixHasher {
     fn finish(&self) -> u64 {
@@ -134,7 +135,7 @@ impl std::hash::Hasher for PrefixHasher {
 }
 
 /// The index prefix of a key.
-fn key_prefix(key: &CacheKey) -> u64 {
+pub(crate) fn key_prefix(key: &CacheKey) -> u64 {
     let b = key.as_bytes();
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
@@ -151,36 +152,6 @@ fn name_prefix(name: &str) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
-/// Counters of a store no other process uses, written back periodically.
-#[derive(Debug, Default)]
-struct Exclusive {
-    /// Loaded from `stats` on first use.
-    view: Option<Persisted>,
-    last_flush: Option<Instant>,
-    dirty: bool,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let Some(ex) = &self.exclusive else { return };
-        let ex = ex.lock().unwrap_or_else(|p| p.into_inner());
-        if let (true, Some(view)) = (ex.dirty, ex.view) {
-            let _ = write_stats_file(&self.dir, &view);
-        }
-    }
-}
-
-/// Replaces `<dir>/stats` atomically.
-fn write_stats_file(dir: &Path, p: &Persisted) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TMP_PREFIX)
-        .tempfile_in(dir)?;
-    tmp.write_all(p.render().as_bytes())?;
-    tmp.persist(dir.join("stats")).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// What an eviction or a clear did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EvictOutcome {
@@ -192,101 +163,6 @@ pub struct EvictOutcome {
     pub size_bytes: u64,
     /// Files left.
     pub entries: u64,
-}
-
-/// The persisted counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Persisted {
-    hits: u64,
-    misses: u64,
-    evictions: u64,
-    errors: u64,
-    size_bytes: u64,
-    entries: u64,
-    /// The size comes from a scan (plus deltas since), not from nothing.
-    scanned: bool,
-    direct_hits: u64,
-    direct_misses: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Delta {
-    hits: u64,
-    misses: u64,
-    evictions: u64,
-    errors: u64,
-    size: i64,
-    entries: i64,
-    direct_hits: u64,
-    direct_misses: u64,
-}
-
-impl Delta {
-    fn add(&mut self, o: Delta) {
-        self.direct_hits += o.direct_hits;
-        self.direct_misses += o.direct_misses;
-        self.hits += o.hits;
-        self.misses += o.misses;
-        self.evictions += o.evictions;
-        self.errors += o.errors;
-        self.size += o.size;
-        self.entries += o.entries;
-    }
-}
-
-impl Persisted {
-    fn apply(&mut self, d: Delta) {
-        self.direct_hits += d.direct_hits;
-        self.direct_misses += d.direct_misses;
-        self.hits += d.hits;
-        self.misses += d.misses;
-        self.evictions += d.evictions;
-        self.errors += d.errors;
-        self.size_bytes = self.size_bytes.saturating_add_signed(d.size);
-        self.entries = self.entries.saturating_add_signed(d.entries);
-    }
-
-    fn parse(text: &str) -> Persisted {
-        let mut p = Persisted::default();
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(name), Some(value)) = (it.next(), it.next()) else {
-                continue;
-            };
-            let Ok(v) = value.parse::<u64>() else {
-                continue;
-            };
-            match name {
-                "hits" => p.hits = v,
-                "misses" => p.misses = v,
-                "evictions" => p.evictions = v,
-                "errors" => p.errors = v,
-                "size_bytes" => p.size_bytes = v,
-                "entries" => p.entries = v,
-                "scanned" => p.scanned = v == 1,
-                "direct_hits" => p.direct_hits = v,
-                "direct_misses" => p.direct_misses = v,
-                _ => {}
-            }
-        }
-        p
-    }
-
-    fn render(&self) -> String {
-        format!(
-            "hits {}\nmisses {}\nevictions {}\nerrors {}\nsize_bytes {}\nentries {}\nscanned {}\n\
-             direct_hits {}\ndirect_misses {}\n",
-            self.hits,
-            self.misses,
-            self.evictions,
-            self.errors,
-            self.size_bytes,
-            self.entries,
-            u8::from(self.scanned),
-            self.direct_hits,
-            self.direct_misses,
-        )
-    }
 }
 
 impl DiskStore {
@@ -309,13 +185,14 @@ impl DiskStore {
     /// counters are kept in memory and written to `stats` at most once a
     /// second, which saves a locked rewrite of `stats` per operation.
     pub fn exclusive(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        let dir = dir.into();
         DiskStore {
             inner: Arc::new(Inner {
-                dir: dir.into(),
+                exclusive: Some(LocalCounters::new(&dir)),
+                dir,
                 max_bytes,
                 warned: AtomicBool::new(false),
                 pending: Mutex::new(Delta::default()),
-                exclusive: Some(Mutex::new(Exclusive::default())),
                 index: Some(Mutex::new(KeyIndex::Unloaded)),
             }),
         }
@@ -771,7 +648,13 @@ impl DiskStore {
     /// delta is kept in memory and the in-memory view is returned.
     fn update_stats(&self, delta: Delta, set: Option<(u64, u64)>) -> Persisted {
         if let Some(ex) = &self.inner.exclusive {
-            return self.update_exclusive(ex, delta, set);
+            // In memory, written back after a scan or when the last write
+            // is a second old.
+            let (p, err) = ex.update(delta, set, set.is_some());
+            if let Some(err) = err {
+                self.io_failure("update stats", &self.inner.dir.join("stats"), &err);
+            }
+            return p;
         }
         let mut pending = self.pending();
         let mut total = *pending;
@@ -821,7 +704,7 @@ impl DiskStore {
                 *pending = total;
                 drop(pending);
                 self.io_failure("update stats", &self.inner.dir.join("stats"), &err);
-                let mut p = self.read_stats().unwrap_or_default();
+                let mut p = read_stats_file(&self.inner.dir).unwrap_or_default();
                 p.apply(total);
                 if let Some((size, entries)) = set {
                     p.size_bytes = size;
@@ -835,58 +718,13 @@ impl DiskStore {
         }
     }
 
-    /// [`Self::update_stats`] of an exclusive store: in memory, written
-    /// back after a scan or when the last write is a second old.
-    fn update_exclusive(
-        &self,
-        ex: &Mutex<Exclusive>,
-        delta: Delta,
-        set: Option<(u64, u64)>,
-    ) -> Persisted {
-        let mut ex = ex.lock().unwrap_or_else(|p| p.into_inner());
-        let view = match &mut ex.view {
-            Some(v) => v,
-            slot => slot.insert(self.read_stats().unwrap_or_default()),
-        };
-        view.apply(delta);
-        if let Some((size, entries)) = set {
-            view.size_bytes = size;
-            view.entries = entries;
-            view.scanned = true;
-        }
-        let p = *view;
-        ex.dirty = true;
-        let due = ex.last_flush.is_none_or(|t| t.elapsed() >= EXCLUSIVE_FLUSH);
-        if set.is_some() || due {
-            ex.last_flush = Some(Instant::now());
-            match write_stats_file(&self.inner.dir, &p) {
-                Ok(()) => ex.dirty = false,
-                Err(err) => {
-                    drop(ex);
-                    self.io_failure("update stats", &self.inner.dir.join("stats"), &err);
-                }
-            }
-        }
-        p
-    }
-
     /// The stats file as the last writer left it (it is rewritten in
     /// place under `stats.lock`).
     fn read_stats_locked(&self) -> Persisted {
         let lock = lock_file(&self.inner.dir.join("stats.lock"), true);
-        let p = self.read_stats().unwrap_or_default();
+        let p = read_stats_file(&self.inner.dir).unwrap_or_default();
         drop(lock);
         p
-    }
-
-    fn read_stats(&self) -> io::Result<Persisted> {
-        match fs::read_to_string(self.inner.dir.join("stats")) {
-            Ok(text) => Ok(Persisted::parse(&text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Persisted::default()),
-            // A garbled stats file is rebuilt by the next scan.
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Persisted::default()),
-            Err(e) => Err(e),
-        }
     }
 
     fn lock(&self, name: &str, blocking: bool) -> Option<LockGuard> {
@@ -956,7 +794,7 @@ impl DiskStore {
     }
 
     /// Every entry and manifest file; removes stale temporary files.
-    fn scan(&self) -> Vec<ScannedFile> {
+    pub(crate) fn scan(&self) -> Vec<ScannedFile> {
         let mut out = Vec::new();
         let dir = &self.inner.dir;
         let tag = dir.join("CACHEDIR.TAG");
@@ -1007,13 +845,13 @@ impl DiskStore {
     }
 }
 
-struct ScannedFile {
-    path: PathBuf,
-    len: u64,
-    mtime: SystemTime,
+pub(crate) struct ScannedFile {
+    pub(crate) path: PathBuf,
+    pub(crate) len: u64,
+    pub(crate) mtime: SystemTime,
 }
 
-fn is_lower_hex(b: u8) -> bool {
+pub(crate) fn is_lower_hex(b: u8) -> bool {
     b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
 }
 
@@ -1023,13 +861,13 @@ fn is_object_name(name: &str) -> bool {
 }
 
 #[cfg(unix)]
-type LockGuard = nix::fcntl::Flock<File>;
+pub(crate) type LockGuard = nix::fcntl::Flock<File>;
 #[cfg(not(unix))]
-type LockGuard = File;
+pub(crate) type LockGuard = File;
 
 /// Opens (creating) and flocks `path`; `WouldBlock` if `blocking` is false
 /// and another process holds it. The lock goes with the guard.
-fn lock_file(path: &Path, blocking: bool) -> io::Result<LockGuard> {
+pub(crate) fn lock_file(path: &Path, blocking: bool) -> io::Result<LockGuard> {
     let f = File::options()
         .read(true)
         .write(true)
@@ -1054,24 +892,14 @@ fn lock_file(path: &Path, blocking: bool) -> io::Result<LockGuard> {
 }
 
 impl DiskStore {
-    /// Runs `f` on the blocking pool when inside a tokio runtime, inline
-    /// otherwise; `fallback` if the blocking task died.
+    /// Runs `f` on the blocking pool (see [`super::blocking`]).
     async fn run<R: Send + 'static>(
         &self,
         fallback: R,
         f: impl FnOnce(&DiskStore) -> R + Send + 'static,
     ) -> R {
         let this = self.clone();
-        if tokio::runtime::Handle::try_current().is_err() {
-            return f(&this);
-        }
-        match tokio::task::spawn_blocking(move || f(&this)).await {
-            Ok(r) => r,
-            Err(err) => {
-                tracing::warn!(error = %err, "cache task failed");
-                fallback
-            }
-        }
+        super::blocking(fallback, move || f(&this)).await
     }
 }
 

@@ -1,11 +1,12 @@
 //! Where cache entries live.
 //!
 //! [`CacheStore`] is the small interface every tier implements: [`DiskStore`]
-//! (the client's local cache, shared by every `hgbuild` process of a build,
-//! and the coordinator's shared tier), [`MemoryStore`] (tests, embedding),
+//! (the client's local cache, shared by every `hgbuild` process of a build),
+//! [`PackStore`] (entries appended to pack files in a directory one process
+//! owns: the coordinator's shared tier), [`MemoryStore`] (tests, embedding),
 //! and with the `remote` feature `RemoteStore` (Redis, WebDAV/HTTP or S3
 //! shared by many coordinators). [`TieredStore`] stacks two tiers: a hit in
-//! the slower one fills the faster one. [`WriteBehind`] puts a disk
+//! the slower one fills the faster one. [`WriteBehind`] puts a pack
 //! store's writes on a background thread (the coordinator's tier). A store
 //! never fails its caller: I/O problems become misses or skipped writes,
 //! are logged once and counted in [`CacheStats::errors`].
@@ -18,13 +19,16 @@ use crate::key::CacheKey;
 mod behind;
 mod disk;
 mod memory;
+mod pack;
 #[cfg(feature = "remote")]
 pub mod remote;
+mod stats;
 mod tiered;
 
 pub use behind::{MAX_PENDING_BYTES, WriteBehind, WriteCounters, shared_tier};
 pub use disk::{DiskStore, EvictOutcome};
 pub use memory::MemoryStore;
+pub use pack::PackStore;
 #[cfg(feature = "remote")]
 pub use remote::{Layout, RemoteError, RemoteStats, RemoteStore};
 pub use tiered::TieredStore;
@@ -115,6 +119,24 @@ pub trait CacheStore: Send + Sync {
     async fn remove(&self, key: &CacheKey) -> bool;
     /// The current counters.
     async fn stats(&self) -> CacheStats;
+}
+
+/// Runs `f` on the blocking pool when inside a tokio runtime, inline
+/// otherwise; `fallback` if the blocking task died.
+pub(crate) async fn blocking<R: Send + 'static>(
+    fallback: R,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::warn!(error = %err, "cache task failed");
+            fallback
+        }
+    }
 }
 
 #[async_trait]
