@@ -58,6 +58,49 @@ def writes(r):
     return f"{r['cache_writes_stored']:,} / {r['cache_writes_dropped']:,}"
 
 
+def median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def spread(xs):
+    return f"{min(xs):,.0f}-{max(xs):,.0f}" if len(xs) > 1 else "1 run"
+
+
+def grouped(records, key):
+    """Records grouped by key, in the order keys first appear."""
+    groups = {}
+    for r in records:
+        groups.setdefault(key(r), []).append(r)
+    return list(groups.items())
+
+
+def rounds_note(records, key):
+    n = max(len(rs) for _, rs in grouped(records, key))
+    return f"Each case ran {n} times, alternating with the others; the median is shown." if n > 1 else ""
+
+
+def writes_all(rs):
+    if any(writes(r) == "-" for r in rs):
+        return "-"
+    stored = sum(r["cache_writes_stored"] for r in rs)
+    dropped = sum(r["cache_writes_dropped"] for r in rs)
+    return f"{stored:,} / {dropped:,}"
+
+
+def inproc_key(r):
+    cache = {"miss": "misses", "hit": "hits", "off": "no cache tier"}.get(r["cache"], r["cache"])
+    if r["cache"] != "off":
+        cache += f" ({fs_type(r['cache_dir'])})"
+    inp = f"{r['input_bytes'] // 1024} KiB" if r["input_bytes"] >= 1024 else f"{r['input_bytes']} B"
+    return (r["clients"], cache, inp)
+
+
+def loop_fs(loop):
+    return "no cache tier" if loop.get("cache") == "off" else fs_type(loop["cache_dir"])
+
+
 def throughput(a, inproc, loops):
     out = ["## Coordinator throughput", "", header(a)]
     out.append(
@@ -78,48 +121,53 @@ def throughput(a, inproc, loops):
             "In-process: the composed stack in one process, the worker call going "
             "to an in-process no-op service instead of gRPC. \"coordinator CPU\" is the "
             "process's CPU time per task minus that of the same clients calling the "
-            "no-op service directly (the clients' and the no-op worker's share).",
+            "no-op service directly (the clients' and the no-op worker's share). "
+            + rounds_note(inproc, lambda r: inproc_key(r)),
             "",
-            "| clients | cache | input | tasks/s | coordinator CPU per task | results cached / not (queue full) | vs goal (20,000/s) |",
+            "| clients | cache | input | tasks/s: median (range) | coordinator CPU per task (median) | results cached / not (queue full), all runs | vs goal (20,000/s) |",
             "|---:|---|---:|---:|---:|---:|---:|",
         ]
-        for r in inproc:
-            cache = {"miss": "misses", "hit": "hits", "off": "no cache tier"}.get(r["cache"], r["cache"])
-            if r["cache"] != "off":
-                cache += f" ({fs_type(r['cache_dir'])})"
-            inp = f"{r['input_bytes'] // 1024} KiB" if r["input_bytes"] >= 1024 else f"{r['input_bytes']} B"
-            fail = f" ({r['failed']} failed)" if r["failed"] else ""
+        for key, rs in grouped(inproc, inproc_key):
+            clients, cache, inp = key
+            tps = [r["tasks_per_s"] for r in rs]
+            fail = sum(r["failed"] for r in rs)
+            fail = f" ({fail} failed)" if fail else ""
             out.append(
-                f"| {r['clients']} | {cache} | {inp} | {r['tasks_per_s']:,.0f}{fail} | "
-                f"{r['coord_cpu_us_per_task']:.1f} µs | {writes(r)} | {r['tasks_per_s'] / GOAL_INPROC:.2f}x |"
+                f"| {clients} | {cache} | {inp} | {median(tps):,.0f} ({spread(tps)}){fail} | "
+                f"{median([r['coord_cpu_us_per_task'] for r in rs]):.1f} µs | {writes_all(rs)} | "
+                f"{median(tps) / GOAL_INPROC:.2f}x |"
             )
         out.append("")
     if loops:
         loop = loops[0]
+        flat = [dict(r, fs=loop_fs(l), cache=l.get("cache")) for l in loops for r in l["runs"]]
         out += [
             f"Loopback gRPC: a real `hg-coord` process, {loop['workers']} no-op worker "
             "processes, clients (one HTTP/2 connection each, like `hgbuild` "
             f"processes) in the benchmark process; {loop['input_bytes']} B inputs, "
             "cache misses. CPU is the `hg-coord` process's (from `/proc/<pid>/stat`); "
-            "all processes share the machine's cores.",
+            "all processes share the machine's cores. "
+            + rounds_note(flat, lambda r: (r["fs"], r["clients"])),
             "",
-            "| clients | cache dir | tasks/s | hg-coord CPU per task | hg-coord capacity per core | results cached / not (queue full) | vs goal (5,000/s) |",
+            "| clients | cache dir | tasks/s: median (range) | hg-coord CPU per task (median) | hg-coord capacity per core | results cached / not (queue full), all runs | vs goal (5,000/s) |",
             "|---:|---|---:|---:|---:|---:|---:|",
         ]
-        for loop in loops:
-            fs = "no cache tier" if loop.get("cache") == "off" else fs_type(loop["cache_dir"])
-            for r in loop["runs"]:
-                cap = 1e6 / r["coord_cpu_us_per_task"] if r["coord_cpu_us_per_task"] > 0 else float("inf")
-                fail = f" ({r['failed']} failed)" if r["failed"] else ""
-                out.append(
-                    f"| {r['clients']} | {fs} | {r['tasks_per_s']:,.0f}{fail} | {r['coord_cpu_us_per_task']:.0f} µs | "
-                    f"{cap:,.0f} tasks/s | {writes(r) if loop.get('cache') != 'off' else '-'} | {r['tasks_per_s'] / GOAL_LOOPBACK:.2f}x |"
-                )
+        for (fs, clients), rs in grouped(flat, lambda r: (r["fs"], r["clients"])):
+            tps = [r["tasks_per_s"] for r in rs]
+            cpu = median([r["coord_cpu_us_per_task"] for r in rs])
+            cap = 1e6 / cpu if cpu > 0 else float("inf")
+            fail = sum(r["failed"] for r in rs)
+            fail = f" ({fail} failed)" if fail else ""
+            out.append(
+                f"| {clients} | {fs} | {median(tps):,.0f} ({spread(tps)}){fail} | {cpu:.0f} µs | "
+                f"{cap:,.0f} tasks/s | {writes_all(rs) if fs != 'no cache tier' else '-'} | "
+                f"{median(tps) / GOAL_LOOPBACK:.2f}x |"
+            )
         out.append("")
         out.append(
-            "hg-coord's resident memory after the runs: "
-            + ", ".join(f"{mb(l['coord_rss']):.0f} MB (peak {mb(l['coord_hwm']):.0f} MB)" for l in loops)
-            + "."
+            "hg-coord's resident memory after the runs: at most "
+            f"{max(mb(l['coord_rss']) for l in loops):.0f} MB (peak "
+            f"{max(mb(l['coord_hwm']) for l in loops):.0f} MB)."
         )
         out.append("")
     return "\n".join(out)
