@@ -57,15 +57,14 @@
 use std::fs::{self, File, FileTimes};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::stats::{Delta, LocalCounters, Persisted, TMP_PREFIX, read_stats_file};
-use super::{CacheStats, CacheStore, Lookup, PutOutcome};
+use super::{CacheStats, Lookup, PutOutcome};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 
@@ -520,17 +519,7 @@ impl DiskStore {
 
     /// Logs the first I/O failure as a warning, later ones at debug level.
     fn io_failure(&self, op: &str, path: &Path, err: &io::Error) {
-        if !self.inner.warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                dir = %self.inner.dir.display(),
-                op,
-                path = %path.display(),
-                error = %err,
-                "local cache unavailable, continuing without it"
-            );
-        } else {
-            tracing::debug!(op, path = %path.display(), error = %err, "cache I/O failed");
-        }
+        super::stats::io_failure(&self.inner.warned, &self.inner.dir, op, path, err);
     }
 
     /// Reads a whole object file; `None` if it does not exist. A hit
@@ -891,51 +880,36 @@ pub(crate) fn lock_file(path: &Path, blocking: bool) -> io::Result<LockGuard> {
     }
 }
 
-impl DiskStore {
-    /// Runs `f` on the blocking pool (see [`super::blocking`]).
-    async fn run<R: Send + 'static>(
-        &self,
-        fallback: R,
-        f: impl FnOnce(&DiskStore) -> R + Send + 'static,
-    ) -> R {
-        let this = self.clone();
-        super::blocking(fallback, move || f(&this)).await
-    }
-}
-
-#[async_trait]
-impl CacheStore for DiskStore {
-    async fn get(&self, key: &CacheKey) -> Lookup {
-        if self.known_absent(key) {
-            self.count_lookup(false);
-            return Lookup::Miss;
+impl super::BlockingStore for DiskStore {
+    fn miss_without_io(&self, key: &CacheKey) -> bool {
+        if !self.known_absent(key) {
+            return false;
         }
-        let key = *key;
-        self.run(Lookup::Failed, move |s| s.get_blocking(&key))
-            .await
+        self.count_lookup(false);
+        true
     }
 
-    async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome {
-        let key = *key;
-        let data = entry.encode();
-        self.run(PutOutcome::default(), move |s| s.put_encoded(&key, &data))
-            .await
+    fn get_blocking(&self, key: &CacheKey) -> Lookup {
+        DiskStore::get_blocking(self, key)
     }
 
-    async fn remove(&self, key: &CacheKey) -> bool {
-        let key = *key;
-        self.run(false, move |s| s.remove_blocking(&key)).await
+    fn put_encoded(&self, key: &CacheKey, data: &[u8]) -> PutOutcome {
+        DiskStore::put_encoded(self, key, data)
     }
 
-    async fn stats(&self) -> CacheStats {
-        self.run(CacheStats::default(), |s| s.stats_blocking())
-            .await
+    fn remove_blocking(&self, key: &CacheKey) -> bool {
+        DiskStore::remove_blocking(self, key)
+    }
+
+    fn stats_blocking(&self) -> CacheStats {
+        DiskStore::stats_blocking(self)
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::store::CacheStore;
     use hybridgrid_core::payload::Payload;
 
     /// A key per number.
@@ -1234,37 +1208,5 @@ pub(crate) mod tests {
             let data = fs::read(&f.path).unwrap();
             assert!(CacheEntry::decode(&data).is_ok(), "{}", f.path.display());
         }
-    }
-    /// Rough figures: `cargo test -p hybridgrid-cache --release -- --ignored
-    /// --nocapture disk_figures`.
-    #[test]
-    #[ignore]
-    fn disk_figures() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DiskStore::new(dir.path(), 1 << 30);
-        let n = 500u32;
-        let e: Vec<CacheEntry> = (0..n).map(|i| entry(i, 100_000)).collect();
-        let t = std::time::Instant::now();
-        for i in 0..n {
-            store.put_blocking(&key(i), &e[i as usize]);
-        }
-        let put = t.elapsed() / n;
-        let t = std::time::Instant::now();
-        for i in 0..n {
-            assert!(store.get_blocking(&key(i)).is_hit());
-        }
-        let hit = t.elapsed() / n;
-        let t = std::time::Instant::now();
-        for i in n..2 * n {
-            assert!(!store.get_blocking(&key(i)).is_hit());
-        }
-        let miss = t.elapsed() / n;
-        let t = std::time::Instant::now();
-        let scanned = store.rescan();
-        let scan = t.elapsed();
-        eprintln!(
-            "100 KB entries: put {put:?}, hit {hit:?}, miss {miss:?}; rescan of {} files {scan:?}",
-            scanned.entries
-        );
     }
 }

@@ -79,17 +79,16 @@ use std::hash::BuildHasherDefault;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::disk::{
     DiskStore, LOW_WATER, LockGuard, PrefixHasher, is_lower_hex, key_prefix, lock_file,
 };
 use super::stats::{Delta, LocalCounters, TMP_PREFIX};
-use super::{CacheStats, CacheStore, Lookup, PutOutcome};
+use super::{CacheStats, Lookup, PutOutcome};
 use crate::entry::CacheEntry;
 use crate::key::CacheKey;
 
@@ -848,17 +847,7 @@ impl Inner {
 
     /// Logs the first I/O failure as a warning, later ones at debug level.
     fn io_failure(&self, op: &str, path: &Path, err: &io::Error) {
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                op,
-                path = %path.display(),
-                error = %err,
-                "local cache unavailable, continuing without it"
-            );
-        } else {
-            tracing::debug!(op, path = %path.display(), error = %err, "cache I/O failed");
-        }
+        super::stats::io_failure(&self.warned, &self.dir, op, path, err);
     }
 
     fn write_failed(&self, e: &io::Error) {
@@ -1022,46 +1011,31 @@ impl std::fmt::Debug for PackStore {
     }
 }
 
-impl PackStore {
-    async fn run<R: Send + 'static>(
-        &self,
-        fallback: R,
-        f: impl FnOnce(&PackStore) -> R + Send + 'static,
-    ) -> R {
-        let this = self.clone();
-        super::blocking(fallback, move || f(&this)).await
-    }
-}
-
-#[async_trait]
-impl CacheStore for PackStore {
-    async fn get(&self, key: &CacheKey) -> Lookup {
-        if !self.may_hold(key) {
-            if !self.is_off() {
-                self.count_lookup(false);
-            }
-            return Lookup::Miss;
+impl super::BlockingStore for PackStore {
+    fn miss_without_io(&self, key: &CacheKey) -> bool {
+        if self.may_hold(key) {
+            return false;
         }
-        let key = *key;
-        self.run(Lookup::Failed, move |s| s.get_blocking(&key))
-            .await
+        if !self.is_off() {
+            self.count_lookup(false);
+        }
+        true
     }
 
-    async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome {
-        let key = *key;
-        let data = entry.encode();
-        self.run(PutOutcome::default(), move |s| s.put_encoded(&key, &data))
-            .await
+    fn get_blocking(&self, key: &CacheKey) -> Lookup {
+        PackStore::get_blocking(self, key)
     }
 
-    async fn remove(&self, key: &CacheKey) -> bool {
-        let key = *key;
-        self.run(false, move |s| s.remove_blocking(&key)).await
+    fn put_encoded(&self, key: &CacheKey, data: &[u8]) -> PutOutcome {
+        PackStore::put_encoded(self, key, data)
     }
 
-    async fn stats(&self) -> CacheStats {
-        self.run(CacheStats::default(), |s| s.stats_blocking())
-            .await
+    fn remove_blocking(&self, key: &CacheKey) -> bool {
+        PackStore::remove_blocking(self, key)
+    }
+
+    fn stats_blocking(&self) -> CacheStats {
+        PackStore::stats_blocking(self)
     }
 }
 

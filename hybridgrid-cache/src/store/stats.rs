@@ -7,6 +7,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often [`LocalCounters`] writes its counters to `stats`.
@@ -14,6 +15,22 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The prefix of temporary files in a cache directory.
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
+
+/// Logs a cache I/O failure: the first one of a store (`warned` not yet
+/// set) as the warning users look for, later ones at debug level.
+pub(crate) fn io_failure(warned: &AtomicBool, dir: &Path, op: &str, path: &Path, err: &io::Error) {
+    if !warned.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            dir = %dir.display(),
+            op,
+            path = %path.display(),
+            error = %err,
+            "local cache unavailable, continuing without it"
+        );
+    } else {
+        tracing::debug!(op, path = %path.display(), error = %err, "cache I/O failed");
+    }
+}
 
 /// The persisted counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
