@@ -279,28 +279,39 @@ pub fn compose_stack(
     BoxCloneSyncService::new(admission)
 }
 
-/// Counts the tasks a composed stack keeps waiting: set once by whoever
-/// composes it ([`compose_stack`]), read by the stats.
-#[derive(Default)]
-pub struct WaitingReport(std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>);
+/// A value the coordinator's state reports but does not own: a function
+/// set once by whoever composes the stack (a second set is ignored), read
+/// by the stats.
+pub struct Report<T>(std::sync::OnceLock<Box<dyn Fn() -> T + Send + Sync>>);
 
-impl WaitingReport {
-    /// Sets the counter; a second call is ignored.
-    pub fn set(&self, count: impl Fn() -> u64 + Send + Sync + 'static) {
-        let _ = self.0.set(Box::new(count));
-    }
-
-    /// Tasks waiting now (0 before a stack is composed).
-    pub fn get(&self) -> u64 {
-        self.0.get().map_or(0, |f| f())
+impl<T> Default for Report<T> {
+    fn default() -> Self {
+        Report(std::sync::OnceLock::new())
     }
 }
 
-impl std::fmt::Debug for WaitingReport {
+impl<T> Report<T> {
+    /// Sets the function; a second call is ignored.
+    pub fn set(&self, f: impl Fn() -> T + Send + Sync + 'static) {
+        let _ = self.0.set(Box::new(f));
+    }
+
+    /// The value now, if a function is set.
+    pub fn report(&self) -> Option<T> {
+        self.0.get().map(|f| f())
+    }
+}
+
+impl<T> std::fmt::Debug for Report<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("WaitingReport").field(&self.get()).finish()
+        f.debug_struct("Report")
+            .field("set", &self.0.get().is_some())
+            .finish()
     }
 }
+
+/// The tasks a composed stack keeps waiting (see [`compose_stack`]).
+pub type WaitingReport = Report<u64>;
 
 /// Shared state of the coordinator's services.
 #[derive(Debug)]
@@ -324,31 +335,9 @@ pub struct CoordinatorState {
 }
 
 /// Reports the counters of cache tiers the network layer does not know
-/// (e.g. `cache.remote`): set once by whoever composes the stack, read by
-/// `/api/stats`, which adds each of the object's fields to its `cache`
-/// object.
-#[derive(Default)]
-pub struct CacheTierReport(std::sync::OnceLock<Box<dyn Fn() -> serde_json::Value + Send + Sync>>);
-
-impl CacheTierReport {
-    /// Sets the reporter; a second call is ignored.
-    pub fn set(&self, report: impl Fn() -> serde_json::Value + Send + Sync + 'static) {
-        let _ = self.0.set(Box::new(report));
-    }
-
-    /// The report, if a reporter is set.
-    pub fn report(&self) -> Option<serde_json::Value> {
-        self.0.get().map(|f| f())
-    }
-}
-
-impl std::fmt::Debug for CacheTierReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheTierReport")
-            .field("set", &self.0.get().is_some())
-            .finish()
-    }
-}
+/// (e.g. `cache.remote`), read by `/api/stats`, which adds each of the
+/// object's fields to its `cache` object.
+pub type CacheTierReport = Report<serde_json::Value>;
 
 impl CoordinatorState {
     /// State over `pool`.
@@ -375,7 +364,7 @@ impl CoordinatorState {
             workers_total: workers,
             workers_healthy: healthy,
             tasks_active: t.active.load(Ordering::Relaxed),
-            tasks_queued: self.waiting.get(),
+            tasks_queued: self.waiting.report().unwrap_or(0),
             tasks_total: t.total.load(Ordering::Relaxed),
             tasks_successful: t.successful.load(Ordering::Relaxed),
             tasks_failed: t.failed.load(Ordering::Relaxed),
@@ -714,6 +703,20 @@ mod tests {
         }
     }
 
+    /// Three compiles on a stuck worker with `slots`: two are reported
+    /// waiting, then none once the worker answers.
+    async fn three_compiles_two_waiting(slots: u32, cfg: &hybridgrid_core::config::Config) {
+        let (state, stack, release) = stack_over_a_stuck_worker(slots, cfg);
+        assert_eq!(state.stats().tasks_queued, 0);
+        let calls: Vec<_> = (0..3).map(|n| compile(&stack, n)).collect();
+        queued_becomes(&state, 2).await;
+        release.add_permits(3);
+        for c in calls {
+            assert!(c.await.unwrap());
+        }
+        queued_becomes(&state, 0).await;
+    }
+
     fn compile(stack: &BoxCompile, n: usize) -> tokio::task::JoinHandle<bool> {
         let stack = stack.clone();
         let task = CompileTask::new(
@@ -733,15 +736,7 @@ mod tests {
         let mut cfg = hybridgrid_core::config::Config::default();
         cfg.coordinator.max_concurrent_tasks = 1;
         cfg.coordinator.max_queued_tasks = 10;
-        let (state, stack, release) = stack_over_a_stuck_worker(4, &cfg);
-        assert_eq!(state.stats().tasks_queued, 0);
-        let calls: Vec<_> = (0..3).map(|n| compile(&stack, n)).collect();
-        queued_becomes(&state, 2).await;
-        release.add_permits(3);
-        for c in calls {
-            assert!(c.await.unwrap());
-        }
-        queued_becomes(&state, 0).await;
+        three_compiles_two_waiting(4, &cfg).await;
     }
 
     /// ... and the tasks the cost-aware scheduler holds for a free slot.
@@ -749,13 +744,6 @@ mod tests {
     async fn queued_counts_tasks_held_for_a_free_slot() {
         let mut cfg = hybridgrid_core::config::Config::default();
         cfg.scheduler.algorithm = hybridgrid_core::config::Algorithm::CostAware;
-        let (state, stack, release) = stack_over_a_stuck_worker(1, &cfg);
-        let calls: Vec<_> = (0..3).map(|n| compile(&stack, n)).collect();
-        queued_becomes(&state, 2).await;
-        release.add_permits(3);
-        for c in calls {
-            assert!(c.await.unwrap());
-        }
-        queued_becomes(&state, 0).await;
+        three_compiles_two_waiting(1, &cfg).await;
     }
 }

@@ -880,29 +880,15 @@ pub(crate) fn lock_file(path: &Path, blocking: bool) -> io::Result<LockGuard> {
     }
 }
 
-impl super::BlockingStore for DiskStore {
-    fn miss_without_io(&self, key: &CacheKey) -> bool {
+impl DiskStore {
+    /// True if `key` is certainly absent (the miss is then counted):
+    /// the lookup needs no I/O.
+    pub(crate) fn miss_without_io(&self, key: &CacheKey) -> bool {
         if !self.known_absent(key) {
             return false;
         }
         self.count_lookup(false);
         true
-    }
-
-    fn get_blocking(&self, key: &CacheKey) -> Lookup {
-        DiskStore::get_blocking(self, key)
-    }
-
-    fn put_encoded(&self, key: &CacheKey, data: &[u8]) -> PutOutcome {
-        DiskStore::put_encoded(self, key, data)
-    }
-
-    fn remove_blocking(&self, key: &CacheKey) -> bool {
-        DiskStore::remove_blocking(self, key)
-    }
-
-    fn stats_blocking(&self) -> CacheStats {
-        DiskStore::stats_blocking(self)
     }
 }
 

@@ -139,21 +139,8 @@ pub(crate) async fn blocking<R: Send + 'static>(
     }
 }
 
-/// A store whose operations block on file I/O ([`DiskStore`],
-/// [`PackStore`]): [`CacheStore`] runs them on the blocking pool, after
-/// answering what it can without I/O.
-pub(crate) trait BlockingStore: Clone + Send + Sync + 'static {
-    /// True if `key` is certainly absent (its miss then counted), so the
-    /// lookup needs no I/O.
-    fn miss_without_io(&self, key: &CacheKey) -> bool;
-    fn get_blocking(&self, key: &CacheKey) -> Lookup;
-    fn put_encoded(&self, key: &CacheKey, data: &[u8]) -> PutOutcome;
-    fn remove_blocking(&self, key: &CacheKey) -> bool;
-    fn stats_blocking(&self) -> CacheStats;
-}
-
 /// Runs `f` on a clone of `store` on the blocking pool.
-async fn on_pool<S: BlockingStore, R: Send + 'static>(
+async fn on_pool<S: Clone + Send + Sync + 'static, R: Send + 'static>(
     store: &S,
     fallback: R,
     f: impl FnOnce(&S) -> R + Send + 'static,
@@ -162,44 +149,39 @@ async fn on_pool<S: BlockingStore, R: Send + 'static>(
     blocking(fallback, move || f(&this)).await
 }
 
-/// The [`CacheStore`] of a [`BlockingStore`].
+/// The [`CacheStore`] of a store whose operations block on file I/O
+/// ([`DiskStore`], [`PackStore`]: their inherent `miss_without_io`,
+/// `get_blocking`, `put_encoded`, `remove_blocking`, `stats_blocking`):
+/// what needs no I/O is answered at once, the rest runs on the blocking
+/// pool.
 macro_rules! blocking_cache_store {
     ($store:ty) => {
         #[async_trait]
         impl CacheStore for $store {
             async fn get(&self, key: &CacheKey) -> Lookup {
-                if BlockingStore::miss_without_io(self, key) {
+                if <$store>::miss_without_io(self, key) {
                     return Lookup::Miss;
                 }
                 let key = *key;
-                on_pool(self, Lookup::Failed, move |s| {
-                    BlockingStore::get_blocking(s, &key)
-                })
-                .await
+                on_pool(self, Lookup::Failed, move |s| s.get_blocking(&key)).await
             }
 
             async fn put(&self, key: &CacheKey, entry: &CacheEntry) -> PutOutcome {
                 let key = *key;
                 let data = entry.encode();
                 on_pool(self, PutOutcome::default(), move |s| {
-                    BlockingStore::put_encoded(s, &key, &data)
+                    s.put_encoded(&key, &data)
                 })
                 .await
             }
 
             async fn remove(&self, key: &CacheKey) -> bool {
                 let key = *key;
-                on_pool(self, false, move |s| {
-                    BlockingStore::remove_blocking(s, &key)
-                })
-                .await
+                on_pool(self, false, move |s| s.remove_blocking(&key)).await
             }
 
             async fn stats(&self) -> CacheStats {
-                on_pool(self, CacheStats::default(), |s| {
-                    BlockingStore::stats_blocking(s)
-                })
-                .await
+                on_pool(self, CacheStats::default(), |s| s.stats_blocking()).await
             }
         }
     };

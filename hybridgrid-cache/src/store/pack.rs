@@ -1011,8 +1011,10 @@ impl std::fmt::Debug for PackStore {
     }
 }
 
-impl super::BlockingStore for PackStore {
-    fn miss_without_io(&self, key: &CacheKey) -> bool {
+impl PackStore {
+    /// True if `key` is certainly absent (the miss is then counted):
+    /// the lookup needs no I/O.
+    pub(crate) fn miss_without_io(&self, key: &CacheKey) -> bool {
         if self.may_hold(key) {
             return false;
         }
@@ -1020,22 +1022,6 @@ impl super::BlockingStore for PackStore {
             self.count_lookup(false);
         }
         true
-    }
-
-    fn get_blocking(&self, key: &CacheKey) -> Lookup {
-        PackStore::get_blocking(self, key)
-    }
-
-    fn put_encoded(&self, key: &CacheKey, data: &[u8]) -> PutOutcome {
-        PackStore::put_encoded(self, key, data)
-    }
-
-    fn remove_blocking(&self, key: &CacheKey) -> bool {
-        PackStore::remove_blocking(self, key)
-    }
-
-    fn stats_blocking(&self) -> CacheStats {
-        PackStore::stats_blocking(self)
     }
 }
 

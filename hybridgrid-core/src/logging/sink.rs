@@ -49,6 +49,14 @@ impl Target {
     }
 }
 
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("threaded", &self.threaded)
+            .finish()
+    }
+}
+
 /// Lines on their way to a [`Target`] (see the module docs).
 pub(super) struct Sink {
     inner: Arc<Inner>,
