@@ -139,16 +139,17 @@ pub(crate) fn key_prefix(key: &CacheKey) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
-/// The index prefix of an entry file's name (64 hex digits, no suffix).
-fn name_prefix(name: &str) -> Option<u64> {
-    if name.len() != 64 || !name.bytes().all(is_lower_hex) {
+/// The key of an entry file's name (64 lowercase hex digits, no suffix).
+pub(crate) fn key_of_name(name: &str) -> Option<CacheKey> {
+    if !name.bytes().all(is_lower_hex) {
         return None;
     }
-    let mut b = [0u8; 8];
-    for (i, out) in b.iter_mut().enumerate() {
-        *out = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(u64::from_le_bytes(b))
+    name.parse().ok()
+}
+
+/// The index prefix of an entry file's name.
+fn name_prefix(name: &str) -> Option<u64> {
+    key_of_name(name).map(|k| key_prefix(&k))
 }
 
 /// What an eviction or a clear did.

@@ -85,7 +85,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use bytes::Bytes;
 
 use super::disk::{
-    DiskStore, LOW_WATER, LockGuard, PrefixHasher, is_lower_hex, key_prefix, lock_file,
+    DiskStore, LOW_WATER, LockGuard, PrefixHasher, is_lower_hex, key_of_name, key_prefix, lock_file,
 };
 use super::stats::{Delta, LocalCounters, TMP_PREFIX};
 use super::{CacheStats, Lookup, PutOutcome};
@@ -321,18 +321,6 @@ fn scan_segment(file: &File, len: u64) -> Scan {
         }
     }
     out
-}
-
-/// The key of an old-layout entry file's name (64 hex digits).
-fn key_of_name(name: &str) -> Option<CacheKey> {
-    if name.len() != 64 || !name.bytes().all(is_lower_hex) {
-        return None;
-    }
-    let mut b = [0u8; 32];
-    for (i, out) in b.iter_mut().enumerate() {
-        *out = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(CacheKey::from_bytes(b))
 }
 
 impl PackStore {
