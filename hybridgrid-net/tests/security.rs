@@ -3,119 +3,21 @@
 //! requests that must be refused without running anything, crashing or
 //! wedging the server.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod support;
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
-use hybridgrid_core::config::TlsConfig;
-use hybridgrid_core::payload::Payload;
-use hybridgrid_core::task::{
-    CompileOutput, CompileTask, CompilerFamily, CompilerIdentity, DriverKind, Language,
-};
-use hybridgrid_core::worker::{
-    Arch, Capabilities, CompilerInfo, WorkerId, WorkerInfo, WorkerSource,
-};
-use hybridgrid_core::{BoxError, GridError};
+use hybridgrid_core::GridError;
+use hybridgrid_core::worker::WorkerId;
 use hybridgrid_net::auth::Token;
 use hybridgrid_net::client::{ChannelOptions, WorkerClient, connect_channel};
-use hybridgrid_net::convert::{RequestLimits, TaskCheck, task_to_proto};
+use hybridgrid_net::convert::{RequestLimits, task_to_proto};
 use hybridgrid_net::proto;
 use hybridgrid_net::security::Security;
-use hybridgrid_net::server;
-use hybridgrid_net::tls::{ClientTls, ServerTls};
-use hybridgrid_net::worker::WorkerServer;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tokio::sync::oneshot;
-use tower::util::BoxCloneSyncService;
-
-fn gcc() -> CompilerIdentity {
-    CompilerIdentity {
-        family: CompilerFamily::Gcc,
-        driver: DriverKind::C,
-        version: "12.2.0".into(),
-        target: "x86_64-linux-gnu".into(),
-    }
-}
-
-fn task() -> CompileTask {
-    CompileTask::new(
-        gcc(),
-        Language::PreprocessedC,
-        vec!["-O2".into()],
-        "x.c",
-        Payload::raw(&b"int x;\n"[..]),
-    )
-}
-
-/// A worker whose executor only counts what reaches it.
-struct TestWorker {
-    addr: String,
-    ran: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for TestWorker {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn start_worker(security: Security, limits: RequestLimits) -> TestWorker {
-    let ran = Arc::new(AtomicUsize::new(0));
-    let r = ran.clone();
-    let exec = tower::service_fn(move |_t: CompileTask| {
-        let r = r.clone();
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, BoxError>(CompileOutput::default())
-        }
-    });
-    let mut caps = Capabilities::new(Arch::Amd64);
-    caps.compilers.push(CompilerInfo {
-        name: "gcc".into(),
-        path: "/usr/bin/gcc".into(),
-        identity: gcc(),
-    });
-    let info = WorkerInfo::new(
-        WorkerId("w-test".into()),
-        "127.0.0.1:0",
-        WorkerSource::Static,
-        caps,
-    );
-    // The real binaries plug in the argument allow list here.
-    let check: TaskCheck = Arc::new(|t: &CompileTask| {
-        if t.args.iter().any(|a| a.starts_with("-fplugin")) {
-            Err(GridError::InvalidTask(
-                "refused compiler argument `-fplugin`".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    });
-    let srv = WorkerServer::new(info, BoxCloneSyncService::new(exec), 2)
-        .with_validation(limits, Some(check));
-    let l = server::bind("127.0.0.1", 0).await.expect("bind");
-    let addr = server::local_addr(&l).to_string();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = server::serve_worker_with(l, srv, &security, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    TestWorker {
-        addr,
-        ran,
-        stop: Some(tx),
-    }
-}
-
-fn opts() -> ChannelOptions {
-    ChannelOptions::new(Duration::from_secs(3), Duration::from_secs(10))
-}
+use hybridgrid_net::tls::ClientTls;
+use support::{Pki, opts, server_security, start_worker, task};
 
 async fn raw_client(
     addr: &str,
@@ -323,55 +225,6 @@ async fn token_is_required_and_never_echoed() {
     let mut c = raw_client(&w.addr, &opts().with_token(Some(token))).await;
     c.compile(task_to_proto(&task())).await.expect("authorized");
     assert_eq!(w.ran.load(Ordering::SeqCst), 1);
-}
-
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(cn: &str) -> Pki {
-        let dir = tempfile::tempdir().expect("dir");
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("p");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let cert = p.self_signed(&key).expect("ca");
-        let ca = dir.path().join("ca.crt");
-        std::fs::write(&ca, cert.pem()).expect("w");
-        Pki {
-            ca: ca.display().to_string(),
-            dir,
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    fn tls(&self, name: &str, sans: &[&str], mtls: bool) -> TlsConfig {
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("p");
-        p.distinguished_name.push(DnType::CommonName, name);
-        let cert = p.signed_by(&key, &self.issuer).expect("leaf");
-        let c = self.dir.path().join(format!("{name}.crt"));
-        let k = self.dir.path().join(format!("{name}.key"));
-        std::fs::write(&c, cert.pem()).expect("w");
-        std::fs::write(&k, key.serialize_pem()).expect("w");
-        let mut t = TlsConfig::default();
-        t.enabled = true;
-        t.cert_file = c.display().to_string();
-        t.key_file = k.display().to_string();
-        t.ca_file = self.ca.clone();
-        t.require_client_cert = mtls;
-        t
-    }
-}
-
-fn server_security(t: &TlsConfig) -> Security {
-    let mut s = Security::default();
-    s.server_tls = ServerTls::from_config(t).expect("server tls");
-    s
 }
 
 #[tokio::test]
