@@ -93,11 +93,12 @@ pub fn find_real_compiler(name: &str) -> Option<PathBuf> {
 async fn identify(cfg: &Config, name: &str) -> Result<CompilerInfo, String> {
     let path =
         find_real_compiler(name).ok_or_else(|| format!("compiler `{name}` not found on PATH"))?;
+    // Remembered whether results are cached or not: asking the compiler
+    // (three runs of it) would otherwise cost every compile ~4 ms.
     let cache = cfg.cache.dir_path().join("compilers");
-    let mut info =
-        detect::identify_cached(name, &path, cfg.cache.enabled.then_some(cache.as_path()))
-            .await
-            .map_err(|e| e.to_string())?;
+    let mut info = detect::identify_cached(name, &path, Some(cache.as_path()))
+        .await
+        .map_err(|e| e.to_string())?;
     // Run it as found (gcc names itself after argv[0] in its messages).
     info.path = path.display().to_string();
     Ok(info)

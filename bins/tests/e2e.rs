@@ -287,6 +287,52 @@ fn non_distributable_commands_run_locally_with_the_plain_result() {
     assert_eq!(out.stdout, gcc(dir.path(), "cc", &["--version"]).stdout);
 }
 
+/// The compiler is identified (`--version`, `-dumpfullversion`,
+/// `-dumpmachine`) once, then remembered, with the result cache off too.
+#[test]
+fn compiler_identity_is_remembered_with_the_cache_off() {
+    let dir = tempdir();
+    let bin = dir.path().join("bin");
+    let log = dir.path().join("calls.log");
+    write(
+        &bin,
+        "cc",
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/cc \"$@\"\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(
+        bin.join("cc"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    write(dir.path(), "two.c", "int two(void) { return 2; }\n");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("PATH", path.as_str()), ("HG_CACHE__ENABLED", "false")];
+    for _ in 0..3 {
+        let out = run_in(dir.path(), HGBUILD, &["cc", "-c", "two.c"], &env);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let calls = std::fs::read_to_string(&log).expect("calls");
+    for query in ["--version", "-dumpfullversion", "-dumpmachine"] {
+        assert_eq!(
+            calls.lines().filter(|l| *l == query).count(),
+            1,
+            "`cc {query}` runs once in three compiles:\n{calls}"
+        );
+    }
+    assert_eq!(
+        calls.lines().filter(|l| l.contains("two.c")).count(),
+        3,
+        "{calls}"
+    );
+}
+
 #[test]
 fn large_preprocessed_input_is_not_limited_by_message_size() {
     let (coord, _workers) = grid(1);
