@@ -5,6 +5,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
 use hybridgrid_cache::{CacheLayer, DiskStore};
 use hybridgrid_core::config::Config;
 use hybridgrid_core::task::{CompileOutput, CompileTask};
@@ -129,12 +132,44 @@ async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, GridError>> {
     }))
 }
 
-/// The coordinator, connected on the first call (so a local cache hit
-/// needs no connection at all).
-#[derive(Clone, Debug)]
+/// The coordinator, dialled in the background as soon as the compile stack
+/// is built, so that the TCP (and TLS) handshake runs while the
+/// preprocessor does; the first call waits for it. A direct-mode cache hit
+/// never builds the stack, so it opens no connection.
+#[derive(Clone)]
 pub struct LazyCoordinator {
     address: String,
-    opts: ChannelOptions,
+    client: Shared<BoxFuture<'static, Result<CoordinatorClient, GridError>>>,
+}
+
+impl std::fmt::Debug for LazyCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyCoordinator")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LazyCoordinator {
+    /// Starts dialling `address` (on the current Tokio runtime).
+    pub fn dial(address: String, opts: ChannelOptions) -> Self {
+        let dialled = address.clone();
+        let handle = tokio::spawn(async move {
+            CoordinatorClient::connect(&dialled, &opts)
+                .await
+                .map_err(coordinator_error)
+        });
+        let client = async move {
+            handle.await.unwrap_or_else(|e| {
+                Err(GridError::Internal(format!(
+                    "connecting to the coordinator: {e}"
+                )))
+            })
+        }
+        .boxed()
+        .shared();
+        LazyCoordinator { address, client }
+    }
 }
 
 impl tower::Service<CompileTask> for LazyCoordinator {
@@ -152,11 +187,9 @@ impl tower::Service<CompileTask> for LazyCoordinator {
     }
 
     fn call(&mut self, task: CompileTask) -> Self::Future {
-        let (address, opts) = (self.address.clone(), self.opts.clone());
+        let client = self.client.clone();
         Box::pin(async move {
-            let mut c = CoordinatorClient::connect(&address, &opts)
-                .await
-                .map_err(coordinator_error)?;
+            let mut c = client.await?;
             Ok(c.compile(&task).await?)
         })
     }
@@ -210,13 +243,13 @@ pub fn security_env(cfg: &Config) -> Vec<(&'static str, String)> {
 pub async fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>> {
     // client.coordinator, else one found by mDNS (cached briefly), else none.
     let addr = discovery::coordinator_for_client(cfg).await?;
-    let coord = LazyCoordinator {
-        address: addr,
-        opts: match channel_options(cfg) {
+    let coord = LazyCoordinator::dial(
+        addr,
+        match channel_options(cfg) {
             Ok(o) => o,
             Err(e) => return Some(Err(e)),
         },
-    };
+    );
     Some(Ok(if cfg.cache.enabled {
         BoxCloneSyncService::new(CacheLayer::new(DiskStore::from_config(&cfg.cache)).layer(coord))
     } else {
