@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Side-by-side build benchmark: plain make, hybridgrid (cold and fully
-# cached, loopback grid of one coordinator and two workers), distcc,
+# Side-by-side build benchmark: plain make, hybridgrid (cold with an empty
+# local cache, with the cache off, and fully cached; loopback grid of one
+# coordinator, whose shared cache tier is off so that every cold compile
+# reaches a worker, and two workers), distcc,
 # icecream, ccache (cold/warm), sccache (cold/warm), plus one cache-hit
 # compile for ccache (direct mode), sccache and hybridgrid (direct mode, and
 # with direct mode off). Medians of several runs,
@@ -98,7 +100,7 @@ src=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -1)
 # The grid: a coordinator and two workers on loopback.
 export HG_DISCOVERY__MDNS__ENABLED=false HG_LOG_LEVEL=warn
 export HOME="$work/home"; mkdir -p "$HOME"
-"$bin/hg-coord" serve --bind 127.0.0.1 --grpc-port 19300 --http-port 19301 >"$work/coord.log" 2>&1 & pids+=($!)
+HG_CACHE__ENABLED=false "$bin/hg-coord" serve --bind 127.0.0.1 --grpc-port 19300 --http-port 19301 >"$work/coord.log" 2>&1 & pids+=($!)
 for i in 1 2; do
     "$bin/hg-worker" serve --bind 127.0.0.1 --coordinator 127.0.0.1:19300 --grpc-port $((19310 + i)) \
         --http-port $((19320 + i)) --id "w$i" --max-tasks "$(nproc)" >"$work/w$i.log" 2>&1 & pids+=($!)
@@ -143,14 +145,14 @@ build() { # name, CC value, env...
     cpus[$name]+="$(awk '{print $1 + $2}' "$work/$name.cpu") "
 }
 
-hg_clear() { "$bin/hgbuild" cache clear >/dev/null; rm -rf "$HOME/.hybridgrid/cache/coordinator"/[0-9a-f][0-9a-f] 2>/dev/null || true; }
-hgbuild_build() { # name
-    local name=$1
+hg_clear() { "$bin/hgbuild" cache clear >/dev/null; }
+hgbuild_build() { # name, env...
+    local name=$1; shift
     clean; touch "$work/stamp"; sleep 0.01
     local t0 t1
     t0=$(date +%s.%N)
     (cd "$src" && /usr/bin/time -f '%U %S' -o "$work/$name.cpu" \
-        "$bin/hgbuild" make -s -j"$jobs" $target "${make_extra[@]}" CC="$cc_plain" >"$work/$name.out" 2>&1) || {
+        env "$@" "$bin/hgbuild" make -s -j"$jobs" $target "${make_extra[@]}" CC="$cc_plain" >"$work/$name.out" 2>&1) || {
         echo "build $name failed:"; tail -20 "$work/$name.out"; exit 1; }
     t1=$(date +%s.%N)
     [ "$(objects)" = "$reference" ] || { echo "$name: objects differ from the plain build"; exit 1; }
@@ -172,6 +174,7 @@ for r in $(seq "$runs"); do
     build plain "$cc_plain"
     hg_clear; hgbuild_build hybridgrid-cold
     hgbuild_build hybridgrid-cached
+    hgbuild_build hybridgrid-nocache HG_CACHE__ENABLED=false
     build distcc "distcc $cc_plain"
     build icecream "icecc $cc_plain" ICECC_SCHEDULER_HOST=127.0.0.1:19360
     rm -rf "$work/ccache"; build ccache-cold "ccache $cc_plain" CCACHE_DIR="$work/ccache"
@@ -231,11 +234,11 @@ hg_pp_hit=$(hf hybridgrid-pp) gcc_plain=$(hf gcc)
     ccache_warm_cpu=$(echo "${cpus[ccache-warm]}" | median)
     echo "| build | median wall time (s) | ratio to plain make | ratio to ccache warm | CPU of make and its children (s) | CPU ratio to ccache warm |"
     echo "|---|---:|---:|---:|---:|---:|"
-    for name in plain hybridgrid-cold hybridgrid-cached distcc icecream ccache-cold ccache-warm sccache-cold sccache-warm; do
+    for name in plain hybridgrid-cold hybridgrid-nocache hybridgrid-cached distcc icecream ccache-cold ccache-warm sccache-cold sccache-warm; do
         m=$(echo "${times[$name]}" | median)
         c=$(echo "${cpus[$name]}" | median)
         case $name in
-            hybridgrid-cold|distcc|icecream|sccache-*) cpu_cells="$(printf '%.2f' "$c") | n/a (the work is in daemons)" ;;
+            hybridgrid-cold|hybridgrid-nocache|distcc|icecream|sccache-*) cpu_cells="$(printf '%.2f' "$c") | n/a (the work is in daemons)" ;;
             *) cpu_cells="$(printf '%.2f | %.2fx' "$c" "$(echo "$c / $ccache_warm_cpu" | bc -l)")" ;;
         esac
         shown=$name; [ -n "${differs[$name]:-}" ] && shown="$name (objects differ from plain)"

@@ -729,7 +729,8 @@ impl Ctx<'_> {
         plan: &CompilePlan,
     ) -> Option<hybridgrid_cache::direct::SearchList> {
         self.probe?;
-        crate::local_cache::search_list(Path::new(&self.compiler.path), plan).await
+        let memo = self.cache.map(LocalCache::search_memo_dir);
+        crate::local_cache::search_list(Path::new(&self.compiler.path), plan, memo.as_deref()).await
     }
 
     fn record(

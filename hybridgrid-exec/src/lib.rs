@@ -30,6 +30,7 @@ pub mod docker;
 pub mod local_cache;
 pub mod native;
 pub mod routing;
+mod search_memo;
 pub mod source_tree;
 
 use hybridgrid_core::BoxError;

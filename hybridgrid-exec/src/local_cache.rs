@@ -44,6 +44,7 @@ use hybridgrid_core::worker::CompilerInfo;
 use tokio::process::Command;
 
 use crate::args::CompilePlan;
+use crate::search_memo::SearchMemo;
 
 /// Environment variables that change what the preprocessor reads or
 /// writes; part of the direct-mode manifest key.
@@ -80,6 +81,13 @@ impl LocalCache {
     /// The store.
     pub fn store(&self) -> &DiskStore {
         &self.store
+    }
+
+    /// Where include search lists are remembered: `search/` in the
+    /// store's directory (beside `compilers/`; the store's scans and
+    /// evictions read only its two-hex shard directories).
+    pub fn search_memo_dir(&self) -> std::path::PathBuf {
+        self.store.dir().join("search")
     }
 
     /// Whether direct mode is on.
@@ -258,9 +266,18 @@ impl DirectProbe {
     }
 }
 
-/// Asks the compiler for the include search list of `plan`'s command.
-pub(crate) async fn search_list(compiler: &Path, plan: &CompilePlan) -> Option<direct::SearchList> {
+/// The include search list of `plan`'s command: remembered in `memo_dir`
+/// (see [`crate::search_memo`]) or asked of the compiler.
+pub(crate) async fn search_list(
+    compiler: &Path,
+    plan: &CompilePlan,
+    memo_dir: Option<&Path>,
+) -> Option<direct::SearchList> {
     let args = plan.search_probe_args()?;
+    let memo = memo_dir.and_then(|d| SearchMemo::new(d, compiler, &args));
+    if let Some(list) = memo.as_ref().and_then(SearchMemo::load) {
+        return Some(list);
+    }
     let out = Command::new(compiler)
         .args(&args)
         .stdin(Stdio::null())
@@ -272,5 +289,9 @@ pub(crate) async fn search_list(compiler: &Path, plan: &CompilePlan) -> Option<d
     if !out.status.success() {
         return None;
     }
-    direct::parse_search_list(&out.stderr)
+    let list = direct::parse_search_list(&out.stderr)?;
+    if let Some(m) = &memo {
+        m.store(&list, &out.stderr);
+    }
+    Some(list)
 }
