@@ -23,22 +23,12 @@ use std::path::{Path, PathBuf};
 
 use hybridgrid_cache::direct::SearchList;
 
-/// Environment variables that change the search list or the text of the
-/// compiler's messages (which the parser reads).
-const SEARCH_ENV: &[&str] = &[
-    "CPATH",
-    "C_INCLUDE_PATH",
-    "CPLUS_INCLUDE_PATH",
-    "OBJC_INCLUDE_PATH",
-    "OBJCPLUS_INCLUDE_PATH",
-    "GCC_EXEC_PREFIX",
-    "COMPILER_PATH",
-    "SDKROOT",
-    "LANG",
-    "LC_ALL",
-    "LC_MESSAGES",
-    "LANGUAGE",
-];
+use crate::local_cache::PREPROCESSOR_ENV;
+
+/// Environment variables that change the text of the compiler's messages
+/// (which the parser reads) or, on macOS, its system directories; with
+/// [`PREPROCESSOR_ENV`] they are part of a memo's key.
+const MESSAGE_ENV: &[&str] = &["SDKROOT", "LANG", "LC_ALL", "LC_MESSAGES", "LANGUAGE"];
 
 /// One memo file: the search list of one compiler and command.
 #[derive(Debug)]
@@ -76,7 +66,7 @@ impl SearchMemo {
             key.push_str(a);
             key.push('\n');
         }
-        for v in SEARCH_ENV {
+        for v in PREPROCESSOR_ENV.iter().chain(MESSAGE_ENV) {
             if let Some(val) = std::env::var_os(v) {
                 key.push_str(&format!("env {v}={}\n", val.to_string_lossy()));
             }
