@@ -169,20 +169,7 @@ pub async fn identify_cached(
     let Some(dir) = cache_dir else {
         return identify(name, path).await;
     };
-    let key = std::fs::canonicalize(path).ok().and_then(|real| {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(&real).ok()?;
-        Some(format!(
-            "{}|{}|{}|{}.{}|{}",
-            name,
-            real.display(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ino()
-        ))
-    });
-    let Some(key) = key else {
+    let Some(key) = binary_stamp(path).map(|stamp| format!("{name}|{stamp}")) else {
         return identify(name, path).await;
     };
     let file = dir.join(format!("{:016x}.json", fnv1a(key.as_bytes())));
@@ -197,16 +184,41 @@ pub async fn identify_cached(
         key,
         info: info.clone(),
     };
-    if std::fs::create_dir_all(dir).is_ok()
-        && let Ok(text) = serde_json::to_vec(&entry)
-        && let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir)
-    {
-        use std::io::Write as _;
-        if tmp.write_all(&text).is_ok() {
-            let _ = tmp.persist(&file);
-        }
-    }
+    remember(&file, &entry);
     Ok(info)
+}
+
+/// What identifies the binary at `path` between runs: its resolved path,
+/// size, modification time and inode (`None` if it cannot be read).
+pub(crate) fn binary_stamp(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path).ok()?;
+    let m = std::fs::metadata(&real).ok()?;
+    Some(format!(
+        "{}|{}|{}.{}|{}",
+        real.display(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino()
+    ))
+}
+
+/// Writes `value` as JSON to `file` (a temporary file in its directory,
+/// created if need be, renamed into place). A memo that cannot be written
+/// only means asking again next time, so failures are ignored.
+pub(crate) fn remember(file: &Path, value: &impl serde::Serialize) {
+    use std::io::Write as _;
+    let Some(dir) = file.parent() else {
+        return;
+    };
+    if std::fs::create_dir_all(dir).is_ok()
+        && let Ok(text) = serde_json::to_vec(value)
+        && let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir)
+        && tmp.write_all(&text).is_ok()
+    {
+        let _ = tmp.persist(file);
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -18,11 +18,11 @@
 //! directory is never remembered: whether two spellings name one directory
 //! can change without any of them appearing or disappearing.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use hybridgrid_cache::direct::SearchList;
 
+use crate::detect::{binary_stamp, remember};
 use crate::local_cache::PREPROCESSOR_ENV;
 
 /// Environment variables that change the text of the compiler's messages
@@ -48,19 +48,9 @@ impl SearchMemo {
     /// The memo in `dir` for `compiler` run with `probe_args` here; `None`
     /// if the compiler binary or the working directory cannot be read.
     pub(crate) fn new(dir: &Path, compiler: &Path, probe_args: &[String]) -> Option<SearchMemo> {
-        use std::os::unix::fs::MetadataExt;
-        let real = std::fs::canonicalize(compiler).ok()?;
-        let m = std::fs::metadata(&real).ok()?;
+        let stamp = binary_stamp(compiler)?;
         let cwd = std::env::current_dir().ok()?;
-        let mut key = format!(
-            "{}|{}|{}.{}|{}\ncwd={}\n",
-            real.display(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ino(),
-            cwd.display()
-        );
+        let mut key = format!("{stamp}\ncwd={}\n", cwd.display());
         for a in probe_args {
             key.push_str("arg=");
             key.push_str(a);
@@ -104,21 +94,12 @@ impl SearchMemo {
         if String::from_utf8_lossy(stderr).contains("ignoring duplicate directory") {
             return;
         }
-        let Some(dir) = self.file.parent() else {
-            return;
-        };
         let stored = Stored {
             key: self.key.clone(),
             dirs: list.dirs.clone(),
             missing: list.missing.clone(),
         };
-        if std::fs::create_dir_all(dir).is_ok()
-            && let Ok(text) = serde_json::to_vec(&stored)
-            && let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir)
-            && tmp.write_all(&text).is_ok()
-        {
-            let _ = tmp.persist(&self.file);
-        }
+        remember(&self.file, &stored);
     }
 }
 
