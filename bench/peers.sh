@@ -20,6 +20,7 @@
 # traffic leaves the machine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 project=lua runs=3 jobs=$(( $(nproc) * 2 )) out="$here/docs/benchmarks.md" quick=0 cflags=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,19 +37,7 @@ done
 
 if [ "${inner:-0}" != 1 ]; then
     # Outside the namespace: install, build, fetch sources, then re-enter.
-    missing=()
-    for p in distcc icecc ccache sccache hyperfine make time; do
-        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        created_policy=0
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; created_policy=1
-        fi
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-        [ $created_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-    fi
+    bench_install distcc icecc ccache sccache hyperfine make time curl bc
     if [ $quick = 1 ]; then
         (cd "$here" && cargo build -q -p hybridgrid)   # a check that the script runs, not figures
     else
@@ -98,24 +87,14 @@ src=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -1)
 (cd "$src" && eval "$configure")
 
 # The grid: a coordinator and two workers on loopback.
-export HG_DISCOVERY__MDNS__ENABLED=false HG_LOG_LEVEL=warn
 export HOME="$work/home"; mkdir -p "$HOME"
-HG_CACHE__ENABLED=false "$bin/hg-coord" serve --bind 127.0.0.1 --grpc-port 19300 --http-port 19301 >"$work/coord.log" 2>&1 & pids+=($!)
-for i in 1 2; do
-    "$bin/hg-worker" serve --bind 127.0.0.1 --coordinator 127.0.0.1:19300 --grpc-port $((19310 + i)) \
-        --http-port $((19320 + i)) --id "w$i" --max-tasks "$(nproc)" >"$work/w$i.log" 2>&1 & pids+=($!)
-done
-export HG_COORDINATOR=127.0.0.1:19300
+bench_start_grid "$bin" "$work" 19300
 # distcc and icecream daemons on loopback.
 distccd --daemon --no-detach --allow 127.0.0.1 --listen 127.0.0.1 --port 19350 --jobs "$(nproc)" \
     --log-stderr 2>"$work/distccd.log" & pids+=($!)
 export DISTCC_HOSTS="127.0.0.1:19350/$(( $(nproc) * 2 ))"
 icecc-scheduler -p 19360 >"$work/ice-sched.log" 2>&1 & pids+=($!)
 iceccd -s 127.0.0.1:19360 -m "$(nproc)" -b "$work/icecc-env" >"$work/iceccd.log" 2>&1 & pids+=($!)
-for _ in $(seq 50); do
-    curl -sf http://127.0.0.1:19301/api/stats 2>/dev/null | grep -q '"total":2' && break
-    sleep 0.2
-done
 
 objects() { (cd "$src" && find . -name '*.o' -newer "$work/stamp" -print0 | sort -z | xargs -0 sha256sum); }
 clean() { (cd "$src" && make -s clean >/dev/null 2>&1 || true); }

@@ -19,6 +19,7 @@
 # only loopback up.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 runs=60 out="$here/docs/benchmarks.md" quick=0 label="current" bin=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -34,14 +35,7 @@ done
 target_dir=${CARGO_TARGET_DIR:-$here/target}
 
 if [ "${inner:-0}" != 1 ]; then
-    missing=()
-    for p in hyperfine curl bc; do
-        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    bench_install hyperfine curl bc
     if [ -n "$bin" ]; then
         :
     elif [ $quick = 1 ]; then
@@ -65,21 +59,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The grid, caches off: every compile is sent to a worker.
-export HG_DISCOVERY__MDNS__ENABLED=false HG_LOG_LEVEL=warn HG_CACHE__ENABLED=false
-export HOME="$work/home"; mkdir -p "$HOME"
-"$bin/hg-coord" serve --bind 127.0.0.1 --grpc-port 19400 --http-port 19401 >"$work/coord.log" 2>&1 & pids+=($!)
-for i in 1 2; do
-    "$bin/hg-worker" serve --bind 127.0.0.1 --coordinator 127.0.0.1:19400 --grpc-port $((19410 + i)) \
-        --http-port $((19420 + i)) --id "w$i" --max-tasks "$(nproc)" >"$work/w$i.log" 2>&1 & pids+=($!)
-done
-export HG_COORDINATOR=127.0.0.1:19400
-up=0
-for _ in $(seq 100); do
-    curl -sf http://127.0.0.1:19401/api/stats 2>/dev/null | grep -q '"total":2' && { up=1; break; }
-    sleep 0.2
-done
-[ $up = 1 ] || { echo "the grid did not start:"; tail -5 "$work"/*.log; exit 1; }
+# The grid; the client's cache off too: every compile is sent to a worker.
+export HG_CACHE__ENABLED=false HOME="$work/home"; mkdir -p "$HOME"
+bench_start_grid "$bin" "$work" 19400
 
 cd "$work"
 echo 'int f(int x){return x*2;}' > tiny.c
