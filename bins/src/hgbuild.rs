@@ -18,6 +18,8 @@ use hybridgrid_exec::detect;
 use hybridgrid_net::client::{ChannelOptions, CoordinatorClient};
 use hybridgrid_net::discovery;
 use tower::Layer;
+
+use crate::masquerade;
 use tower::util::BoxCloneSyncService;
 
 /// The names under which hgbuild acts as a compiler (masquerade).
@@ -73,7 +75,14 @@ pub fn find_real_compiler(name: &str) -> Option<PathBuf> {
         .ok()
         .and_then(|p| std::fs::canonicalize(p).ok());
     if name.contains('/') {
-        return Some(PathBuf::from(name));
+        let path = PathBuf::from(name);
+        // A link to hgbuild itself (`~/.hybridgrid/bin/c++` as recorded by a
+        // configure step, with hgbuild as launcher too) stands for its name.
+        let is_me = me.is_some() && std::fs::canonicalize(&path).ok() == me;
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some(base) if is_me => return find_real_compiler(base),
+            _ => return Some(path),
+        }
     }
     path_dirs().into_iter().map(|d| d.join(name)).find(|p| {
         // One stat for the usual miss, before resolving every component.
@@ -264,6 +273,13 @@ pub type BoxCompile = BoxCloneSyncService<CompileTask, CompileOutput, BoxError>;
 /// exit code.
 pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOptions) -> i32 {
     let started = std::time::SystemTime::now();
+    let named = Path::new(name);
+    if masquerade::is_old_temp_link(named) && !named.exists() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let build_dir = cwd.ancestors().find(|d| d.join("CMakeCache.txt").is_file());
+        eprintln!("{}", masquerade::old_temp_link_message(named, build_dir));
+        return 1;
+    }
     let compiler = match identify(cfg, name).await {
         Ok(c) => c,
         Err(e) => {
@@ -468,33 +484,35 @@ async fn follow_events(
     }
 }
 
-/// A directory of links named like compilers that point at hgbuild.
-#[derive(Debug)]
-pub struct MasqueradeDir {
-    dir: tempfile::TempDir,
-}
-
-impl MasqueradeDir {
-    /// Creates the links.
-    pub fn create() -> std::io::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let dir = tempfile::Builder::new().prefix("hgbuild-masq-").tempdir()?;
-        for n in MASQUERADE_NAMES {
-            std::os::unix::fs::symlink(&exe, dir.path().join(n))?;
-        }
-        Ok(MasqueradeDir { dir })
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
 /// Runs a build tool (`make`, `ninja`, `cmake`...) with every compile
 /// routed through hgbuild. Returns the tool's exit code.
 pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions) -> i32 {
-    let masq = match MasqueradeDir::create() {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("hgbuild: cannot find its own program file: {e}");
+            return 1;
+        }
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let configuring = tool == "cmake"
+        && !args
+            .iter()
+            .any(|a| a == "--build" || a == "--install" || a == "-E" || a == "-P");
+    let build_dir = if tool == "cmake" {
+        masquerade::cmake_build_dir(args, &cwd)
+    } else {
+        masquerade::tool_build_dir(args, &cwd)
+    };
+    // A build directory an older hgbuild configured through a temporary
+    // link: say so once, before the build fails on every compile.
+    if !(configuring && args.iter().any(|a| a == "--fresh"))
+        && let Some(msg) = masquerade::stale_build_dir(&build_dir)
+    {
+        eprintln!("{msg}");
+        return 2;
+    }
+    let masq = match masquerade::MasqueradeDir::create(&exe) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("hgbuild: cannot create the compiler link directory: {e}");
@@ -502,7 +520,7 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
         }
     };
     let mut path = vec![masq.path().to_path_buf()];
-    path.extend(path_dirs());
+    path.extend(path_dirs().into_iter().filter(|d| d != masq.path()));
     let path = match std::env::join_paths(path) {
         Ok(p) => p,
         Err(e) => {
@@ -519,32 +537,52 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
         let jobs = default_jobs(cfg).await;
         args.insert(0, OsString::from(format!("-j{jobs}")));
     }
-    if tool == "cmake"
-        && !args
-            .iter()
-            .any(|a| a == "--build" || a == "--install" || a == "-E")
+    // CC and CXX name the links (which the configure step records, and
+    // which stay), unless the user chose a compiler they cannot stand for.
+    let cc = masquerade::CompilerVar::choose(std::env::var_os("CC").as_deref(), "cc", masq.path());
+    let cxx =
+        masquerade::CompilerVar::choose(std::env::var_os("CXX").as_deref(), "c++", masq.path());
+    if configuring {
+        // The compilers that do not reach hgbuild through CC and CXX get it
+        // as their launcher (its own path, which stays too).
+        let fresh = args.iter().any(|a| a == "--fresh");
+        let extra = masquerade::cmake_launcher_args(
+            &args,
+            (!fresh).then_some(build_dir.as_path()),
+            &[("C", &cc), ("CXX", &cxx)],
+            masq.path(),
+            &exe,
+        );
+        args.extend(extra);
+    }
+    let events_file = match tempfile::Builder::new()
+        .prefix("hgbuild-events-")
+        .suffix(".jsonl")
+        .tempfile()
     {
-        // Configuring: make the generated build call hgbuild for every
-        // compile (cmake records absolute compiler paths, which a PATH
-        // masquerade cannot intercept).
-        if let Ok(exe) = std::env::current_exe() {
-            for lang in ["C", "CXX"] {
-                args.push(OsString::from(format!(
-                    "-DCMAKE_{lang}_COMPILER_LAUNCHER={}",
-                    exe.display()
-                )));
-            }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("hgbuild: cannot create the build's events file: {e}");
+            return 1;
         }
-    }
-    let events = masq.path().join("events.jsonl");
-    if let Err(e) = std::fs::write(&events, b"") {
-        eprintln!("hgbuild: cannot create {}: {e}", events.display());
-    }
+    };
+    let events = events_file.path().to_path_buf();
     let mut cmd = tokio::process::Command::new(tool);
-    cmd.args(&args)
-        .env("PATH", path)
-        .env("CC", masq.path().join("cc"))
-        .env("CXX", masq.path().join("c++"));
+    cmd.args(&args).env("PATH", path);
+    for (var, value) in [("CC", &cc), ("CXX", &cxx)] {
+        match value {
+            masquerade::CompilerVar::Link(l) => cmd.env(var, l),
+            // make and configure scripts take `hgbuild CC` as the compiler;
+            // CMake reaches hgbuild through its launcher instead.
+            masquerade::CompilerVar::Keep(c) if tool != "cmake" => {
+                let mut v = exe.clone().into_os_string();
+                v.push(" ");
+                v.push(c);
+                cmd.env(var, v)
+            }
+            masquerade::CompilerVar::Keep(_) => &mut cmd,
+        };
+    }
     // Resolve the coordinator once (mDNS at most once) for every compile.
     if let Some(c) = discovery::coordinator_for_client(cfg).await {
         cmd.env("HG_COORDINATOR", c);
@@ -635,6 +673,7 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
         }
     }
     drop(sink);
+    drop(events_file);
     drop(masq);
     use std::os::unix::process::ExitStatusExt;
     status

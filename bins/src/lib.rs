@@ -35,6 +35,7 @@ pub mod coord;
 pub mod executor;
 pub mod heap;
 pub mod hgbuild;
+pub mod masquerade;
 pub mod remote_cache;
 pub mod trace;
 pub mod worker;

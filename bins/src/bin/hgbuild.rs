@@ -156,6 +156,17 @@ async fn main() -> ExitCode {
     // Launcher form, as ccache takes it: `hgbuild /usr/bin/cc -c x.c`
     // (CMAKE_C_COMPILER_LAUNCHER=hgbuild).
     let argv: Vec<OsString> = std::env::args_os().collect();
+    // `hgbuild ccache cc ...`: ccache goes in front, hgbuild in its prefix.
+    if let Some(first) = argv.get(1).and_then(|a| a.to_str())
+        && hybridgrid::masquerade::is_ccache(first)
+    {
+        let exe = std::env::current_exe().unwrap_or_else(|_| "hgbuild".into());
+        return exit(hybridgrid::masquerade::run_behind_ccache(
+            first,
+            &argv[2..],
+            &exe,
+        ));
+    }
     if let Some(first) = argv.get(1).map(|a| a.to_string_lossy().into_owned())
         && hgbuild::looks_like_compiler(&first)
     {
