@@ -129,6 +129,7 @@ impl Project {
                 reference.len(),
                 out.stderr
             ),
+            Remote::None => assert_eq!(remote, 0, "{what}: the grid was used:\n{}", out.stderr),
         }
         eprintln!(
             "{what}: {} objects identical, {remote} remote",
@@ -140,6 +141,7 @@ impl Project {
 #[derive(Clone, Copy)]
 enum Remote {
     Most,
+    None,
 }
 
 /// Every object file under `dir`, by relative path.
@@ -367,4 +369,125 @@ fn a_build_directory_of_an_older_hgbuild_says_how_to_reconfigure() {
     );
     assert!(p.remote_tasks() - before >= 20);
     run_project_tests(&p);
+}
+
+/// Builds with ccache in front, configured by `configure`: ccache's misses
+/// are compiled by the grid and, after a clean, its hits never reach it.
+fn ccache_case(
+    p: &Project,
+    what: &str,
+    configure: &str,
+    env: &[(&str, &str)],
+    reference: &BTreeMap<String, Vec<u8>>,
+) {
+    let ccache_dir = p.home.join(format!("ccache-{}", what.len()));
+    let mut env = env.to_vec();
+    env.push(("CCACHE_DIR", ccache_dir.to_str().expect("utf-8")));
+    p.ok(configure, &env);
+    p.build_and_compare(
+        &format!("{what}, cold"),
+        "ninja -C \"$B\"",
+        &env,
+        reference,
+        Remote::Most,
+    );
+    p.build_and_compare(
+        &format!("{what}, warm"),
+        "ninja -C \"$B\" -t clean >/dev/null && ninja -C \"$B\"",
+        &env,
+        reference,
+        Remote::None,
+    );
+    let stats = p.ok("ccache --print-stats", &env);
+    let hits: u64 = stats
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("direct_cache_hit") || l.starts_with("preprocessed_cache_hit"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        hits >= reference.len() as u64,
+        "{what}: ccache did not answer the warm build:\n{}",
+        stats.stdout
+    );
+    run_project_tests(p);
+    std::fs::remove_dir_all(&p.build).expect("remove build dir");
+}
+
+/// A user's ccache in front: `CCACHE_PREFIX=hgbuild` (ccache calls
+/// `hgbuild c++ ...` for its misses), and `hgbuild ccache c++` (the launcher
+/// list `hgbuild;ccache`), which hgbuild turns round into the same.
+#[test]
+fn ccache_in_front_distributes_its_misses_and_answers_its_hits() {
+    let Some(p) = project(&["cmake", "ninja", "ccache"]) else {
+        return;
+    };
+    let reference = plain_build(&p, "RelWithDebInfo", "");
+    ccache_case(
+        &p,
+        "CCACHE_PREFIX=hgbuild",
+        &format!(
+            "cmake {CONFIGURE} -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null"
+        ),
+        &[("CCACHE_PREFIX", HGBUILD)],
+        &reference,
+    );
+    ccache_case(
+        &p,
+        "hgbuild ccache c++",
+        &format!(
+            "cmake {CONFIGURE} -DCMAKE_BUILD_TYPE=RelWithDebInfo \"-DCMAKE_C_COMPILER_LAUNCHER=$HGBUILD;ccache\" \"-DCMAKE_CXX_COMPILER_LAUNCHER=$HGBUILD;ccache\" >/dev/null"
+        ),
+        &[],
+        &reference,
+    );
+}
+
+/// A project whose CMakeLists puts ccache in front of every compile by
+/// itself, configured with `hgbuild cmake`: `ccache <hgbuild's c++>`.
+#[test]
+fn a_project_that_launches_ccache_itself_keeps_it_in_front_of_hgbuild() {
+    let Some(p) = project(&["cmake", "ninja", "ccache"]) else {
+        return;
+    };
+    let lists = p.src.join("CMakeLists.txt");
+    let text = std::fs::read_to_string(&lists).expect("read CMakeLists.txt");
+    let text = text.replacen(
+        "project(double-conversion VERSION 3.2.0)",
+        "project(double-conversion VERSION 3.2.0)\nfind_program(CCACHE_PROGRAM ccache)\nif(CCACHE_PROGRAM)\n  set_property(GLOBAL PROPERTY RULE_LAUNCH_COMPILE \"${CCACHE_PROGRAM}\")\nendif()",
+        1,
+    );
+    assert!(text.contains("RULE_LAUNCH_COMPILE"));
+    std::fs::write(&lists, text).expect("write CMakeLists.txt");
+    let reference = plain_build(&p, "RelWithDebInfo", "");
+    ccache_case(
+        &p,
+        "project's ccache in front of hgbuild's compiler",
+        &format!(
+            "\"$HGBUILD\" --coordinator \"$HG_COORDINATOR\" cmake {CONFIGURE} -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null"
+        ),
+        &[],
+        &reference,
+    );
+}
+
+/// hgbuild in front of ccache cannot keep a prefix the user gave ccache:
+/// refused with the order to use, nothing compiled.
+#[test]
+fn hgbuild_in_front_of_ccache_with_another_prefix_is_refused() {
+    let tmp = tempdir();
+    write(tmp.path(), "x.c", "int x(void) { return 1; }\n");
+    let o = run_in(
+        tmp.path(),
+        HGBUILD,
+        &["ccache", "cc", "-c", "x.c", "-o", "x.o"],
+        &[("CCACHE_PREFIX", "distcc"), ("CCACHE_DIR", "ccache")],
+    );
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("CCACHE_PREFIX=hgbuild ccache"),
+        "{}",
+        o.stderr
+    );
+    assert!(!tmp.path().join("x.o").exists());
 }
