@@ -107,7 +107,25 @@ pub enum CompilerVar {
 
 impl CompilerVar {
     /// Decides for the value `current` of the variable.
+    /// A value that already starts with hgbuild (`CC="hgbuild cc"`, as
+    /// for a configure script) counts as the rest of it.
     pub fn choose(current: Option<&std::ffi::OsStr>, default: &str, dir: &Path) -> Self {
+        let current = current.map(|c| match c.to_str() {
+            Some(s) => {
+                let rest = s.trim_start().split_once(' ').and_then(|(first, rest)| {
+                    let base = Path::new(first).file_name()?.to_str()?;
+                    (base == "hgbuild").then(|| rest.trim_start())
+                });
+                match rest {
+                    Some(r) => std::ffi::OsStr::new(r),
+                    None if Path::new(s.trim()).file_name() == Some("hgbuild".as_ref()) => {
+                        std::ffi::OsStr::new("")
+                    }
+                    None => c,
+                }
+            }
+            None => c,
+        });
         match current.filter(|c| !c.is_empty()) {
             None => CompilerVar::Link(dir.join(default)),
             Some(c) => match c.to_str() {
@@ -360,6 +378,23 @@ mod tests {
         assert_eq!(
             CompilerVar::choose(Some("clang".as_ref()), "cc", d),
             CompilerVar::Link(d.join("clang"))
+        );
+        // Already through hgbuild, as for a configure script.
+        assert_eq!(
+            CompilerVar::choose(Some("hgbuild cc".as_ref()), "cc", d),
+            CompilerVar::Link(d.join("cc"))
+        );
+        assert_eq!(
+            CompilerVar::choose(Some("/usr/bin/hgbuild  clang".as_ref()), "cc", d),
+            CompilerVar::Link(d.join("clang"))
+        );
+        assert_eq!(
+            CompilerVar::choose(Some("/x/hgbuild gcc-12".as_ref()), "cc", d),
+            CompilerVar::Keep("gcc-12".into())
+        );
+        assert_eq!(
+            CompilerVar::choose(Some("hgbuild".as_ref()), "c++", d),
+            CompilerVar::Link(d.join("c++"))
         );
         for kept in ["/opt/gcc/bin/gcc", "gcc-12", "ccache gcc"] {
             assert_eq!(

@@ -302,6 +302,22 @@ fn every_cmake_build_type_is_identical_through_hgbuild() {
         );
         run_project_tests(&p);
         std::fs::remove_dir_all(&p.build).expect("remove build dir");
+        // hgbuild as CMake's launcher, without hgbuild cmake, as before.
+        p.ok(
+            &format!(
+                "cmake {CONFIGURE} -DCMAKE_BUILD_TYPE={build_type} -DCMAKE_C_COMPILER_LAUNCHER=\"$HGBUILD\" -DCMAKE_CXX_COMPILER_LAUNCHER=\"$HGBUILD\" >/dev/null"
+            ),
+            &[],
+        );
+        p.build_and_compare(
+            &format!("{build_type}, hgbuild as launcher"),
+            "ninja -C \"$B\"",
+            &[],
+            &reference,
+            Remote::Most,
+        );
+        run_project_tests(&p);
+        std::fs::remove_dir_all(&p.build).expect("remove build dir");
     }
 }
 
@@ -380,7 +396,12 @@ fn ccache_case(
     env: &[(&str, &str)],
     reference: &BTreeMap<String, Vec<u8>>,
 ) {
-    let ccache_dir = p.home.join(format!("ccache-{}", what.len()));
+    // A cache of its own per case.
+    let name: String = what
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let ccache_dir = p.home.join(format!("ccache-{name}"));
     let mut env = env.to_vec();
     env.push(("CCACHE_DIR", ccache_dir.to_str().expect("utf-8")));
     p.ok(configure, &env);
@@ -444,31 +465,47 @@ fn ccache_in_front_distributes_its_misses_and_answers_its_hits() {
 }
 
 /// A project whose CMakeLists puts ccache in front of every compile by
-/// itself, configured with `hgbuild cmake`: `ccache <hgbuild's c++>`.
+/// itself (the global `RULE_LAUNCH_COMPILE`, or `CMAKE_CXX_COMPILER_LAUNCHER`
+/// set in the file), configured with `hgbuild cmake`:
+/// `ccache <hgbuild's c++>`.
 #[test]
 fn a_project_that_launches_ccache_itself_keeps_it_in_front_of_hgbuild() {
     let Some(p) = project(&["cmake", "ninja", "ccache"]) else {
         return;
     };
     let lists = p.src.join("CMakeLists.txt");
-    let text = std::fs::read_to_string(&lists).expect("read CMakeLists.txt");
-    let text = text.replacen(
-        "project(double-conversion VERSION 3.2.0)",
-        "project(double-conversion VERSION 3.2.0)\nfind_program(CCACHE_PROGRAM ccache)\nif(CCACHE_PROGRAM)\n  set_property(GLOBAL PROPERTY RULE_LAUNCH_COMPILE \"${CCACHE_PROGRAM}\")\nendif()",
-        1,
-    );
-    assert!(text.contains("RULE_LAUNCH_COMPILE"));
-    std::fs::write(&lists, text).expect("write CMakeLists.txt");
-    let reference = plain_build(&p, "RelWithDebInfo", "");
-    ccache_case(
-        &p,
-        "project's ccache in front of hgbuild's compiler",
-        &format!(
-            "\"$HGBUILD\" --coordinator \"$HG_COORDINATOR\" cmake {CONFIGURE} -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null"
+    let original = std::fs::read_to_string(&lists).expect("read CMakeLists.txt");
+    let ways = [
+        (
+            "RULE_LAUNCH_COMPILE",
+            "set_property(GLOBAL PROPERTY RULE_LAUNCH_COMPILE \"${CCACHE_PROGRAM}\")",
         ),
-        &[],
-        &reference,
-    );
+        (
+            "CMAKE_<LANG>_COMPILER_LAUNCHER",
+            "set(CMAKE_C_COMPILER_LAUNCHER \"${CCACHE_PROGRAM}\")\n  set(CMAKE_CXX_COMPILER_LAUNCHER \"${CCACHE_PROGRAM}\")",
+        ),
+    ];
+    for (way, snippet) in ways {
+        let text = original.replacen(
+            "project(double-conversion VERSION 3.2.0)",
+            &format!(
+                "project(double-conversion VERSION 3.2.0)\nfind_program(CCACHE_PROGRAM ccache)\nif(CCACHE_PROGRAM)\n  {snippet}\nendif()"
+            ),
+            1,
+        );
+        assert!(text.contains("CCACHE_PROGRAM"), "the project changed");
+        std::fs::write(&lists, text).expect("write CMakeLists.txt");
+        let reference = plain_build(&p, "RelWithDebInfo", "");
+        ccache_case(
+            &p,
+            &format!("project's ccache ({way}) in front of hgbuild's compiler"),
+            &format!(
+                "\"$HGBUILD\" --coordinator \"$HG_COORDINATOR\" cmake {CONFIGURE} -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null"
+            ),
+            &[],
+            &reference,
+        );
+    }
 }
 
 /// hgbuild in front of ccache cannot keep a prefix the user gave ccache:
