@@ -22,8 +22,7 @@ use tower::Layer;
 use crate::masquerade;
 use tower::util::BoxCloneSyncService;
 
-/// The names under which hgbuild acts as a compiler (masquerade).
-pub const MASQUERADE_NAMES: &[&str] = &["gcc", "cc", "g++", "c++", "clang", "clang++"];
+pub use crate::masquerade::MASQUERADE_NAMES;
 
 /// True for a first argument that names a compiler (`/usr/bin/cc`,
 /// `gcc-12`, `aarch64-linux-gnu-g++`) rather than an hgbuild command.

@@ -15,7 +15,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::hgbuild::MASQUERADE_NAMES;
+/// The names under which hgbuild acts as a compiler (masquerade).
+pub const MASQUERADE_NAMES: &[&str] = &["gcc", "cc", "g++", "c++", "clang", "clang++"];
 
 /// Prefix of the temporary link directories of hgbuild versions before
 /// the stable directory; a build directory that recorded one cannot build

@@ -44,22 +44,8 @@ use hybridgrid_core::worker::CompilerInfo;
 use tokio::process::Command;
 
 use crate::args::CompilePlan;
+pub use crate::search_memo::PREPROCESSOR_ENV;
 use crate::search_memo::SearchMemo;
-
-/// Environment variables that change what the preprocessor reads or
-/// writes; part of the direct-mode manifest key.
-pub const PREPROCESSOR_ENV: &[&str] = &[
-    "CPATH",
-    "C_INCLUDE_PATH",
-    "CPLUS_INCLUDE_PATH",
-    "OBJC_INCLUDE_PATH",
-    "OBJCPLUS_INCLUDE_PATH",
-    "GCC_EXEC_PREFIX",
-    "COMPILER_PATH",
-    "DEPENDENCIES_OUTPUT",
-    "SUNPRO_DEPENDENCIES",
-    "SOURCE_DATE_EPOCH",
-];
 
 /// The local cache: a [`DiskStore`] and, if enabled, direct mode over it.
 #[derive(Debug)]

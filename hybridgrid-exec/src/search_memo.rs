@@ -23,7 +23,21 @@ use std::path::{Path, PathBuf};
 use hybridgrid_cache::direct::SearchList;
 
 use crate::detect::{binary_stamp, remember};
-use crate::local_cache::PREPROCESSOR_ENV;
+
+/// Environment variables that change what the preprocessor reads or
+/// writes; part of the direct-mode manifest key.
+pub const PREPROCESSOR_ENV: &[&str] = &[
+    "CPATH",
+    "C_INCLUDE_PATH",
+    "CPLUS_INCLUDE_PATH",
+    "OBJC_INCLUDE_PATH",
+    "OBJCPLUS_INCLUDE_PATH",
+    "GCC_EXEC_PREFIX",
+    "COMPILER_PATH",
+    "DEPENDENCIES_OUTPUT",
+    "SUNPRO_DEPENDENCIES",
+    "SOURCE_DATE_EPOCH",
+];
 
 /// Environment variables that change the text of the compiler's messages
 /// (which the parser reads) or, on macOS, its system directories; with
