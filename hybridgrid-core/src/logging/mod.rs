@@ -15,6 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
+pub use crate::config::parse_filter;
 use crate::config::{LogFormat, LoggingConfig};
 
 mod sink;
@@ -22,19 +23,6 @@ use sink::{Sink, Target};
 
 /// The installed subscriber's sink, for [`flush`].
 static SINK: OnceLock<Arc<Sink>> = OnceLock::new();
-
-/// Parses a level or filter directive (`info`, `debug,tower=warn`).
-pub fn parse_filter(level: &str) -> Result<EnvFilter, String> {
-    let level = level.trim();
-    if level.is_empty() {
-        return Err("must not be empty; use error, warn, info, debug or trace".into());
-    }
-    EnvFilter::builder().parse(level).map_err(|e| {
-        format!(
-            "`{level}` is not a log level or filter ({e}); use error, warn, info, debug or trace"
-        )
-    })
-}
 
 /// Changes the log level of a running process.
 #[derive(Clone)]

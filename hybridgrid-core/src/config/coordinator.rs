@@ -1,0 +1,66 @@
+//! `coordinator:` settings: the coordinator's servers, its queue and the
+//! workers it dials.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+use super::error::{nonzero, positive};
+
+/// `coordinator:` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CoordinatorConfig {
+    /// Address the servers bind to.
+    pub bind_address: String,
+    /// gRPC port (9000).
+    pub grpc_port: u16,
+    /// HTTP port for health, metrics, API and dashboard (8080).
+    pub http_port: u16,
+    /// A worker that has not sent a heartbeat for this long leaves the pool.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_ttl: Duration,
+    /// Tasks in flight at once; more wait in the queue.
+    pub max_concurrent_tasks: usize,
+    /// Tasks that may wait for admission; more are refused at once.
+    pub max_queued_tasks: usize,
+    /// Workers to dial directly (`host:port`), for other subnets.
+    pub static_workers: Vec<String>,
+    /// Largest compile request accepted, in bytes: the gRPC message and
+    /// the decoded size of its files; larger ones are refused at once.
+    pub max_request_bytes: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            bind_address: "0.0.0.0".into(),
+            grpc_port: 9000,
+            http_port: 8080,
+            heartbeat_ttl: Duration::from_secs(30),
+            max_concurrent_tasks: 500,
+            max_queued_tasks: 1000,
+            static_workers: Vec::new(),
+            max_request_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        positive(
+            "coordinator.max_concurrent_tasks",
+            self.max_concurrent_tasks,
+        )?;
+        positive("coordinator.max_request_bytes", self.max_request_bytes)?;
+        nonzero("coordinator.heartbeat_ttl", self.heartbeat_ttl)?;
+        for (i, w) in self.static_workers.iter().enumerate() {
+            crate::addr::parse_host_port(w).map_err(|e| {
+                ConfigError::key(format!("coordinator.static_workers[{i}]"), e.to_string())
+            })?;
+        }
+        Ok(())
+    }
+}
