@@ -28,6 +28,7 @@ pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod hedge;
+pub mod identity;
 pub mod logging;
 pub mod payload;
 pub mod preprocessed;

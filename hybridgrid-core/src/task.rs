@@ -11,94 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{Arch, WorkerId};
+pub use crate::identity::{CompilerFamily, CompilerIdentity, DriverKind};
 use crate::payload::Payload;
-use crate::worker::{Arch, WorkerId};
-
-/// The family of a compiler driver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum CompilerFamily {
-    /// GNU gcc / g++.
-    Gcc,
-    /// LLVM clang / clang++.
-    Clang,
-}
-
-impl CompilerFamily {
-    /// A short lowercase name (`gcc`, `clang`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CompilerFamily::Gcc => "gcc",
-            CompilerFamily::Clang => "clang",
-        }
-    }
-}
-
-impl fmt::Display for CompilerFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Whether a driver is the C driver (`gcc`, `clang`) or the C++ one
-/// (`g++`, `clang++`). They differ in how they treat `.c` files and in what
-/// they link, so a task keeps the driver kind it was invoked with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriverKind {
-    /// `gcc`, `cc`, `clang`.
-    C,
-    /// `g++`, `c++`, `clang++`.
-    Cxx,
-}
-
-impl DriverKind {
-    /// `c` or `c++`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DriverKind::C => "c",
-            DriverKind::Cxx => "c++",
-        }
-    }
-}
-
-/// What identifies a compiler for the purpose of producing the same output:
-/// its family, driver kind, full version and target triple.
-///
-/// Two compilers with equal identities produce the same object from the same
-/// input and arguments; a task only runs on a worker with an equal identity.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct CompilerIdentity {
-    /// gcc or clang.
-    pub family: CompilerFamily,
-    /// C or C++ driver.
-    pub driver: DriverKind,
-    /// The exact version, e.g. `12.2.0` (from `-dumpfullversion` or `--version`).
-    pub version: String,
-    /// The target triple the compiler produces code for (`-dumpmachine`),
-    /// e.g. `x86_64-linux-gnu`.
-    pub target: String,
-}
-
-impl CompilerIdentity {
-    /// The architecture of the code this compiler produces.
-    pub fn target_arch(&self) -> Arch {
-        Arch::from_triple(&self.target)
-    }
-}
-
-impl fmt::Display for CompilerIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match (self.family, self.driver) {
-            (CompilerFamily::Gcc, DriverKind::C) => "gcc",
-            (CompilerFamily::Gcc, DriverKind::Cxx) => "g++",
-            (CompilerFamily::Clang, DriverKind::C) => "clang",
-            (CompilerFamily::Clang, DriverKind::Cxx) => "clang++",
-        };
-        write!(f, "{name} {} ({})", self.version, self.target)
-    }
-}
 
 /// The language of a task's input, as passed to the compiler with `-x`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

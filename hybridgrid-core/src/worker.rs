@@ -4,101 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::task::CompilerIdentity;
-
-/// The id a worker goes by (its host name by default).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WorkerId(pub String);
-
-impl fmt::Display for WorkerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for WorkerId {
-    fn from(s: &str) -> Self {
-        WorkerId(s.to_owned())
-    }
-}
-
-/// A CPU architecture, named as the configuration names it
-/// (`amd64`, `arm64`, `armv7`, ...).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "String", from = "String")]
-pub enum Arch {
-    /// x86-64.
-    Amd64,
-    /// 64-bit ARM (aarch64).
-    Arm64,
-    /// 32-bit ARM v7 (hard float).
-    Armv7,
-    /// 32-bit x86.
-    I386,
-    /// RISC-V 64.
-    Riscv64,
-    /// Anything else, by name.
-    Other(String),
-}
-
-impl Arch {
-    /// Parses an architecture name or alias (`x86_64`, `aarch64`, `armhf`...).
-    pub fn parse(s: &str) -> Arch {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "amd64" | "x86_64" | "x86-64" | "x64" => Arch::Amd64,
-            "arm64" | "aarch64" => Arch::Arm64,
-            "armv7" | "armv7l" | "armhf" | "arm" | "armv7hf" => Arch::Armv7,
-            "i386" | "i686" | "x86" | "386" => Arch::I386,
-            "riscv64" => Arch::Riscv64,
-            other => Arch::Other(other.to_owned()),
-        }
-    }
-
-    /// The architecture of a target triple such as `aarch64-linux-gnu`.
-    pub fn from_triple(triple: &str) -> Arch {
-        let first = triple.split('-').next().unwrap_or(triple);
-        if first.starts_with("arm") && first != "arm64" {
-            return Arch::Armv7;
-        }
-        Arch::parse(first)
-    }
-
-    /// The architecture this program runs on.
-    pub fn host() -> Arch {
-        Arch::parse(std::env::consts::ARCH)
-    }
-
-    /// The canonical name.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-            Arch::Armv7 => "armv7",
-            Arch::I386 => "i386",
-            Arch::Riscv64 => "riscv64",
-            Arch::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<String> for Arch {
-    fn from(s: String) -> Self {
-        Arch::parse(&s)
-    }
-}
-
-impl From<Arch> for String {
-    fn from(a: Arch) -> Self {
-        a.as_str().to_owned()
-    }
-}
+use crate::identity::CompilerIdentity;
+pub use crate::identity::{Arch, WorkerId};
 
 /// How the coordinator learned of a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -254,7 +161,7 @@ impl WorkerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{CompilerFamily, DriverKind};
+    use crate::identity::{CompilerFamily, DriverKind};
 
     fn gcc(version: &str, target: &str) -> CompilerIdentity {
         CompilerIdentity {
@@ -263,16 +170,6 @@ mod tests {
             version: version.into(),
             target: target.into(),
         }
-    }
-
-    #[test]
-    fn arch_aliases() {
-        assert_eq!(Arch::parse("x86_64"), Arch::Amd64);
-        assert_eq!(Arch::parse("aarch64"), Arch::Arm64);
-        assert_eq!(Arch::from_triple("aarch64-linux-gnu"), Arch::Arm64);
-        assert_eq!(Arch::from_triple("arm-linux-gnueabihf"), Arch::Armv7);
-        assert_eq!(Arch::from_triple("x86_64-pc-linux-gnu"), Arch::Amd64);
-        assert_eq!(Arch::parse("sparc").as_str(), "sparc");
     }
 
     #[test]
