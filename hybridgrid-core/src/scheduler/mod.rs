@@ -48,97 +48,46 @@
 //! # let _ = scheduler;
 //! # }
 //! ```
+//!
+//! # Parts
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the scheduler: its pool, placement and the tower services |
+//! | `held.rs` | tasks the cost-aware algorithm holds until a slot frees |
+//! | `response.rs` | a task in flight on a worker, and the future a caller awaits |
+//! | `pool.rs`, `model.rs`, `endpoint.rs`, `error.rs` | the workers' slots, the cost model, the attempt and route types, errors |
 
 mod endpoint;
 mod error;
+mod held;
 mod model;
 mod pool;
+mod response;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use pin_project_lite::pin_project;
 use tokio::time::Instant;
+use tower::Service;
 use tower::discover::{Change, Discover};
-use tower::util::Oneshot;
-use tower::{Service, ServiceExt};
 
 pub use self::endpoint::{Attempt, Endpoint, Endpoints, RouteSlot};
 pub use self::error::WorkerError;
-use self::model::CostModel;
 pub use self::pool::task_cost;
-use self::pool::{Placement, Pool, Running};
+use self::pool::{Placement, Pool};
+pub use self::response::ResponseFuture;
 use crate::config::{Algorithm, SchedulerConfig};
 use crate::error::{BoxError, GridError};
-use crate::registry::WorkerStats;
-use crate::task::{CompileOutput, CompileTask, CompilerIdentity, TaskId};
+use crate::task::{CompileOutput, CompileTask, CompilerIdentity};
 use crate::worker::{Arch, WorkerId};
 
-/// A held task's place in line: the largest estimated cost (aged, see
-/// [`AGING`]) first, then the order of arrival.
-type HeldKey = (Reverse<u64>, u64);
-
-/// A task the cost-aware scheduler holds until a slot frees.
-struct HeldEntry<S> {
-    attempt: Attempt,
-    /// When it was first held.
-    since: Instant,
-    waker: Option<Waker>,
-    /// Set when it is placed (or cannot be): the worker's service and the
-    /// in-flight guard, already counted in the worker's load.
-    placed: Option<Result<(S, InFlight), GridError>>,
-}
-
-/// A held task's place in line: its estimated cost (seconds at speed 1)
-/// plus this much per second it has waited, so small tasks are not passed
-/// over for ever by larger ones (the p99 latency) while the largest still
-/// go first.
-const AGING: f64 = 0.1;
-
-/// Lines of held tasks up to this long are re-ordered on every pass.
-const REKEY_ALWAYS: usize = 256;
-/// Longer lines are re-ordered at most this often.
-const REKEY_EVERY: Duration = Duration::from_millis(100);
-
-/// At most this many held tasks decline a free slot (waiting for a busy
-/// faster worker) in one placement pass; the rest wait for the next event.
-const MAX_DECLINES: usize = 16;
-
-/// Rung when a cost-aware slot frees: wakes the held task that places the
-/// held tasks next.
-#[derive(Debug, Default)]
-struct Bell {
-    waker: Mutex<Option<Waker>>,
-    rings: AtomicU64,
-}
-
-impl Bell {
-    fn lock(&self) -> MutexGuard<'_, Option<Waker>> {
-        self.waker.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn ring(&self) {
-        self.rings.fetch_add(1, Ordering::SeqCst);
-        let w = self.lock().take();
-        if let Some(w) = w {
-            w.wake();
-        }
-    }
-
-    fn rings(&self) -> u64 {
-        self.rings.load(Ordering::SeqCst)
-    }
-
-    fn arm(&self, waker: Option<Waker>) {
-        *self.lock() = waker;
-    }
-}
+use self::held::{Bell, HeldEntry, HeldKey, MAX_DECLINES};
+use self::response::{Ticket, start};
 
 struct Shared<D, S> {
     discover: D,
@@ -256,125 +205,6 @@ where
             }
         }
     }
-}
-
-impl<D, S> Shared<D, S> {
-    /// Puts the held tasks in order of their current estimates (which
-    /// change as compiles complete and run) and of how long they have
-    /// waited ([`AGING`]): every pass for a short line,
-    /// at most every [`REKEY_EVERY`] for a long one.
-    fn rekey(&mut self) {
-        let now = Instant::now();
-        if self.held.len() > REKEY_ALWAYS && self.rekeyed.is_some_and(|t| now < t + REKEY_EVERY) {
-            return;
-        }
-        self.rekeyed = Some(now);
-        let old = std::mem::take(&mut self.held);
-        for ((_, seq), e) in old {
-            let waited = now.saturating_duration_since(e.since).as_secs_f64();
-            let aged = (AGING * waited * 1e6) as u64;
-            let key = (
-                Reverse(self.pool.held_cost(&e.attempt.task).saturating_add(aged)),
-                seq,
-            );
-            self.keys.insert(seq, key);
-            self.held.insert(key, e);
-        }
-    }
-
-    /// Holds `attempt` under `key`.
-    fn hold(&mut self, key: HeldKey, attempt: Attempt) {
-        self.keys.insert(key.1, key);
-        let group = (
-            attempt.task.compiler.clone(),
-            attempt.task.target_arch.clone(),
-        );
-        *self.groups.entry(group).or_default() += 1;
-        self.held.insert(
-            key,
-            HeldEntry {
-                attempt,
-                since: Instant::now(),
-                waker: None,
-                placed: None,
-            },
-        );
-    }
-
-    /// The held task number `seq`.
-    fn held_mut(&mut self, seq: u64) -> Option<&mut HeldEntry<S>> {
-        let key = self.keys.get(&seq)?;
-        self.held.get_mut(key)
-    }
-
-    /// Stops holding the task number `seq`.
-    fn unhold(&mut self, seq: u64) -> Option<HeldEntry<S>> {
-        let key = self.keys.remove(&seq)?;
-        let e = self.held.remove(&key)?;
-        let group = (
-            e.attempt.task.compiler.clone(),
-            e.attempt.task.target_arch.clone(),
-        );
-        if let Some(n) = self.groups.get_mut(&group) {
-            *n -= 1;
-            if *n == 0 {
-                self.groups.remove(&group);
-            }
-        }
-        Some(e)
-    }
-
-    /// The waker of the first task still held.
-    fn first_held_waker(&self) -> Option<Waker> {
-        self.held
-            .values()
-            .find(|e| e.placed.is_none())
-            .and_then(|e| e.waker.clone())
-    }
-}
-
-/// Counts a task into worker `i`'s load and makes what runs it.
-fn start<S: Clone>(
-    pool: &Pool<S>,
-    i: usize,
-    attempt: &Attempt,
-    bell: Option<&Arc<Bell>>,
-) -> (S, InFlight) {
-    let slot = &pool.slots[i];
-    let task = &attempt.task;
-    let cost = task_cost(task);
-    let stats = slot.endpoint.worker.stats.clone();
-    stats.start(cost);
-    let started = Instant::now();
-    let freed = bell.map(|b| {
-        let end = started + Duration::from_secs_f64(pool.estimate(i, task).min(1e9));
-        let file = CostModel::key(task);
-        Freed {
-            running: slot.running.clone(),
-            token: slot.running.add(end),
-            bell: b.clone(),
-            model: pool.model.clone(),
-            file,
-            compile: pool.model.begin(file, cost, slot.speed.clone(), started),
-        }
-    });
-    let worker = slot.id.clone();
-    if let Some(r) = &attempt.route {
-        r.set(&worker);
-    }
-    tracing::info!(task_id = %task.id, worker = %worker, compiler = %task.compiler, "task started");
-    (
-        slot.endpoint.service.clone(),
-        InFlight {
-            stats,
-            cost,
-            started,
-            worker,
-            task_id: task.id.clone(),
-            freed,
-            done: false,
-        },
-    )
 }
 
 /// The balancer. Cheap to clone: clones share the workers and their load.
@@ -534,15 +364,10 @@ where
             }
         }
         drop(sh);
-        ResponseFuture {
-            kind: Kind::Held {
-                ticket: Some(Ticket {
-                    sched: self.clone(),
-                    seq,
-                }),
-                timer: None,
-            },
-        }
+        ResponseFuture::held(Ticket {
+            sched: self.clone(),
+            seq,
+        })
     }
 }
 
@@ -581,250 +406,6 @@ where
 
     fn call(&mut self, task: CompileTask) -> Self::Future {
         self.dispatch(Attempt::new(task))
-    }
-}
-
-/// A task in flight on a worker; counts it out of the worker's load when
-/// it ends or is dropped.
-struct InFlight {
-    stats: Arc<WorkerStats>,
-    cost: u64,
-    started: Instant,
-    worker: WorkerId,
-    task_id: TaskId,
-    /// Cost-aware bookkeeping.
-    freed: Option<Freed>,
-    done: bool,
-}
-
-/// What a cost-aware task updates when it ends.
-struct Freed {
-    /// Where its estimated end is kept, and its token there.
-    running: Arc<Running>,
-    token: u64,
-    /// Rung when its slot frees.
-    bell: Arc<Bell>,
-    /// The learned model, and the task's file's key.
-    model: Arc<CostModel>,
-    file: u64,
-    /// Its token in the model's compiles in flight.
-    compile: u64,
-}
-
-impl InFlight {
-    fn slot_freed(&mut self) {
-        if let Some(f) = self.freed.take() {
-            f.running.remove(f.token);
-            f.model.end(f.file, f.compile);
-            f.bell.ring();
-        }
-    }
-}
-
-impl InFlight {
-    fn finish(mut self, res: &Result<CompileOutput, BoxError>) {
-        self.done = true;
-        let latency = self.started.elapsed();
-        let service = match res {
-            Ok(out) if !out.timings.compile.is_zero() => Some(out.timings.compile),
-            _ => None,
-        };
-        let ok = res.is_ok();
-        self.stats.finish(self.cost, latency, service, ok);
-        if let (true, Some(f)) = (ok, &self.freed) {
-            let secs = service.unwrap_or(latency).as_secs_f64();
-            f.model.observe(&self.worker, f.file, self.cost, secs);
-        }
-        self.slot_freed();
-        let success = matches!(res, Ok(o) if o.success());
-        tracing::info!(task_id = %self.task_id, worker = %self.worker,
-            duration = ?latency, success, "task completed");
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if !self.done {
-            self.stats.abandon(self.cost);
-            self.slot_freed();
-        }
-    }
-}
-
-/// A held task's place in the scheduler's line; leaving it (the future
-/// dropped) gives up the place, and a slot already counted for it.
-struct Ticket<D, S> {
-    sched: Scheduler<D, S>,
-    seq: u64,
-}
-
-impl<D, S> Drop for Ticket<D, S> {
-    fn drop(&mut self) {
-        let mut sh = self.sched.lock();
-        if let Some(e) = sh.unhold(self.seq) {
-            // A slot placed for it and not taken is freed by the guard's
-            // drop (which rings the bell); either way the next held task
-            // looks again.
-            drop(e);
-            let next = sh.first_held_waker();
-            drop(sh);
-            if let Some(w) = next {
-                w.wake();
-            }
-        }
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<D, S: Service<CompileTask>> {
-        Running { #[pin] call: Oneshot<S, CompileTask>, guard: Option<InFlight> },
-        Held { ticket: Option<Ticket<D, S>>, timer: Option<Pin<Box<tokio::time::Sleep>>> },
-        Failed { error: Option<GridError> },
-    }
-}
-
-pin_project! {
-    /// The future of a scheduled task.
-    pub struct ResponseFuture<D, S: Service<CompileTask>> {
-        #[pin]
-        kind: Kind<D, S>,
-    }
-}
-
-impl<D, S: Service<CompileTask>> std::fmt::Debug for ResponseFuture<D, S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("scheduler::ResponseFuture")
-    }
-}
-
-impl<D, S: Service<CompileTask>> ResponseFuture<D, S> {
-    fn failed(e: GridError) -> Self {
-        ResponseFuture {
-            kind: Kind::Failed { error: Some(e) },
-        }
-    }
-
-    fn running(service: S, task: CompileTask, guard: InFlight) -> Self {
-        ResponseFuture {
-            kind: Kind::Running {
-                call: service.oneshot(task),
-                guard: Some(guard),
-            },
-        }
-    }
-
-    fn placed(p: Result<(S, InFlight), GridError>, attempt: Option<Attempt>) -> Self {
-        match (p, attempt) {
-            (Ok((service, guard)), Some(a)) => Self::running(service, a.task, guard),
-            (Err(e), _) => Self::failed(e),
-            (Ok(_), None) => Self::failed(GridError::Internal("scheduler lost a held task".into())),
-        }
-    }
-}
-
-impl<D, S> Future for ResponseFuture<D, S>
-where
-    D: Discover<Key = WorkerId, Service = Endpoint<S>> + Unpin,
-    D::Error: Into<BoxError>,
-    S: Service<CompileTask, Response = CompileOutput, Error = BoxError> + Clone,
-{
-    type Output = Result<CompileOutput, BoxError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let mut this = self.as_mut().project();
-            let next = match this.kind.as_mut().project() {
-                KindProj::Running { call, guard } => {
-                    let res = ready!(call.poll(cx));
-                    let Some(g) = guard.take() else {
-                        return Poll::Ready(Err("scheduler future polled after completion".into()));
-                    };
-                    let worker = g.worker.clone();
-                    g.finish(&res);
-                    return Poll::Ready(match res {
-                        Ok(mut out) => {
-                            if out.worker_id.is_none() {
-                                out.worker_id = Some(worker);
-                            }
-                            Ok(out)
-                        }
-                        Err(source) => Err(Box::new(WorkerError { worker, source })),
-                    });
-                }
-                KindProj::Failed { error } => {
-                    return Poll::Ready(Err(match error.take() {
-                        Some(e) => e.into(),
-                        None => "scheduler future polled after completion".into(),
-                    }));
-                }
-                KindProj::Held { ticket, timer } => {
-                    let Some(t) = ticket.as_ref() else {
-                        return Poll::Ready(Err("scheduler future polled after completion".into()));
-                    };
-                    let sched = t.sched.clone();
-                    let seq = t.seq;
-                    let mut sh = sched.lock();
-                    if let Err(e) = sh.poll_changes(cx, &sched.bell) {
-                        drop(sh);
-                        return Poll::Ready(Err(e));
-                    }
-                    let placed = match sh.held_mut(seq) {
-                        None => Some(Err(GridError::Internal(
-                            "scheduler lost a held task".into(),
-                        ))),
-                        Some(e) => {
-                            e.waker = Some(cx.waker().clone());
-                            e.placed.take()
-                        }
-                    };
-                    let placed = match placed {
-                        Some(p) => Some(p),
-                        None => {
-                            sh.assign(&sched.bell);
-                            sh.held_mut(seq).and_then(|e| e.placed.take())
-                        }
-                    };
-                    match placed {
-                        Some(p) => {
-                            let attempt = sh.unhold(seq).map(|e| e.attempt);
-                            // Declined tasks need someone to look again.
-                            let next = sh
-                                .recheck_at
-                                .is_some()
-                                .then(|| sh.first_held_waker())
-                                .flatten();
-                            drop(sh);
-                            if let Some(w) = next {
-                                w.wake();
-                            }
-                            ticket.take();
-                            ResponseFuture::placed(p, attempt).kind
-                        }
-                        None => {
-                            let at = sh.recheck_at;
-                            drop(sh);
-                            match at {
-                                Some(at) => {
-                                    if timer.as_ref().is_none_or(|s| s.deadline() != at) {
-                                        *timer = Some(Box::pin(tokio::time::sleep_until(at)));
-                                    }
-                                    if let Some(s) = timer.as_mut()
-                                        && s.as_mut().poll(cx).is_ready()
-                                    {
-                                        *timer = None;
-                                        cx.waker().wake_by_ref();
-                                    }
-                                }
-                                None => *timer = None,
-                            }
-                            return Poll::Pending;
-                        }
-                    }
-                }
-            };
-            this.kind.set(next);
-        }
     }
 }
 

@@ -3,10 +3,11 @@ use std::time::Duration;
 
 use tower::{Service, ServiceExt};
 
+use super::model::CostModel;
 use super::*;
 use crate::config::{Algorithm, CircuitBreakerConfig};
 use crate::registry::{Registry, WorkerChanges};
-use crate::task::Timings;
+use crate::task::{TaskId, Timings};
 use crate::testutil::{capture_logs, gcc, gcc_amd64, task_of, worker_info};
 use crate::worker::Arch;
 
