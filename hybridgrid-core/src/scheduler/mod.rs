@@ -56,12 +56,15 @@
 //! | `mod.rs` | the scheduler: its pool, placement and the tower services |
 //! | `held.rs` | tasks the cost-aware algorithm holds until a slot frees |
 //! | `response.rs` | a task in flight on a worker, and the future a caller awaits |
-//! | `pool.rs`, `model.rs`, `endpoint.rs`, `error.rs` | the workers' slots, the cost model, the attempt and route types, errors |
+//! | `pool.rs` | the workers' slots, their load and the capability index |
+//! | `placement.rs` | which worker gets a task, by each algorithm |
+//! | `model.rs`, `endpoint.rs`, `error.rs` | the cost model, the attempt and route types, errors |
 
 mod endpoint;
 mod error;
 mod held;
 mod model;
+mod placement;
 mod pool;
 mod response;
 
