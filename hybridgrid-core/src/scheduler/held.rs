@@ -1,9 +1,7 @@
-//! Tasks the cost-aware algorithm holds until a worker slot frees: their order
-//! (largest aged estimate first), and the bell that wakes them.
+//! Tasks the cost-aware algorithm holds until a worker slot frees, and their
+//! order: the largest aged estimate first.
 
 use std::cmp::Reverse;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -43,36 +41,6 @@ const REKEY_EVERY: Duration = Duration::from_millis(100);
 /// At most this many held tasks decline a free slot (waiting for a busy
 /// faster worker) in one placement pass; the rest wait for the next event.
 pub(super) const MAX_DECLINES: usize = 16;
-
-/// Rung when a cost-aware slot frees: wakes the held task that places the
-/// held tasks next.
-#[derive(Debug, Default)]
-pub(super) struct Bell {
-    pub(super) waker: Mutex<Option<Waker>>,
-    rings: AtomicU64,
-}
-
-impl Bell {
-    fn lock(&self) -> MutexGuard<'_, Option<Waker>> {
-        self.waker.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(super) fn ring(&self) {
-        self.rings.fetch_add(1, Ordering::SeqCst);
-        let w = self.lock().take();
-        if let Some(w) = w {
-            w.wake();
-        }
-    }
-
-    pub(super) fn rings(&self) -> u64 {
-        self.rings.load(Ordering::SeqCst)
-    }
-
-    pub(super) fn arm(&self, waker: Option<Waker>) {
-        *self.lock() = waker;
-    }
-}
 
 impl<D, S> Shared<D, S> {
     /// Puts the held tasks in order of their current estimates (which

@@ -55,7 +55,7 @@
 //! |---|---|
 //! | `mod.rs` | the scheduler: its pool, placement and the tower services |
 //! | `held.rs` | tasks the cost-aware algorithm holds until a slot frees |
-//! | `response.rs` | a task in flight on a worker, and the future a caller awaits |
+//! | `response.rs` | a task in flight on a worker, the bell it rings when it ends, and the future a caller awaits |
 //! | `pool.rs` | the workers' slots, their load and the capability index |
 //! | `placement.rs` | which worker gets a task, by each algorithm |
 //! | `model.rs`, `endpoint.rs`, `error.rs` | the cost model, the attempt and route types, errors |
@@ -89,8 +89,8 @@ use crate::error::{BoxError, GridError};
 use crate::task::{CompileOutput, CompileTask, CompilerIdentity};
 use crate::worker::{Arch, WorkerId};
 
-use self::held::{Bell, HeldEntry, HeldKey, MAX_DECLINES};
-use self::response::{Ticket, start};
+use self::held::{HeldEntry, HeldKey, MAX_DECLINES};
+use self::response::{Bell, Ticket, start};
 
 struct Shared<D, S> {
     discover: D,

@@ -1,10 +1,12 @@
 //! A task in flight on a worker (counted in its load until it ends or is
-//! dropped), and the future a caller of the scheduler awaits.
+//! dropped, when it rings the bell that wakes held tasks), and the future a
+//! caller of the scheduler awaits.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
@@ -18,10 +20,39 @@ use crate::registry::WorkerStats;
 use crate::task::{CompileOutput, CompileTask, TaskId};
 use crate::worker::WorkerId;
 
-use super::held::Bell;
 use super::model::CostModel;
 use super::pool::{Pool, Running};
 use super::*;
+
+/// Rung when a cost-aware slot frees: wakes the held task that places the
+/// held tasks next.
+#[derive(Debug, Default)]
+pub(super) struct Bell {
+    pub(super) waker: Mutex<Option<Waker>>,
+    rings: AtomicU64,
+}
+
+impl Bell {
+    fn lock(&self) -> MutexGuard<'_, Option<Waker>> {
+        self.waker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn ring(&self) {
+        self.rings.fetch_add(1, Ordering::SeqCst);
+        let w = self.lock().take();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    pub(super) fn rings(&self) -> u64 {
+        self.rings.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn arm(&self, waker: Option<Waker>) {
+        *self.lock() = waker;
+    }
+}
 
 /// Counts a task into worker `i`'s load and makes what runs it.
 pub(super) fn start<S: Clone>(
