@@ -74,6 +74,19 @@ impl Delta {
 }
 
 impl Persisted {
+    /// The counters as a store reports them, with its size limit.
+    pub(crate) fn stats(&self, max_size_bytes: u64) -> super::CacheStats {
+        super::CacheStats {
+            hits: self.hits,
+            misses: self.misses,
+            evictions: self.evictions,
+            errors: self.errors,
+            size_bytes: self.size_bytes,
+            entries: self.entries,
+            max_size_bytes,
+        }
+    }
+
     pub(crate) fn apply(&mut self, d: Delta) {
         self.direct_hits += d.direct_hits;
         self.direct_misses += d.direct_misses;

@@ -22,15 +22,7 @@ impl DiskStore {
                 p
             }
         };
-        CacheStats {
-            hits: p.hits,
-            misses: p.misses,
-            evictions: p.evictions,
-            errors: p.errors,
-            size_bytes: p.size_bytes,
-            entries: p.entries,
-            max_size_bytes: self.inner.max_bytes,
-        }
+        p.stats(self.inner.max_bytes)
     }
 }
 

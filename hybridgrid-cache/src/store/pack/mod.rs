@@ -284,15 +284,7 @@ impl PackStore {
             };
         }
         let (_, p) = self.inner.update(Delta::default(), false);
-        CacheStats {
-            hits: p.hits,
-            misses: p.misses,
-            evictions: p.evictions,
-            errors: p.errors,
-            size_bytes: p.size_bytes,
-            entries: p.entries,
-            max_size_bytes: self.inner.max_bytes,
-        }
+        p.stats(self.inner.max_bytes)
     }
 
     #[cfg(test)]
