@@ -265,8 +265,8 @@ pub async fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>>
     }))
 }
 
-/// A boxed compile service.
-pub type BoxCompile = BoxCloneSyncService<CompileTask, CompileOutput, BoxError>;
+/// A boxed compile service (the one the coordinator's stack uses).
+pub use hybridgrid_net::coordinator::BoxCompile;
 
 /// Compiles as `name ARGS` would, through the grid when it can. Returns the
 /// exit code.

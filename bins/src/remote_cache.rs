@@ -124,7 +124,7 @@ pub async fn flush(remote: &Remote, cfg: &CacheConfig) {
 pub fn local_stack(
     cfg: &hybridgrid_core::config::Config,
     compiler: &hybridgrid_core::worker::CompilerInfo,
-) -> Option<(crate::hgbuild::BoxCompile, Remote)> {
+) -> Option<(hybridgrid_net::coordinator::BoxCompile, Remote)> {
     use hybridgrid_core::task::CompileOutput;
     use hybridgrid_core::worker::WorkerId;
     use tower::{Layer, ServiceBuilder};
