@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hybridgrid_client::{self as client, ClientOptions, Route};
 use hybridgrid_core::config::{Config, ConfigLoader};
-use hybridgrid_exec::client::{self, ClientOptions, Route};
 use hybridgrid_exec::detect;
 use hybridgrid_net::client::{ChannelOptions, CoordinatorClient};
 

@@ -9,11 +9,11 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use hybridgrid_cache::{CacheLayer, DiskStore};
+use hybridgrid_client::{self as client, ClientOptions, Outcome};
 use hybridgrid_core::config::Config;
 use hybridgrid_core::task::{CompileOutput, CompileTask};
 use hybridgrid_core::worker::CompilerInfo;
 use hybridgrid_core::{BoxError, GridError};
-use hybridgrid_exec::client::{self, ClientOptions, Outcome};
 use hybridgrid_exec::detect;
 use hybridgrid_net::client::{ChannelOptions, CoordinatorClient};
 use hybridgrid_net::discovery;

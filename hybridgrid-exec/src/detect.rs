@@ -190,7 +190,7 @@ pub async fn identify_cached(
 
 /// What identifies the binary at `path` between runs: its resolved path,
 /// size, modification time and inode (`None` if it cannot be read).
-pub(crate) fn binary_stamp(path: &Path) -> Option<String> {
+pub fn binary_stamp(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(path).ok()?;
     let m = std::fs::metadata(&real).ok()?;
@@ -207,7 +207,7 @@ pub(crate) fn binary_stamp(path: &Path) -> Option<String> {
 /// Writes `value` as JSON to `file` (a temporary file in its directory,
 /// created if need be, renamed into place). A memo that cannot be written
 /// only means asking again next time, so failures are ignored.
-pub(crate) fn remember(file: &Path, value: &impl serde::Serialize) {
+pub fn remember(file: &Path, value: &impl serde::Serialize) {
     use std::io::Write as _;
     let Some(dir) = file.parent() else {
         return;

@@ -23,14 +23,11 @@
 //! [`CompileOutput`]: hybridgrid_core::task::CompileOutput
 
 pub mod args;
-pub mod client;
 pub mod detect;
 #[cfg(feature = "docker")]
 pub mod docker;
-pub mod local_cache;
 pub mod native;
 pub mod routing;
-mod search_memo;
 pub mod source_tree;
 
 use hybridgrid_core::BoxError;

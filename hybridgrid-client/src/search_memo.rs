@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use hybridgrid_cache::direct::SearchList;
 
-use crate::detect::{binary_stamp, remember};
+use hybridgrid_exec::detect::{binary_stamp, remember};
 
 /// Environment variables that change what the preprocessor reads or
 /// writes; part of the direct-mode manifest key.
@@ -124,8 +124,8 @@ mod tests {
 
     use hybridgrid_core::task::{CompilerFamily, DriverKind};
 
-    use crate::args::{Classification, CompilePlan, classify_in};
     use crate::local_cache::search_list;
+    use hybridgrid_exec::args::{Classification, CompilePlan, classify_in};
 
     /// A `cc` that counts its runs in `<dir>/runs` and runs the real one.
     fn counting_cc(dir: &Path) -> PathBuf {

@@ -43,9 +43,9 @@ use hybridgrid_core::task::CompilerIdentity;
 use hybridgrid_core::worker::CompilerInfo;
 use tokio::process::Command;
 
-use crate::args::CompilePlan;
 pub use crate::search_memo::PREPROCESSOR_ENV;
 use crate::search_memo::SearchMemo;
+use hybridgrid_exec::args::CompilePlan;
 
 /// The local cache: a [`DiskStore`] and, if enabled, direct mode over it.
 #[derive(Debug)]
@@ -102,7 +102,7 @@ impl LocalCache {
             key_args.push(a.to_str()?.to_owned());
         }
         // What `@file` holds is what counts.
-        let mut key_args = crate::args::expand_response_files(key_args, cwd).ok()?;
+        let mut key_args = hybridgrid_exec::args::expand_response_files(key_args, cwd).ok()?;
         // Separated from the command line by a word no argument can be.
         key_args.push("\0hybridgrid".into());
         key_args.push(format!("compiler={}", compiler.path));

@@ -21,9 +21,9 @@ use tower::{Service, ServiceExt};
 
 use hybridgrid_cache::{CacheEntry, CacheKey};
 
-use crate::args::{self, Classification, CompilePlan, DiagnosticsColor};
 pub use crate::local_cache::LocalCache;
 use crate::local_cache::{DirectProbe, RecordInput};
+use hybridgrid_exec::args::{self, Classification, CompilePlan, DiagnosticsColor};
 
 /// How the client behaves.
 #[derive(Clone, Debug)]

@@ -1,0 +1,25 @@
+//! # hybridgrid-client
+//!
+//! The client side of hybridgrid, for `hgbuild` and for build tools that
+//! embed the grid: one compile command through any
+//! `tower::Service<CompileTask>` (the coordinator's client, a cache layer
+//! around it, or your own), with local fallback, and the local cache with
+//! direct mode in front of it.
+//!
+//! - [`compile`] / [`compile_with`]: classify a command line, preprocess
+//!   here, compile remotely, write the outputs, or run the compiler locally
+//!   when the command is not distributable or the grid cannot help.
+//! - [`local_cache::LocalCache`]: the local tier and direct mode (a result
+//!   found without running the preprocessor).
+//!
+//! It builds on `hybridgrid-exec` (the argument model, compiler detection)
+//! and `hybridgrid-cache`; nothing below it depends on it.
+
+mod compile;
+pub mod local_cache;
+mod search_memo;
+
+pub use compile::{
+    ClientOptions, LocalCache, Outcome, PrepareError, Prepared, Route, adds_color, apply_output,
+    compile, compile_with, context_files, prepare, run_local, source_mode_refusal, write_atomic,
+};
