@@ -35,7 +35,8 @@ pub mod coord;
 pub mod executor;
 pub mod heap;
 pub mod hgbuild;
-pub mod masquerade;
 pub mod remote_cache;
-pub mod trace;
 pub mod worker;
+
+/// Moved to the client crate; kept at their old paths.
+pub use hybridgrid_client::{masquerade, trace};

@@ -11,13 +11,18 @@
 //!   when the command is not distributable or the grid cannot help.
 //! - [`local_cache::LocalCache`]: the local tier and direct mode (a result
 //!   found without running the preprocessor).
+//! - [`masquerade`]: the compiler links a wrapped build puts in PATH, CC and
+//!   CXX, which configured build directories record.
+//! - [`trace`]: a Chrome/Perfetto trace of a build's compiles.
 //!
 //! It builds on `hybridgrid-exec` (the argument model, compiler detection)
 //! and `hybridgrid-cache`; nothing below it depends on it.
 
 mod compile;
 pub mod local_cache;
+pub mod masquerade;
 mod search_memo;
+pub mod trace;
 
 pub use compile::{
     ClientOptions, LocalCache, Outcome, PrepareError, Prepared, Route, adds_color, apply_output,

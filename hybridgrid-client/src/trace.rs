@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hybridgrid_client::{Outcome, Route};
+use crate::{Outcome, Route};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -184,7 +184,7 @@ pub fn chrome_trace(events: &[CompileEvent], build: Option<(&str, SystemTime, Du
 /// Writes the trace to `path` (via a temporary file and a rename).
 pub fn write_trace(path: &Path, trace: &Value) -> std::io::Result<()> {
     let data = serde_json::to_vec_pretty(trace).map_err(std::io::Error::other)?;
-    hybridgrid_client::write_atomic(path, &data)
+    crate::write_atomic(path, &data)
 }
 
 /// Records one finished invocation of a compile process: into the side
