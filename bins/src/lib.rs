@@ -34,9 +34,7 @@ pub mod cli;
 pub mod coord;
 pub mod executor;
 pub mod heap;
-pub mod hgbuild;
-pub mod remote_cache;
 pub mod worker;
 
 /// Moved to the client crate; kept at their old paths.
-pub use hybridgrid_client::{masquerade, trace};
+pub use hybridgrid_client::{hgbuild, masquerade, remote_cache, trace};

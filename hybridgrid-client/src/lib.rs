@@ -14,13 +14,19 @@
 //! - [`masquerade`]: the compiler links a wrapped build puts in PATH, CC and
 //!   CXX, which configured build directories record.
 //! - [`trace`]: a Chrome/Perfetto trace of a build's compiles.
+//! - [`hgbuild`]: what the `hgbuild` program does: one compiler command
+//!   through the coordinator, a wrapped build, and the status commands.
+//! - [`remote_cache`]: the `cache.remote` tier behind a local one.
 //!
-//! It builds on `hybridgrid-exec` (the argument model, compiler detection)
-//! and `hybridgrid-cache`; nothing below it depends on it.
+//! It builds on `hybridgrid-exec` (the argument model, compiler detection),
+//! `hybridgrid-cache` and `hybridgrid-net` (the coordinator's client,
+//! discovery); nothing below it depends on it.
 
 mod compile;
+pub mod hgbuild;
 pub mod local_cache;
 pub mod masquerade;
+pub mod remote_cache;
 mod search_memo;
 pub mod trace;
 
