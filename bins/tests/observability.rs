@@ -138,7 +138,23 @@ fn api_shapes_metrics_and_recent_tasks_after_a_real_compile() {
             "{name}:\n{text}"
         );
     }
-    assert!(sample(&text, "hybridgrid_cache_size_bytes").unwrap_or(0.0) > 0.0);
+    // The coordinator's tier stores the result from a background writer
+    // (write-behind): its size shows once that write is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut size = sample(&text, "hybridgrid_cache_size_bytes").unwrap_or(0.0);
+    while size <= 0.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (_, _, body) = http(&coord.http, "GET", "/metrics", "");
+        size = sample(
+            &String::from_utf8_lossy(&body),
+            "hybridgrid_cache_size_bytes",
+        )
+        .unwrap_or(0.0);
+    }
+    assert!(
+        size > 0.0,
+        "the coordinator's cache tier holds nothing:\n{text}"
+    );
     let custom: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
