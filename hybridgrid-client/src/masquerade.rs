@@ -469,59 +469,30 @@ mod tests {
         let link = CompilerVar::Link(masq.join("cc"));
         let keep = CompilerVar::Keep("gcc-12".into());
         let none: Vec<OsString> = Vec::new();
+        let launchers = |args: &[&str], c: &CompilerVar| {
+            cmake_launcher_args(
+                &os(args),
+                Some(t.path()),
+                &[("C", c), ("CXX", &link)],
+                masq,
+                exe,
+            )
+        };
+        let c_launcher = os(&["-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/hgbuild"]);
         // Fresh directory, masquerade links: nothing to add.
-        assert_eq!(
-            cmake_launcher_args(
-                &none,
-                Some(t.path()),
-                &[("C", &link), ("CXX", &link)],
-                masq,
-                exe
-            ),
-            none
-        );
+        assert_eq!(launchers(&[], &link), none);
         // The user's own compiler: a launcher for that language.
-        assert_eq!(
-            cmake_launcher_args(
-                &none,
-                Some(t.path()),
-                &[("C", &keep), ("CXX", &link)],
-                masq,
-                exe
-            ),
-            os(&["-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/hgbuild"])
-        );
+        assert_eq!(launchers(&[], &keep), c_launcher);
         // A compiler on the command line, or one recorded before.
         assert_eq!(
-            cmake_launcher_args(
-                &os(&["-DCMAKE_CXX_COMPILER=/usr/bin/clang++"]),
-                Some(t.path()),
-                &[("C", &link), ("CXX", &link)],
-                masq,
-                exe
-            ),
+            launchers(&["-DCMAKE_CXX_COMPILER=/usr/bin/clang++"], &link),
             os(&["-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/hgbuild"])
         );
         cache_with(t.path(), "/usr/bin/cc", "/home/u/.hybridgrid/bin/c++");
-        assert_eq!(
-            cmake_launcher_args(
-                &none,
-                Some(t.path()),
-                &[("C", &link), ("CXX", &link)],
-                masq,
-                exe
-            ),
-            os(&["-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/hgbuild"])
-        );
+        assert_eq!(launchers(&[], &link), c_launcher);
         // The user's own launcher wins.
         assert_eq!(
-            cmake_launcher_args(
-                &os(&["-DCMAKE_C_COMPILER_LAUNCHER=ccache"]),
-                Some(t.path()),
-                &[("C", &link), ("CXX", &link)],
-                masq,
-                exe
-            ),
+            launchers(&["-DCMAKE_C_COMPILER_LAUNCHER=ccache"], &link),
             none
         );
     }
