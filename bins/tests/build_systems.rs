@@ -13,7 +13,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use support::*;
@@ -142,45 +142,6 @@ impl Project {
 enum Remote {
     Most,
     None,
-}
-
-/// Every object file under `dir`, by relative path.
-fn objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else if p.extension().and_then(|x| x.to_str()) == Some("o") {
-                let rel = p.strip_prefix(base).expect("prefix").display().to_string();
-                out.insert(rel, std::fs::read(&p).expect("read object"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-fn assert_same_objects(
-    what: &str,
-    reference: &BTreeMap<String, Vec<u8>>,
-    ours: &BTreeMap<String, Vec<u8>>,
-) {
-    assert_eq!(
-        ours.keys().collect::<Vec<_>>(),
-        reference.keys().collect::<Vec<_>>(),
-        "{what}: different object files"
-    );
-    for (name, data) in reference {
-        assert!(
-            ours[name] == *data,
-            "{what}: {name} differs from the plain build"
-        );
-    }
 }
 
 const CONFIGURE: &str = "-G Ninja -S . -B \"$B\" -DBUILD_TESTING=ON";

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -29,24 +28,6 @@ fn sh(dir: &Path, script: &str) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// Every object file under `dir`, by relative path.
-fn objects(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).expect("read dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("o" | "lo")) {
-                let rel = p.strip_prefix(base).expect("prefix").display().to_string();
-                out.insert(rel, std::fs::read(&p).expect("read object"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 struct Built {
@@ -79,15 +60,7 @@ fn build_both(dir: &Path, coord: &str, configure: &str, make_args: &str, clean: 
         &format!("{HGBUILD} --coordinator {coord} -v make -j4 {make_args}"),
     );
     assert_eq!(built.code, 0, "hgbuild make failed:\n{}", built.stderr);
-    let ours = objects(dir);
-    assert_eq!(
-        ours.keys().collect::<Vec<_>>(),
-        reference.keys().collect::<Vec<_>>(),
-        "different object files"
-    );
-    for (name, data) in &reference {
-        assert!(ours[name] == *data, "{name} differs from the plain build");
-    }
+    assert_same_objects("hgbuild make", &reference, &objects(dir));
     let lines: Vec<&str> = built
         .stderr
         .lines()

@@ -107,32 +107,29 @@ pub enum CompilerVar {
 }
 
 impl CompilerVar {
-    /// Decides for the value `current` of the variable.
-    /// A value that already starts with hgbuild (`CC="hgbuild cc"`, as
-    /// for a configure script) counts as the rest of it.
+    /// Decides for the value `current` of the variable. A value that
+    /// already starts with hgbuild (`CC="hgbuild cc"`, as for a configure
+    /// script) counts as the rest of it.
     pub fn choose(current: Option<&std::ffi::OsStr>, default: &str, dir: &Path) -> Self {
-        let current = current.map(|c| match c.to_str() {
-            Some(s) => {
-                let rest = s.trim_start().split_once(' ').and_then(|(first, rest)| {
-                    let base = Path::new(first).file_name()?.to_str()?;
-                    (base == "hgbuild").then(|| rest.trim_start())
-                });
-                match rest {
-                    Some(r) => std::ffi::OsStr::new(r),
-                    None if Path::new(s.trim()).file_name() == Some("hgbuild".as_ref()) => {
-                        std::ffi::OsStr::new("")
-                    }
-                    None => c,
-                }
-            }
-            None => c,
-        });
-        match current.filter(|c| !c.is_empty()) {
-            None => CompilerVar::Link(dir.join(default)),
-            Some(c) => match c.to_str() {
-                Some(name) if MASQUERADE_NAMES.contains(&name) => CompilerVar::Link(dir.join(name)),
-                _ => CompilerVar::Keep(c.to_owned()),
-            },
+        let Some(value) = current else {
+            return CompilerVar::Link(dir.join(default));
+        };
+        let Some(text) = value.to_str() else {
+            return CompilerVar::Keep(value.to_owned());
+        };
+        let text = text.trim();
+        let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
+        let text = if Path::new(first).file_name() == Some("hgbuild".as_ref()) {
+            rest.trim_start()
+        } else {
+            text
+        };
+        if text.is_empty() {
+            CompilerVar::Link(dir.join(default))
+        } else if MASQUERADE_NAMES.contains(&text) {
+            CompilerVar::Link(dir.join(text))
+        } else {
+            CompilerVar::Keep(text.into())
         }
     }
 }
@@ -141,7 +138,7 @@ impl CompilerVar {
 /// `--build DIR`, else a positional argument that is an existing build
 /// directory, else `cwd`.
 pub fn cmake_build_dir(args: &[OsString], cwd: &Path) -> PathBuf {
-    let mut it = args.iter().peekable();
+    let mut it = args.iter();
     let mut positional = None;
     while let Some(a) = it.next() {
         let s = a.to_string_lossy();
@@ -200,8 +197,13 @@ fn cmake_cache(build_dir: &Path) -> Vec<(String, String)> {
 /// The C and C++ compilers recorded in `build_dir/CMakeCache.txt`:
 /// (language, path).
 pub fn cmake_compilers(build_dir: &Path) -> Vec<(String, PathBuf)> {
-    cmake_cache(build_dir)
-        .into_iter()
+    compilers_in(&cmake_cache(build_dir))
+}
+
+/// The C and C++ compilers among CMake cache entries.
+fn compilers_in(cache: &[(String, String)]) -> Vec<(String, PathBuf)> {
+    cache
+        .iter()
         .filter_map(|(name, value)| {
             let lang = name
                 .strip_prefix("CMAKE_")?
@@ -260,7 +262,7 @@ pub fn cmake_launcher_args(
     exe: &Path,
 ) -> Vec<OsString> {
     let cache = build_dir.map(cmake_cache).unwrap_or_default();
-    let recorded = build_dir.map(cmake_compilers).unwrap_or_default();
+    let recorded = compilers_in(&cache);
     let mut out = Vec::new();
     for (lang, var) in vars {
         let given = |suffix: &str| {
@@ -322,10 +324,7 @@ pub fn run_behind_ccache(ccache: &str, args: &[OsString], exe: &Path) -> i32 {
         .env("CCACHE_PREFIX", prefix)
         .status();
     match status {
-        Ok(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
-        }
+        Ok(s) => crate::compile::exit_code_of(s),
         Err(e) => {
             eprintln!("hgbuild: cannot run {ccache}: {e}");
             127
@@ -368,39 +367,27 @@ mod tests {
     #[test]
     fn compiler_variables_keep_what_the_link_cannot_stand_for() {
         let d = Path::new("/m");
-        assert_eq!(
-            CompilerVar::choose(None, "cc", d),
-            CompilerVar::Link(d.join("cc"))
-        );
-        assert_eq!(
-            CompilerVar::choose(Some("".as_ref()), "c++", d),
-            CompilerVar::Link(d.join("c++"))
-        );
-        assert_eq!(
-            CompilerVar::choose(Some("clang".as_ref()), "cc", d),
-            CompilerVar::Link(d.join("clang"))
-        );
-        // Already through hgbuild, as for a configure script.
-        assert_eq!(
-            CompilerVar::choose(Some("hgbuild cc".as_ref()), "cc", d),
-            CompilerVar::Link(d.join("cc"))
-        );
-        assert_eq!(
-            CompilerVar::choose(Some("/usr/bin/hgbuild  clang".as_ref()), "cc", d),
-            CompilerVar::Link(d.join("clang"))
-        );
-        assert_eq!(
-            CompilerVar::choose(Some("/x/hgbuild gcc-12".as_ref()), "cc", d),
-            CompilerVar::Keep("gcc-12".into())
-        );
-        assert_eq!(
-            CompilerVar::choose(Some("hgbuild".as_ref()), "c++", d),
-            CompilerVar::Link(d.join("c++"))
-        );
-        for kept in ["/opt/gcc/bin/gcc", "gcc-12", "ccache gcc"] {
+        let link = |n: &str| CompilerVar::Link(d.join(n));
+        let keep = |v: &str| CompilerVar::Keep(v.into());
+        let cases = [
+            (None, "cc", link("cc")),
+            (Some(""), "c++", link("c++")),
+            (Some("clang"), "cc", link("clang")),
+            // Already through hgbuild, as for a configure script.
+            (Some("hgbuild cc"), "cc", link("cc")),
+            (Some("/usr/bin/hgbuild  clang"), "cc", link("clang")),
+            (Some("/x/hgbuild gcc-12"), "cc", keep("gcc-12")),
+            (Some("hgbuild"), "c++", link("c++")),
+            (Some("/opt/gcc/bin/gcc"), "cc", keep("/opt/gcc/bin/gcc")),
+            (Some("gcc-12"), "cc", keep("gcc-12")),
+            (Some("ccache gcc"), "cc", keep("ccache gcc")),
+        ];
+        for (value, default, expected) in cases {
+            let value = value.map(std::ffi::OsStr::new);
             assert_eq!(
-                CompilerVar::choose(Some(kept.as_ref()), "cc", d),
-                CompilerVar::Keep(kept.into())
+                CompilerVar::choose(value, default, d),
+                expected,
+                "{value:?}"
             );
         }
     }

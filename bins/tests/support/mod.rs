@@ -373,3 +373,44 @@ pub fn rss_kb(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Every object file (`.o`, libtool's `.lo`) under `dir`, by relative
+/// path; empty if `dir` does not exist.
+pub fn objects(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else if matches!(p.extension().and_then(|x| x.to_str()), Some("o" | "lo")) {
+                let rel = p.strip_prefix(base).expect("prefix").display().to_string();
+                out.insert(rel, std::fs::read(&p).expect("read object"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The same object files with the same bytes as the plain build's.
+pub fn assert_same_objects(
+    what: &str,
+    reference: &std::collections::BTreeMap<String, Vec<u8>>,
+    ours: &std::collections::BTreeMap<String, Vec<u8>>,
+) {
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        reference.keys().collect::<Vec<_>>(),
+        "{what}: different object files"
+    );
+    for (name, data) in reference {
+        assert!(
+            ours[name] == *data,
+            "{what}: {name} differs from the plain build"
+        );
+    }
+}

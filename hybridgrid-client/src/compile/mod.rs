@@ -119,7 +119,9 @@ pub async fn run_local(compiler: &Path, args: &[OsString]) -> i32 {
     }
 }
 
-fn exit_code_of(s: std::process::ExitStatus) -> i32 {
+/// A process's exit code, or 128 plus the signal that ended it, as a
+/// shell reports it.
+pub(crate) fn exit_code_of(s: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
 }

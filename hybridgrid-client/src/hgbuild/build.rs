@@ -116,11 +116,10 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
     } else {
         masquerade::tool_build_dir(args, &cwd)
     };
+    let fresh = configuring && args.iter().any(|a| a == "--fresh");
     // A build directory an older hgbuild configured through a temporary
     // link: say so once, before the build fails on every compile.
-    if !(configuring && args.iter().any(|a| a == "--fresh"))
-        && let Some(msg) = masquerade::stale_build_dir(&build_dir)
-    {
+    if !fresh && let Some(msg) = masquerade::stale_build_dir(&build_dir) {
         eprintln!("{msg}");
         return 2;
     }
@@ -157,7 +156,6 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
     if configuring {
         // The compilers that do not reach hgbuild through CC and CXX get it
         // as their launcher (its own path, which stays too).
-        let fresh = args.iter().any(|a| a == "--fresh");
         let extra = masquerade::cmake_launcher_args(
             &args,
             (!fresh).then_some(build_dir.as_path()),
@@ -287,10 +285,7 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
     drop(sink);
     drop(events_file);
     drop(masq);
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    crate::compile::exit_code_of(status)
 }
 
 /// A job count from the grid's free capacity (local cores when there is
