@@ -7,65 +7,31 @@
 //! ```
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hybridgrid_client::{self as client, ClientOptions, Route};
-use hybridgrid_core::config::{Config, ConfigLoader};
 use hybridgrid_exec::detect;
 use hybridgrid_net::client::{ChannelOptions, CoordinatorClient};
 
-fn loopback_config(worker_id: &str, coordinator: &str) -> anyhow::Result<Config> {
-    Ok(ConfigLoader::new()
-        .no_search()
-        .set("coordinator.bind_address", "127.0.0.1")
-        .set("coordinator.grpc_port", 0)
-        .set("coordinator.http_port", 0)
-        .set("worker.bind_address", "127.0.0.1")
-        .set("worker.grpc_port", 0)
-        .set("worker.http_port", 0)
-        .set("worker.id", worker_id)
-        .set("worker.coordinator", coordinator)
-        .set("worker.heartbeat_interval", "1s")
-        .set("discovery.mdns.enabled", false)
-        .set("logging.level", "warn")
-        .load()?)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let base = loopback_config("unused", "")?;
+    let base = hybridgrid_examples::loopback_config("unused", "")?;
     let _ = hybridgrid_core::logging::init(&base.logging);
 
     // 1. The grid: a coordinator and two workers, all in this process.
-    let coord = hybridgrid::coord::start(&base).await?;
-    let coord_addr = coord.grpc_addr.to_string();
-    let mut workers = Vec::new();
-    for id in ["worker-a", "worker-b"] {
-        workers.push(hybridgrid::worker::start(&loopback_config(id, &coord_addr)?).await?);
-    }
+    let grid = hybridgrid_examples::LoopbackGrid::start(2).await?;
+    let coord_addr = grid.address();
     let opts = ChannelOptions::new(Duration::from_secs(2), Duration::from_secs(120));
     let mut status = CoordinatorClient::connect(&coord_addr, &opts).await?;
-    for _ in 0..100 {
-        if status.workers().await?.len() == workers.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     println!(
         "grid: coordinator {coord_addr} (dashboard http://{}), {} workers",
-        coord.http_addr,
+        grid.coord.http_addr,
         status.workers().await?.len()
     );
 
     // 2. A copy of the sample project to build in.
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-c");
-    let build = tempfile::Builder::new().prefix("hg-sample-").tempdir()?;
-    for e in std::fs::read_dir(&src)? {
-        let e = e?;
-        std::fs::copy(e.path(), build.path().join(e.file_name()))?;
-    }
+    let build = hybridgrid_examples::copy_sample_c()?;
     std::env::set_current_dir(build.path())?;
 
     // 3. Compile each file through the grid, as `hgbuild cc -c` does.
@@ -124,9 +90,6 @@ async fn main() -> anyhow::Result<()> {
     print!("demo says:\n{}", String::from_utf8_lossy(&run.stdout));
 
     std::env::set_current_dir("/")?;
-    for w in workers {
-        w.shutdown(Duration::from_secs(5)).await;
-    }
-    coord.shutdown(Duration::from_secs(5)).await;
+    grid.shutdown().await;
     Ok(())
 }

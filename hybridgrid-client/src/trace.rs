@@ -4,114 +4,18 @@
 //! ran (cache, remote worker, or local and why), and the queue and compile
 //! time the grid reported.
 //!
-//! Under `make -jN` every compile is its own hgbuild process. The wrapping
-//! `hgbuild make` gives them a side file (`HG_TRACE_SINK`); each appends one
-//! JSON line with a single `write` on an `O_APPEND` descriptor, so lines of
-//! concurrent compiles never interleave. When the build ends the wrapper
-//! turns the lines into the trace. A lone `hgbuild --trace FILE cc ...`
-//! writes a trace with its one slice.
+//! The trace is drawn from the build's event stream ([`crate::events`]),
+//! the same events the progress line and the summary count. A lone
+//! `hgbuild --trace FILE cc ...` writes a trace with its one slice.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::{Outcome, Route};
-use serde::{Deserialize, Serialize};
+use crate::events::{CompileEvent, micros};
 use serde_json::{Value, json};
 
 /// The environment variable naming the trace file to write (as `--trace`).
 pub const ENV_TRACE: &str = "HG_TRACE";
-/// Set by a wrapping `hgbuild make`: the side file compiles append to.
-pub const ENV_TRACE_SINK: &str = "HG_TRACE_SINK";
-
-/// One compiler invocation, as a compile process reports it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CompileEvent {
-    /// The source file, or the command for non-compiles.
-    pub name: String,
-    /// `cache`, `remote`, `local` or `passthrough`.
-    pub route: String,
-    /// The worker, for remote compiles.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker: Option<String>,
-    /// Why it ran locally.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Whether it fell back to local after the grid failed.
-    #[serde(default)]
-    pub fallback: bool,
-    /// Start, in microseconds since the Unix epoch.
-    pub start_us: u64,
-    /// Duration, in microseconds.
-    pub dur_us: u64,
-    /// Time waiting for a slot on the worker, in microseconds.
-    #[serde(default)]
-    pub queue_us: u64,
-    /// Time the compiler ran on the worker, in microseconds.
-    #[serde(default)]
-    pub compile_us: u64,
-    /// The exit code.
-    pub exit_code: i32,
-    /// The compile process's id.
-    pub pid: u32,
-}
-
-fn micros(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-impl CompileEvent {
-    /// The event of an invocation that started at `started` and ended as
-    /// `outcome`; `fallback_name` names non-compiles.
-    pub fn from_outcome(outcome: &Outcome, started: SystemTime, fallback_name: &str) -> Self {
-        let (route, worker, reason) = match &outcome.route {
-            Route::Cache | Route::DirectCache => ("cache", None, None),
-            Route::Remote(w) => ("remote", Some(w.clone()), None),
-            Route::Local(r) => ("local", None, Some(r.clone())),
-            Route::Passthrough => ("passthrough", None, Some("not a compile".to_owned())),
-        };
-        CompileEvent {
-            name: outcome
-                .source
-                .as_ref()
-                .map(|s| s.display().to_string())
-                .unwrap_or_else(|| fallback_name.to_owned()),
-            route: route.to_owned(),
-            worker,
-            reason,
-            fallback: outcome.fallback_reason.is_some(),
-            start_us: micros(started),
-            dur_us: outcome.elapsed.as_micros() as u64,
-            queue_us: outcome.timings.queue.as_micros() as u64,
-            compile_us: outcome.timings.compile.as_micros() as u64,
-            exit_code: outcome.exit_code,
-            pid: std::process::id(),
-        }
-    }
-}
-
-/// Appends `ev` as one JSON line to `sink` with a single write on an
-/// `O_APPEND` descriptor (atomic with respect to other appenders).
-pub fn append(sink: &Path, ev: &CompileEvent) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(ev).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(sink)?;
-    f.write_all(&line)
-}
-
-/// Reads the events of a side file, skipping lines that do not parse.
-pub fn read_events(sink: &Path) -> std::io::Result<Vec<CompileEvent>> {
-    let text = std::fs::read_to_string(sink)?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
 
 /// The Chrome trace of a build: `events` as complete (`X`) slices on as
 /// few lanes as never overlap, plus a slice for the whole build when
@@ -187,24 +91,6 @@ pub fn write_trace(path: &Path, trace: &Value) -> std::io::Result<()> {
     crate::write_atomic(path, &data)
 }
 
-/// Records one finished invocation of a compile process: into the side
-/// file of a wrapping build when there is one, else into `trace` (the
-/// `--trace` file or `HG_TRACE`) as a trace of its own. Failures only
-/// warn: a trace never fails a build.
-pub fn record(trace: Option<&Path>, outcome: &Outcome, started: SystemTime, name: &str) {
-    let ev = CompileEvent::from_outcome(outcome, started, name);
-    let res = if let Some(sink) = std::env::var_os(ENV_TRACE_SINK).filter(|s| !s.is_empty()) {
-        append(Path::new(&sink), &ev)
-    } else if let Some(path) = trace {
-        write_trace(path, &chrome_trace(&[ev], None))
-    } else {
-        return;
-    };
-    if let Err(e) = res {
-        eprintln!("hgbuild: warning: cannot write the trace: {e}");
-    }
-}
-
 /// The trace file asked for: the flag, else `HG_TRACE`.
 pub fn requested(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| {
@@ -217,7 +103,6 @@ pub fn requested(flag: Option<PathBuf>) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn ev(name: &str, start: u64, dur: u64, route: &str) -> CompileEvent {
         CompileEvent {
@@ -260,22 +145,5 @@ mod tests {
         assert_eq!(a["ts"], 0);
         assert_eq!(a["args"]["where"], "remote w1");
         assert_eq!(a["args"]["compile_ms"], 0.05);
-    }
-
-    #[test]
-    fn side_file_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let sink = dir.path().join("events.jsonl");
-        append(&sink, &ev("a.c", 1, 2, "remote")).unwrap();
-        append(&sink, &ev("b.c", 3, 4, "local")).unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&sink)
-            .unwrap()
-            .write_all(b"garbage\n")
-            .unwrap();
-        let got = read_events(&sink).unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[1].name, "b.c");
     }
 }

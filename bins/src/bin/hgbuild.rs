@@ -8,10 +8,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use hybridgrid::cli::{self, CommonFlags};
-use hybridgrid::hgbuild::{
-    self, CacheAction, ENV_NO_FALLBACK, ENV_VERBOSE, MASQUERADE_NAMES, RunOptions,
-};
-use hybridgrid_core::config::{Config, LoggingConfig};
+use hybridgrid_client::hgbuild::{self, CacheAction, Invocation};
+use hybridgrid_client::{Client, RunOptions};
+use hybridgrid_core::config::{Config, ConfigLoader};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,36 +46,16 @@ struct Cli {
 enum Cmd {
     /// Compile like cc (gcc): hgbuild cc -c foo.c -o foo.o
     #[command(name = "cc", alias = "gcc")]
-    Cc {
-        /// Compiler arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Cc(Passed),
     /// Compile like c++ (g++).
     #[command(name = "c++", alias = "g++", alias = "cxx")]
-    Cxx {
-        /// Compiler arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Cxx(Passed),
     /// Run make with every compile going through the grid.
-    Make {
-        /// make's arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Make(Passed),
     /// Run ninja with every compile going through the grid.
-    Ninja {
-        /// ninja's arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Ninja(Passed),
     /// Run cmake (e.g. `cmake --build build`) with every compile going through the grid.
-    Cmake {
-        /// cmake's arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    Cmake(Passed),
     /// Show the grid's workers.
     Status,
     /// Print a shell completion script: `hgbuild completions bash > /etc/bash_completion.d/hgbuild`.
@@ -93,6 +72,14 @@ enum Cmd {
     },
 }
 
+/// What a command passes on to the compiler or build tool.
+#[derive(clap::Args, Debug)]
+struct Passed {
+    /// Its arguments, passed on as they are.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
 #[derive(Subcommand, Debug)]
 enum CacheCmd {
     /// Print cache statistics.
@@ -107,23 +94,10 @@ enum CacheCmd {
     },
 }
 
-fn env_flag(name: &str) -> bool {
-    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
-}
-
-fn init_logging(cfg: &Config, verbose: bool) {
-    // As a compiler hgbuild is quiet: only warnings, unless asked.
-    let mut l = LoggingConfig::default();
-    l.level = if std::env::var_os("HG_LOG_LEVEL").is_some() {
-        cfg.logging.level.clone()
-    } else if verbose {
-        "info".into()
-    } else {
-        "warn".into()
-    };
-    l.format = cfg.logging.format;
-    l.file = cfg.logging.file.clone();
-    let _ = hybridgrid_core::logging::init(&l);
+/// `hgbuild cc ARGS` / `hgbuild c++ ARGS`: the configured compiler.
+async fn compile_as(cfg: &Config, cxx: bool, p: &Passed, opts: &RunOptions) -> i32 {
+    let compiler = hgbuild::configured_compiler(cfg, cxx);
+    hgbuild::compile(cfg, compiler, &p.args, opts).await
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -132,56 +106,16 @@ fn exit(code: i32) -> ExitCode {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    let name = std::path::Path::new(&argv0)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if MASQUERADE_NAMES.contains(&name.as_str()) {
-        let cfg = cli::load_or_exit(
-            hybridgrid_core::config::ConfigLoader::new().process_env(),
-            "hgbuild",
-        );
-        let opts = RunOptions {
-            verbose: env_flag(ENV_VERBOSE),
-            no_fallback: env_flag(ENV_NO_FALLBACK),
-            trace: hybridgrid::trace::requested(None),
-            config_file: None,
-        };
-        init_logging(&cfg, false);
-        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-        return exit(hgbuild::compile(&cfg, &name, &args, &opts).await);
-    }
-
-    // Launcher form, as ccache takes it: `hgbuild /usr/bin/cc -c x.c`
-    // (CMAKE_C_COMPILER_LAUNCHER=hgbuild).
     let argv: Vec<OsString> = std::env::args_os().collect();
-    // `hgbuild ccache cc ...`: ccache goes in front, hgbuild in its prefix.
-    if let Some(first) = argv.get(1).and_then(|a| a.to_str())
-        && hybridgrid::masquerade::is_ccache(first)
-    {
-        let exe = std::env::current_exe().unwrap_or_else(|_| "hgbuild".into());
-        return exit(hybridgrid::masquerade::run_behind_ccache(
-            first,
-            &argv[2..],
-            &exe,
-        ));
-    }
-    if let Some(first) = argv.get(1).map(|a| a.to_string_lossy().into_owned())
-        && hgbuild::looks_like_compiler(&first)
-    {
-        let cfg = cli::load_or_exit(
-            hybridgrid_core::config::ConfigLoader::new().process_env(),
-            "hgbuild",
-        );
-        let opts = RunOptions {
-            verbose: env_flag(ENV_VERBOSE),
-            no_fallback: env_flag(ENV_NO_FALLBACK),
-            trace: hybridgrid::trace::requested(None),
-            config_file: None,
-        };
-        init_logging(&cfg, false);
-        return exit(hgbuild::compile(&cfg, &first, &argv[2..], &opts).await);
+    match Invocation::of(&argv) {
+        Invocation::Compiler { compiler, args } => {
+            let cfg = cli::load_or_exit(ConfigLoader::new().process_env(), "hgbuild");
+            hgbuild::init_logging(&cfg);
+            let opts = RunOptions::from_env();
+            return exit(hgbuild::compile(&cfg, &compiler, &args, &opts).await);
+        }
+        Invocation::Ccache { ccache, args } => return exit(hgbuild::run_ccache(&ccache, &args)),
+        Invocation::Command => {}
     }
 
     let cli = Cli::parse();
@@ -192,36 +126,21 @@ async fn main() -> ExitCode {
     let loader = cli
         .common
         .loader()
-        .set_opt("client.coordinator", cli.coordinator.clone());
-    let config_file = loader.resolved_file();
+        .set_opt("client.coordinator", cli.coordinator);
+    let mut opts = RunOptions::from_env();
+    opts.config_file = loader.resolved_file();
+    opts.verbose |= cli.verbose;
+    opts.no_fallback |= cli.no_fallback;
+    opts.trace = hybridgrid_client::trace::requested(cli.trace);
     let cfg = cli::load_or_exit(loader, "hgbuild");
-    let opts = RunOptions {
-        verbose: cli.verbose || env_flag(ENV_VERBOSE),
-        no_fallback: cli.no_fallback || env_flag(ENV_NO_FALLBACK),
-        trace: hybridgrid::trace::requested(cli.trace.clone()),
-        config_file,
-    };
-    init_logging(&cfg, false);
-    let code = match cli.cmd {
-        Cmd::Cc { args } => {
-            let cc = if cfg.client.cc.is_empty() {
-                "cc"
-            } else {
-                cfg.client.cc.as_str()
-            };
-            hgbuild::compile(&cfg, cc, &args, &opts).await
-        }
-        Cmd::Cxx { args } => {
-            let cxx = if cfg.client.cxx.is_empty() {
-                "c++"
-            } else {
-                cfg.client.cxx.as_str()
-            };
-            hgbuild::compile(&cfg, cxx, &args, &opts).await
-        }
-        Cmd::Make { args } => hgbuild::wrap(&cfg, "make", &args, &opts).await,
-        Cmd::Ninja { args } => hgbuild::wrap(&cfg, "ninja", &args, &opts).await,
-        Cmd::Cmake { args } => hgbuild::wrap(&cfg, "cmake", &args, &opts).await,
+    hgbuild::init_logging(&cfg);
+    let client = Client::new(cfg.clone()).with_options(opts.clone());
+    exit(match cli.cmd {
+        Cmd::Cc(p) => compile_as(&cfg, false, &p, &opts).await,
+        Cmd::Cxx(p) => compile_as(&cfg, true, &p, &opts).await,
+        Cmd::Make(p) => client.run_build("make", &p.args).await,
+        Cmd::Ninja(p) => client.run_build("ninja", &p.args).await,
+        Cmd::Cmake(p) => client.run_build("cmake", &p.args).await,
         Cmd::Status => hgbuild::status(&cfg).await,
         Cmd::Completions { .. } => 0,
         Cmd::Stats => hgbuild::stats(&cfg).await,
@@ -235,6 +154,5 @@ async fn main() -> ExitCode {
                 },
             },
         ),
-    };
-    exit(code)
+    })
 }

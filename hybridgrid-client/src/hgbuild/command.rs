@@ -1,20 +1,16 @@
-//! One compiler command as hgbuild runs it: the real compiler behind a name or
-//! link, the compile through the grid with fallback, and the event a wrapped
-//! build counts.
+//! How hgbuild was invoked (as a compiler, as a launcher, in front of
+//! ccache, or as a command), and one compiler command as the program runs
+//! it.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate as client;
-use hybridgrid_cache::DiskStore;
-use hybridgrid_core::config::Config;
-use hybridgrid_core::worker::CompilerInfo;
-use hybridgrid_exec::detect;
+use hybridgrid_core::config::{Config, LoggingConfig};
 
-use crate::masquerade;
-use crate::{ClientOptions, Outcome};
+use crate::client::find_real_compiler;
+use crate::{Client, RunOptions, masquerade};
 
-use super::*;
+use super::MASQUERADE_NAMES;
 
 /// True for a first argument that names a compiler (`/usr/bin/cc`,
 /// `gcc-12`, `aarch64-linux-gnu-g++`) rather than an hgbuild command.
@@ -33,209 +29,159 @@ pub fn looks_like_compiler(arg: &str) -> bool {
     named && (arg.contains('/') || find_real_compiler(arg).is_some())
 }
 
-/// Environment variable that turns on per-file lines in wrapped builds.
-pub const ENV_VERBOSE: &str = "HG_VERBOSE";
-/// Environment variable that disables local fallback in wrapped builds.
-pub const ENV_NO_FALLBACK: &str = "HG_NO_FALLBACK";
-
-/// Options of one hgbuild run.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    /// Per-file lines.
-    pub verbose: bool,
-    /// Fail instead of compiling locally.
-    pub no_fallback: bool,
-    /// Write a Chrome/Perfetto trace of the build here (`--trace`,
-    /// `HG_TRACE`); see [`crate::trace`].
-    pub trace: Option<PathBuf>,
-    /// The configuration file this process read (`--config`, `HG_CONFIG`
-    /// or the first file found); a wrapped build's compiles read it too.
-    pub config_file: Option<PathBuf>,
+/// How the `hgbuild` program was invoked, from its whole argument vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// As a compiler: through a link named `cc`, `g++`... (`compiler` is
+    /// that name), or as a launcher, `hgbuild /usr/bin/cc -c x.c` (as
+    /// `CMAKE_C_COMPILER_LAUNCHER=hgbuild` runs it).
+    Compiler {
+        /// The compiler's name or path.
+        compiler: String,
+        /// Its arguments.
+        args: Vec<OsString>,
+    },
+    /// `hgbuild ccache CC ARGS`: ccache in front, hgbuild as its prefix.
+    Ccache {
+        /// How ccache was named.
+        ccache: String,
+        /// The compiler and its arguments.
+        args: Vec<OsString>,
+    },
+    /// An hgbuild command (`make`, `status`...): parse the flags.
+    Command,
 }
 
-pub(super) fn path_dirs() -> Vec<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default()
-}
-
-/// Finds the real compiler `name` on PATH, skipping hgbuild itself (so a
-/// masquerade directory first in PATH does not find itself).
-pub fn find_real_compiler(name: &str) -> Option<PathBuf> {
-    let me = std::env::current_exe()
-        .ok()
-        .and_then(|p| std::fs::canonicalize(p).ok());
-    if name.contains('/') {
-        let path = PathBuf::from(name);
-        // A link to hgbuild itself (`~/.hybridgrid/bin/c++` as recorded by a
-        // configure step, with hgbuild as launcher too) stands for its name.
-        let is_me = me.is_some() && std::fs::canonicalize(&path).ok() == me;
-        match path.file_name().and_then(|n| n.to_str()) {
-            Some(base) if is_me => return find_real_compiler(base),
-            _ => return Some(path),
-        }
-    }
-    path_dirs().into_iter().map(|d| d.join(name)).find(|p| {
-        // One stat for the usual miss, before resolving every component.
-        if std::fs::metadata(p).is_err() {
-            return false;
-        }
-        let Ok(canon) = std::fs::canonicalize(p) else {
-            return false;
-        };
-        let is_exec = std::fs::metadata(&canon)
-            .map(|m| {
-                use std::os::unix::fs::PermissionsExt;
-                m.is_file() && m.permissions().mode() & 0o111 != 0
-            })
-            .unwrap_or(false);
-        is_exec && Some(&canon) != me.as_ref()
-    })
-}
-
-async fn identify(cfg: &Config, name: &str) -> Result<CompilerInfo, String> {
-    let path =
-        find_real_compiler(name).ok_or_else(|| format!("compiler `{name}` not found on PATH"))?;
-    // Remembered whether results are cached or not: asking the compiler
-    // (three runs of it) would otherwise cost every compile ~4 ms.
-    let cache = cfg.cache.dir_path().join("compilers");
-    let mut info = detect::identify_cached(name, &path, Some(cache.as_path()))
-        .await
-        .map_err(|e| e.to_string())?;
-    // Run it as found (gcc names itself after argv[0] in its messages).
-    info.path = path.display().to_string();
-    Ok(info)
-}
-
-/// Compiles as `name ARGS` would, through the grid when it can. Returns the
-/// exit code.
-pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOptions) -> i32 {
-    let started = std::time::SystemTime::now();
-    let named = Path::new(name);
-    if masquerade::is_old_temp_link(named) && !named.exists() {
-        let cwd = std::env::current_dir().unwrap_or_default();
-        let build_dir = cwd.ancestors().find(|d| d.join("CMakeCache.txt").is_file());
-        eprintln!("{}", masquerade::old_temp_link_message(named, build_dir));
-        return 1;
-    }
-    let compiler = match identify(cfg, name).await {
-        Ok(c) => c,
-        Err(e) => {
-            // Not a compiler we know: run it as it is.
-            tracing::debug!(error = %e, "cannot identify compiler");
-            let Some(path) = find_real_compiler(name) else {
-                eprintln!("hgbuild: {e}");
-                return 127;
+impl Invocation {
+    /// The form of `argv` (with the program name first).
+    pub fn of(argv: &[OsString]) -> Self {
+        let name = argv
+            .first()
+            .and_then(|a| Path::new(a).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rest = argv.get(1..).unwrap_or_default().to_vec();
+        if MASQUERADE_NAMES.contains(&name.as_str()) {
+            return Invocation::Compiler {
+                compiler: name,
+                args: rest,
             };
-            return client::run_local(&path, args).await;
         }
-    };
-    let copts = ClientOptions {
-        fallback: cfg.resilience.fallback.enabled && !opts.no_fallback,
-        verbose: opts.verbose,
-        remote_debug_info: cfg.client.remote_debug_info,
-        color: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ..ClientOptions::default()
-    };
-    // The local tier (direct mode first); the grid is resolved only if needed.
-    let cache = cfg.cache.enabled.then(|| {
-        client::LocalCache::new(DiskStore::from_config(&cfg.cache), cfg.cache.direct_mode)
-    });
-    let remote_tier = std::sync::OnceLock::new();
-    let outcome: Outcome = client::compile_with(
-        &compiler,
-        args,
-        || async {
-            match remote_stack(cfg).await {
-                Some(r) => Some(r),
-                // No coordinator: a `cache.remote` tier still serves (CI machines).
-                None => crate::remote_cache::local_stack(cfg, &compiler).map(|(svc, tier)| {
-                    let _ = remote_tier.set(tier);
-                    Ok(svc)
-                }),
+        let Some(first) = argv.get(1).map(|a| a.to_string_lossy().into_owned()) else {
+            return Invocation::Command;
+        };
+        let args = rest[1..].to_vec();
+        if masquerade::is_ccache(&first) {
+            Invocation::Ccache {
+                ccache: first,
+                args,
             }
-        },
-        &copts,
-        cache.as_ref(),
-    )
-    .await;
-    if let Some(tier) = remote_tier.get() {
-        crate::remote_cache::flush(tier, &cfg.cache).await;
+        } else if looks_like_compiler(&first) {
+            Invocation::Compiler {
+                compiler: first,
+                args,
+            }
+        } else {
+            Invocation::Command
+        }
     }
-    if opts.verbose {
-        let src = outcome
-            .source
-            .as_ref()
-            .map(|s| s.display().to_string())
-            .unwrap_or_else(|| "-".into());
-        eprintln!(
-            "hgbuild: {} {src} {}ms",
-            outcome.route,
-            outcome.elapsed.as_millis()
-        );
+}
+
+/// `hgbuild ccache CC ARGS`: runs ccache with this program as its
+/// `CCACHE_PREFIX` ([`masquerade::run_behind_ccache`]); returns the exit
+/// code.
+pub fn run_ccache(ccache: &str, args: &[OsString]) -> i32 {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "hgbuild".into());
+    masquerade::run_behind_ccache(ccache, args, &exe)
+}
+
+/// Sets up hgbuild's logging: as a compiler it is quiet (only warnings)
+/// unless `HG_LOG_LEVEL` asks otherwise; format and file as configured.
+pub fn init_logging(cfg: &Config) {
+    let mut l = LoggingConfig::default();
+    l.level = if std::env::var_os("HG_LOG_LEVEL").is_some() {
+        cfg.logging.level.clone()
+    } else {
+        "warn".into()
+    };
+    l.format = cfg.logging.format;
+    l.file = cfg.logging.file.clone();
+    let _ = hybridgrid_core::logging::init(&l);
+}
+
+/// The compiler `hgbuild cc` (or `hgbuild c++` when `cxx`) runs:
+/// `client.cc`/`client.cxx` (`HG_CC`, `HG_CXX`), else `cc`/`c++`.
+pub fn configured_compiler(cfg: &Config, cxx: bool) -> &str {
+    match (cxx, cfg.client.cc.as_str(), cfg.client.cxx.as_str()) {
+        (false, "", _) => "cc",
+        (false, cc, _) => cc,
+        (true, _, "") => "c++",
+        (true, _, cxx) => cxx,
     }
-    record_event(&outcome);
-    crate::trace::record(opts.trace.as_deref(), &outcome, started, name);
+}
+
+/// Compiles as `name ARGS` would, through the grid when it can, as one
+/// hgbuild process does: its event goes to the wrapped build's stream, or
+/// to a trace of its own when one was asked for. Returns the exit code.
+pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOptions) -> i32 {
+    let client = Client::new(cfg.clone()).with_options(opts.clone());
+    let outcome = client.compile(name, args).await;
+    if opts.events_file.is_none()
+        && let Some(path) = &opts.trace
+        && let Err(e) =
+            crate::trace::write_trace(path, &crate::trace::chrome_trace(&client.events(), None))
+    {
+        eprintln!("hgbuild: warning: cannot write the trace: {e}");
+    }
     outcome.exit_code
 }
 
-/// Environment variable naming the file where each compile of a wrapped
-/// build appends one JSON line (for the progress line and the summary).
-pub const ENV_EVENTS: &str = "HG_EVENTS_FILE";
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// One compile of a wrapped build, as recorded in the events file.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct CompileEvent {
-    /// The source, or `-`.
-    pub src: String,
-    /// `remote`, `cache`, `local` or `passthrough`.
-    pub route: String,
-    /// The worker (remote) or the reason (local).
-    pub detail: String,
-    /// Milliseconds from start to end.
-    pub ms: u64,
-    /// The exit code.
-    pub code: i32,
-    /// Start, in microseconds since the Unix epoch.
-    pub start_us: u64,
-    /// Process id of the hgbuild that compiled it.
-    pub pid: u32,
-}
+    fn argv(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
 
-fn record_event(o: &Outcome) {
-    let Some(path) = std::env::var_os(ENV_EVENTS) else {
-        return;
-    };
-    let (route, detail) = match &o.route {
-        client::Route::Cache => ("cache", String::new()),
-        client::Route::DirectCache => ("cache", "direct".into()),
-        client::Route::Remote(w) => ("remote", w.clone()),
-        client::Route::Local(r) => ("local", r.clone()),
-        client::Route::Passthrough => ("passthrough", String::new()),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let ev = CompileEvent {
-        src: o
-            .source
-            .as_ref()
-            .map(|s| s.display().to_string())
-            .unwrap_or_else(|| "-".into()),
-        route: route.into(),
-        detail,
-        ms: o.elapsed.as_millis() as u64,
-        code: o.exit_code,
-        start_us: now.saturating_sub(o.elapsed).as_micros() as u64,
-        pid: std::process::id(),
-    };
-    let Ok(mut line) = serde_json::to_string(&ev) else {
-        return;
-    };
-    line.push('\n');
-    // One write with O_APPEND: lines of concurrent compiles never interleave.
-    use std::io::Write as _;
-    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
-        let _ = f.write_all(line.as_bytes());
+    #[test]
+    fn invocation_forms() {
+        let compiler = |c: &str, a: &[&str]| Invocation::Compiler {
+            compiler: c.into(),
+            args: argv(a),
+        };
+        assert_eq!(
+            Invocation::of(&argv(&["/home/u/.hybridgrid/bin/c++", "-c", "x.cc"])),
+            compiler("c++", &["-c", "x.cc"])
+        );
+        assert_eq!(
+            Invocation::of(&argv(&["hgbuild", "/usr/bin/cc", "-c", "x.c"])),
+            compiler("/usr/bin/cc", &["-c", "x.c"])
+        );
+        assert_eq!(
+            Invocation::of(&argv(&["hgbuild", "ccache", "cc", "-c", "x.c"])),
+            Invocation::Ccache {
+                ccache: "ccache".into(),
+                args: argv(&["cc", "-c", "x.c"])
+            }
+        );
+        for cmd in [
+            &["hgbuild"][..],
+            &["hgbuild", "make", "-j2"],
+            &["hgbuild", "cc", "-c", "x.c"],
+        ] {
+            assert_eq!(Invocation::of(&argv(cmd)), Invocation::Command, "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn configured_compilers() {
+        let mut cfg = Config::default();
+        assert_eq!(configured_compiler(&cfg, false), "cc");
+        assert_eq!(configured_compiler(&cfg, true), "c++");
+        cfg.client.cc = "clang".into();
+        cfg.client.cxx = "clang++".into();
+        assert_eq!(configured_compiler(&cfg, false), "clang");
+        assert_eq!(configured_compiler(&cfg, true), "clang++");
     }
 }

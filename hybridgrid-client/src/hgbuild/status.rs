@@ -3,7 +3,7 @@
 use hybridgrid_cache::DiskStore;
 use hybridgrid_core::config::Config;
 
-use super::coordinator::connect;
+use crate::dial::connect;
 
 /// Prints the grid's workers as a table; returns the exit code.
 pub async fn status(cfg: &Config) -> i32 {

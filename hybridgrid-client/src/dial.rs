@@ -25,7 +25,7 @@ fn channel_options(cfg: &Config) -> Result<ChannelOptions, GridError> {
     )
 }
 
-pub(super) async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, GridError>> {
+pub(crate) async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, GridError>> {
     // client.coordinator, else one found by mDNS (cached briefly), else none.
     let addr = discovery::coordinator_for_client(cfg).await?;
     let opts = match channel_options(cfg) {

@@ -1,6 +1,6 @@
 //! A wrapped build (`hgbuild make`, `ninja`, `cmake`): the compiler links and
-//! environment it runs the tool with, its progress line and summary, and the
-//! trace.
+//! environment it runs the tool with, and its event stream, from which the
+//! progress line, the summary and the trace are drawn.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -9,62 +9,19 @@ use std::time::Duration;
 use hybridgrid_core::config::Config;
 use hybridgrid_net::discovery;
 
-use crate::masquerade;
+use crate::client::{ENV_NO_FALLBACK, ENV_VERBOSE, path_dirs};
+use crate::dial::{connect, security_env};
+use crate::events::{self, BuildSummary, CompileEvent};
+use crate::{Client, RunOptions, masquerade};
 
-use super::command::path_dirs;
-use super::coordinator::connect;
-use super::*;
-
-/// Counts of a wrapped build's compiles.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct BuildSummary {
-    /// Compiles (and other compiler calls) seen.
-    pub total: usize,
-    /// Compiled by a worker.
-    pub remote: usize,
-    /// Served from a cache.
-    pub cached: usize,
-    /// Compiled or linked here.
-    pub local: usize,
-    /// Compiler calls that exited non-zero.
-    pub failed: usize,
-}
-
-impl BuildSummary {
-    /// Adds the events in `text` (JSON lines).
-    pub fn add_lines(&mut self, text: &str) {
-        for line in text.lines() {
-            let Ok(ev) = serde_json::from_str::<CompileEvent>(line) else {
-                continue;
-            };
-            self.total += 1;
-            match ev.route.as_str() {
-                "remote" => self.remote += 1,
-                "cache" => self.cached += 1,
-                _ => self.local += 1,
-            }
-            if ev.code != 0 {
-                self.failed += 1;
-            }
-        }
-    }
-
-    /// `34 compiler calls: 30 remote, 2 cached, 2 local, 0 failed`.
-    pub fn line(&self) -> String {
-        format!(
-            "{} compiler calls: {} remote, {} cached, {} local, {} failed",
-            self.total, self.remote, self.cached, self.local, self.failed
-        )
-    }
-}
-
-/// Follows the events file while the build runs: a live progress line on a
-/// terminal.
+/// Follows the build's events file while the build runs (a live progress
+/// line on a terminal); returns every event once `done` turns true.
 async fn follow_events(
     path: PathBuf,
     tty: bool,
     mut done: tokio::sync::watch::Receiver<bool>,
-) -> BuildSummary {
+) -> Vec<CompileEvent> {
+    let mut seen = Vec::new();
     let mut summary = BuildSummary::default();
     let mut offset = 0usize;
     loop {
@@ -77,7 +34,10 @@ async fn follow_events(
                 .rfind('\n')
                 .map(|i| offset + i + 1)
                 .unwrap_or(offset);
-            summary.add_lines(&text[offset..upto]);
+            for ev in events::parse(&text[offset..upto]) {
+                summary.add(&ev);
+                seen.push(ev);
+            }
             offset = upto;
             if tty {
                 eprint!("\r\x1b[Khgbuild: {}", summary.line());
@@ -87,7 +47,7 @@ async fn follow_events(
             if tty && summary.total > 0 {
                 eprint!("\r\x1b[K");
             }
-            return summary;
+            return seen;
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
@@ -96,10 +56,23 @@ async fn follow_events(
     }
 }
 
+impl Client {
+    /// Runs a build tool (`make`, `ninja`, `cmake`...) with every compile
+    /// going through hgbuild (the program of [`RunOptions::program`]):
+    /// compiler links first in PATH and in CC/CXX, a job count from the
+    /// grid's capacity when none is given, and the build's event stream
+    /// for the progress line, the summary and the trace. Returns the
+    /// tool's exit code.
+    pub async fn run_build(&self, tool: &str, args: &[OsString]) -> i32 {
+        wrap(self.config(), tool, args, self.options()).await
+    }
+}
+
 /// Runs a build tool (`make`, `ninja`, `cmake`...) with every compile
-/// routed through hgbuild. Returns the tool's exit code.
+/// routed through hgbuild: [`Client::run_build`]. Returns the tool's exit
+/// code.
 pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions) -> i32 {
-    let exe = match std::env::current_exe() {
+    let exe = match opts.program.clone().map_or_else(std::env::current_exe, Ok) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("hgbuild: cannot find its own program file: {e}");
@@ -176,7 +149,7 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
             return 1;
         }
     };
-    let events = events_file.path().to_path_buf();
+    let events_path = events_file.path().to_path_buf();
     let mut cmd = tokio::process::Command::new(tool);
     cmd.args(&args).env("PATH", path);
     for (var, value) in [("CC", &cc), ("CXX", &cxx)] {
@@ -217,35 +190,20 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
     if opts.no_fallback {
         cmd.env(ENV_NO_FALLBACK, "1");
     }
-    // Compiles append to a side file; it becomes the trace at the end.
-    let sink = match &opts.trace {
-        Some(_) => match tempfile::Builder::new()
-            .prefix("hgbuild-trace-")
-            .suffix(".jsonl")
-            .tempfile()
-        {
-            Ok(f) => {
-                cmd.env(crate::trace::ENV_TRACE_SINK, f.path())
-                    .env_remove(crate::trace::ENV_TRACE);
-                Some(f)
-            }
-            Err(e) => {
-                eprintln!("hgbuild: warning: cannot create the trace side file: {e}");
-                None
-            }
-        },
-        None => None,
-    };
     let build_start = std::time::SystemTime::now();
     let build_clock = std::time::Instant::now();
-    cmd.env(ENV_EVENTS, &events);
+    // Compiles append to the events file; the trace is drawn from it at
+    // the end, so the compiles do not write one of their own.
+    cmd.env(events::ENV_EVENTS, &events_path)
+        .env_remove(crate::trace::ENV_TRACE);
     let started = std::time::Instant::now();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !opts.verbose;
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-    let follower = tokio::spawn(follow_events(events.clone(), tty, done_rx));
+    let follower = tokio::spawn(follow_events(events_path, tty, done_rx));
     let status = cmd.status().await;
     let _ = done_tx.send(true);
-    let summary = follower.await.unwrap_or_default();
+    let seen = follower.await.unwrap_or_default();
+    let summary = BuildSummary::of(&seen);
     let status = match status {
         Ok(s) => s,
         Err(e) => {
@@ -260,20 +218,19 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
             started.elapsed().as_secs_f64()
         );
     }
-    if let (Some(path), Some(sink)) = (&opts.trace, &sink) {
+    if let Some(path) = &opts.trace {
         let label = std::iter::once(tool.to_owned())
             .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
             .collect::<Vec<_>>()
             .join(" ");
-        let events = crate::trace::read_events(sink.path()).unwrap_or_default();
         let trace = crate::trace::chrome_trace(
-            &events,
+            &seen,
             Some((label.as_str(), build_start, build_clock.elapsed())),
         );
         match crate::trace::write_trace(path, &trace) {
             Ok(()) => eprintln!(
                 "hgbuild: trace of {} compiler runs written to {}",
-                events.len(),
+                seen.len(),
                 path.display()
             ),
             Err(e) => eprintln!(
@@ -282,7 +239,6 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
             ),
         }
     }
-    drop(sink);
     drop(events_file);
     drop(masq);
     crate::compile::exit_code_of(status)
