@@ -1,12 +1,7 @@
-//! An embedding build tool: it builds the multi-file C project in
-//! `examples/sample-c` through `hybridgrid_client::Client`, all compiles at
-//! once (the client dials the coordinator once for all of them, with local
-//! fallback), then links and runs the program. The summary and the
-//! Chrome/Perfetto trace come from the client's event stream.
-//!
-//! ```text
-//! cargo run -p hybridgrid-examples --example build_with_client
-//! ```
+//! An embedding build tool builds `examples/sample-c` through
+//! `hybridgrid_client::Client` (all compiles at once on one connection, with
+//! local fallback), links and runs it; summary and trace come from the
+//! client's events. `cargo run -p hybridgrid-examples --example build_with_client`
 
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -57,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
         summary.remote == 4,
         "every compile should have run on the grid"
     );
-    client.write_trace(&dir.path().join("trace.json"), "sample-c")?; // 5 slices
+    client.write_trace(&dir.path().join("trace.json"), "sample-c")?;
     std::env::set_current_dir("/")?;
     grid.shutdown().await;
     Ok(())

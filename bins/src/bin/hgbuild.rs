@@ -40,8 +40,6 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// Parsed once at start: the size difference of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Compile like cc (gcc): hgbuild cc -c foo.c -o foo.o
