@@ -162,9 +162,10 @@ impl BuildSummary {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// An event for tests: worker `w1` when remote, exit 0.
     pub(crate) fn ev(name: &str, start: u64, dur: u64, route: &str) -> CompileEvent {
         CompileEvent {
             name: name.into(),

@@ -103,22 +103,7 @@ pub fn requested(flag: Option<PathBuf>) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(name: &str, start: u64, dur: u64, route: &str) -> CompileEvent {
-        CompileEvent {
-            name: name.into(),
-            route: route.into(),
-            worker: (route == "remote").then(|| "w1".to_owned()),
-            reason: None,
-            fallback: false,
-            start_us: start,
-            dur_us: dur,
-            queue_us: 5,
-            compile_us: 50,
-            exit_code: 0,
-            pid: 1,
-        }
-    }
+    use crate::events::tests::ev;
 
     #[test]
     fn lanes_never_overlap() {
