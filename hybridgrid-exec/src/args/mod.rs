@@ -121,6 +121,9 @@ pub enum LocalReason {
     DependenciesWithoutPreprocessing,
     /// `-gsplit-dwarf` with `-S`.
     SplitDwarfWithAssembly,
+    /// A configure step's probe (autoconf, Meson or CMake, named): tiny and
+    /// run once, it compiles here faster than a round trip to the grid.
+    ConfigureProbe(String),
 }
 
 impl fmt::Display for LocalReason {
@@ -154,6 +157,7 @@ impl fmt::Display for LocalReason {
                 f.write_str("dependency output for an input that is not preprocessed")
             }
             LocalReason::SplitDwarfWithAssembly => f.write_str("-gsplit-dwarf with -S"),
+            LocalReason::ConfigureProbe(tool) => write!(f, "{tool} configure probe"),
         }
     }
 }
@@ -187,7 +191,39 @@ pub fn classify_in(
         Ok(words) => words,
         Err(err) => return Classification::Local(LocalReason::ResponseFile(err.to_string())),
     };
-    parse::parse(family, driver, words)
+    match parse::parse(family, driver, words) {
+        Classification::Distributable(plan) => match configure_probe(plan.source(), cwd) {
+            Some(tool) => Classification::Local(LocalReason::ConfigureProbe(tool.to_owned())),
+            None => Classification::Distributable(plan),
+        },
+        other => other,
+    }
+}
+
+/// The configure step a compile of `source` (relative to `cwd`) is a probe
+/// of, told by where its source is: autoconf's `conftest.c` (any
+/// extension; `conftest1.c`, `conftest2.c`), Meson's `meson-private/tmp*/testfile.c`, CMake's
+/// `try_compile` projects under `CMakeFiles/CMakeScratch/` or
+/// `CMakeFiles/CMakeTmp/`.
+pub fn configure_probe(source: &Path, cwd: &Path) -> Option<&'static str> {
+    let name = source.file_name()?.to_str()?;
+    // `conftest1.c` and `conftest2.c` too (a check that links two units).
+    if let Some(rest) = name.strip_prefix("conftest")
+        && rest
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .starts_with('.')
+    {
+        return Some("autoconf");
+    }
+    let full = cwd.join(source);
+    if name.starts_with("testfile.") && full.parent()?.parent()?.file_name()? == "meson-private" {
+        return Some("Meson");
+    }
+    let path = full.to_str()?;
+    if path.contains("/CMakeFiles/CMakeScratch/") || path.contains("/CMakeFiles/CMakeTmp/") {
+        return Some("CMake");
+    }
+    None
 }
 
 #[cfg(test)]

@@ -709,3 +709,62 @@ fn source_paths_are_mapped_in_both_spellings() {
         s(&["/root/a/inc", "/root/b/inc", "rel", "/root/sys", "/root/q"])
     );
 }
+
+#[test]
+fn configure_probes_compile_here() {
+    let probe = |args: &[&str], cwd: &str| match classify_in(
+        CompilerFamily::Gcc,
+        DriverKind::C,
+        &argv(args),
+        Path::new(cwd),
+    ) {
+        Classification::Local(LocalReason::ConfigureProbe(tool)) => Some(tool),
+        Classification::Distributable(_) => None,
+        other => panic!("{args:?}: {other:?}"),
+    };
+    // autoconf: conftest.c, and C++'s conftest.cpp.
+    assert_eq!(
+        probe(&["-c", "-g", "-O2", "conftest.c"], "/b").as_deref(),
+        Some("autoconf")
+    );
+    assert_eq!(
+        probe(&["-c", "conftest.cpp", "-o", "conftest.o"], "/b").as_deref(),
+        Some("autoconf")
+    );
+    assert_eq!(
+        probe(&["-c", "conftest2.c"], "/b").as_deref(),
+        Some("autoconf")
+    );
+    // Meson: an absolute path in a temporary directory under meson-private.
+    let meson = "/p/build/meson-private/tmpeddy9h88";
+    let src = format!("{meson}/testfile.c");
+    let obj = format!("{meson}/output.obj");
+    assert_eq!(
+        probe(&[&src, "-o", &obj, "-c", "-O0"], meson).as_deref(),
+        Some("Meson")
+    );
+    // CMake's try_compile projects, old and new, by relative or absolute path.
+    assert_eq!(
+        probe(
+            &["-c", "src.c", "-o", "src.c.o"],
+            "/b/CMakeFiles/CMakeScratch/TryCompile-abc"
+        )
+        .as_deref(),
+        Some("CMake")
+    );
+    assert_eq!(
+        probe(
+            &["-c", "/b/CMakeFiles/CMakeTmp/CheckIncludeFile.c"],
+            "/b/CMakeFiles/CMakeTmp"
+        )
+        .as_deref(),
+        Some("CMake")
+    );
+    // A project's own files of the same names elsewhere still go to the grid.
+    assert_eq!(probe(&["-c", "src/testfile.c"], "/p"), None);
+    assert_eq!(
+        probe(&["-c", "CMakeFiles/x.dir/conftest_helper.c"], "/p"),
+        None
+    );
+    assert_eq!(probe(&["-c", "main.c"], "/p/CMakeFiles"), None);
+}
