@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(gcc g++ clang make cmake ninja-build ccache file iproute2 curl procps bubblewrap util-linux bc)
+packages=(gcc g++ clang make cmake ninja-build meson ccache file iproute2 curl procps bubblewrap util-linux bc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

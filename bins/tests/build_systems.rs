@@ -33,19 +33,8 @@ struct Project {
 /// the tools.
 fn project(tools: &[&str]) -> Option<Project> {
     let tarball = require("double-conversion_")?;
-    for t in tools {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            let msg = format!("{t} is not installed: run scripts/setup-test-env.sh");
-            if std::env::var("HG_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-                panic!("{msg}");
-            }
-            eprintln!("SKIP: {msg}");
-            return None;
-        }
+    if !require_tools(tools) {
+        return None;
     }
     let tmp = tempdir();
     let src = extract(&tarball, tmp.path());
@@ -101,10 +90,7 @@ impl Project {
 
     /// Tasks the coordinator has completed so far.
     fn remote_tasks(&self) -> u64 {
-        let (status, body) = http_get(&self.coord.http, "/api/stats");
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("stats json");
-        v["tasks"]["successful"].as_u64().expect("tasks.successful")
+        successful_tasks(&self.coord.http)
     }
 
     /// Builds with `script`, then checks the objects against `reference`

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Downloads the upstream sources of the real projects the tests build
-# (Debian source packages lua5.4, zlib and double-conversion) into $HG_SOURCES_DIR
+# (Debian source packages lua5.4, zlib, double-conversion, fribidi (Meson) and
+# gzip (autotools)) into $HG_SOURCES_DIR
 # (default /var/cache/hybridgrid-test-sources). Idempotent.
 set -euo pipefail
 dest=${HG_SOURCES_DIR:-/var/cache/hybridgrid-test-sources}
 mkdir -p "$dest"
 have() { ls "$dest"/$1 >/dev/null 2>&1; }
-if have 'lua5.4_*.orig.tar.*' && have 'zlib_*.orig.tar.*' && have 'double-conversion_*.orig.tar.*'; then
+if have 'lua5.4_*.orig.tar.*' && have 'zlib_*.orig.tar.*' && have 'double-conversion_*.orig.tar.*' \
+    && have 'fribidi_*.orig.tar.*' && have 'gzip_*.orig.tar.*'; then
     exit 0
 fi
 # Source entries for the same mirror and suites as the configured binary
@@ -28,5 +30,5 @@ SRC
 fi
 apt-get update -qq
 cd "$dest"
-apt-get source --download-only -qq lua5.4 zlib double-conversion >/dev/null
+apt-get source --download-only -qq lua5.4 zlib double-conversion fribidi gzip >/dev/null
 ls "$dest"

@@ -322,9 +322,10 @@ pub fn find_tarball(prefix: &str) -> Option<PathBuf> {
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix) && n.contains(".orig.tar."))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                // Not a detached signature (`.orig.tar.xz.asc`).
+                n.starts_with(prefix) && n.contains(".orig.tar.") && !n.ends_with(".asc")
+            })
         })
         .collect();
     found.sort();
@@ -344,6 +345,35 @@ pub fn require(prefix: &str) -> Option<PathBuf> {
         eprintln!("SKIP: {msg}");
     }
     t
+}
+
+/// True when every program in `tools` is on PATH; otherwise skips (false),
+/// or fails under `HG_TEST_REQUIRE_ALL=1`, naming the setup script.
+pub fn require_tools(tools: &[&str]) -> bool {
+    for t in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            let msg = format!("{t} is not installed: run scripts/setup-test-env.sh");
+            if std::env::var("HG_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIP: {msg}");
+            return false;
+        }
+    }
+    true
+}
+
+/// Tasks the coordinator at `http` (its HTTP address) has completed so
+/// far, from `/api/stats`.
+pub fn successful_tasks(http: &str) -> u64 {
+    let (status, body) = http_get(http, "/api/stats");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("stats json");
+    v["tasks"]["successful"].as_u64().expect("tasks.successful")
 }
 
 pub fn extract(tarball: &Path, into: &Path) -> PathBuf {
