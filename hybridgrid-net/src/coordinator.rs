@@ -518,7 +518,7 @@ impl BuildService for CoordinatorServer {
             .map_err(|e| to_status(&e))?;
         let resp = convert::output_to_proto(&out);
         let sent = prost::Message::encoded_len(&resp);
-        crate::obs::count_bytes(received, sent);
+        crate::metrics::count_bytes(received, sent);
         Ok(crate::compile_response(resp, sent))
     }
 

@@ -7,8 +7,8 @@ pub mod admin;
 pub mod dashboard;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,48 +16,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::net::TcpListener;
+
+pub use crate::metrics::{DURATION_BUCKETS, metrics_handle};
 
 use crate::coordinator::CoordinatorState;
 use crate::server::ServeError;
 use crate::worker::WorkerServer;
-
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Duration buckets (seconds) for task histograms: 1 ms to 10 min.
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    120.0, 300.0, 600.0,
-];
-
-/// The process's Prometheus recorder, installed on first use.
-pub fn metrics_handle() -> PrometheusHandle {
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may be installed already (an embedding
-            // program's); then this handle renders only what it records.
-            let _ = metrics::set_global_recorder(recorder);
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(std::time::Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                })
-                .ok();
-            handle
-        })
-        .clone()
-}
 
 async fn health() -> impl IntoResponse {
     (StatusCode::OK, "OK")
@@ -165,7 +131,7 @@ pub fn coordinator_router(state: Arc<CoordinatorState>, metrics_path: &str) -> R
         .route("/api/stats", get(api_stats))
         .route("/api/v1/workers", get(api_workers))
         .with_state(state.clone());
-    crate::obs::register(crate::obs::Role::Coordinator);
+    crate::metrics::register(crate::metrics::Role::Coordinator);
     let refresh: Refresh = Arc::new(move || crate::obs::refresh_coordinator(&state));
     base_router(metrics_path, refresh).merge(api)
 }
@@ -201,7 +167,7 @@ pub fn worker_router(worker: WorkerServer, metrics_path: &str) -> Router<()> {
     let api = Router::new()
         .route("/api/status", get(worker_status))
         .with_state(worker.clone());
-    crate::obs::register(crate::obs::Role::Worker);
+    crate::metrics::register(crate::metrics::Role::Worker);
     let refresh: Refresh = Arc::new(move || crate::obs::refresh_worker(&worker));
     base_router(metrics_path, refresh).merge(api)
 }

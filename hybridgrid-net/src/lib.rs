@@ -36,6 +36,8 @@ pub mod discovery;
 #[cfg(feature = "runtime")]
 pub mod http;
 #[cfg(feature = "runtime")]
+pub mod metrics;
+#[cfg(feature = "runtime")]
 pub mod obs;
 #[cfg(feature = "runtime")]
 pub mod security;

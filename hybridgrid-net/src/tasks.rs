@@ -162,17 +162,18 @@ impl RecentTasks {
         };
         if let Ok(o) = res {
             if !o.from_cache {
-                metrics::histogram!(crate::obs::M_TASK_QUEUE).record(queue.as_secs_f64());
+                metrics::histogram!(crate::metrics::M_TASK_QUEUE).record(queue.as_secs_f64());
             }
             if !worker.is_empty() && !o.from_cache {
-                metrics::histogram!(crate::obs::M_WORKER_LATENCY, "worker" => worker.clone())
+                metrics::histogram!(crate::metrics::M_WORKER_LATENCY, "worker" => worker.clone())
                     .record(duration.as_secs_f64());
             }
         }
         if let Err(e) = res {
             // The client compiles these locally unless it runs with
             // --no-fallback: count them as fallbacks the grid caused.
-            metrics::counter!(crate::obs::M_FALLBACKS, "reason" => error_reason(e)).increment(1);
+            metrics::counter!(crate::metrics::M_FALLBACKS, "reason" => error_reason(e))
+                .increment(1);
         }
         let now = SystemTime::now();
         self.push(TaskRecord {
