@@ -32,9 +32,12 @@
 
 pub mod cli;
 pub mod coord;
-pub mod executor;
 pub mod heap;
 pub mod worker;
+
+/// The worker's executor stack, built from its configuration (moved to
+/// `hybridgrid_exec::worker_stack`; kept at its old path).
+pub use hybridgrid_exec::worker_stack as executor;
 
 /// Moved to the client crate; kept at their old paths.
 pub use hybridgrid_client::{hgbuild, masquerade, remote_cache, trace};

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cli::hostname;
-use crate::executor::{self, WorkerExecutor};
+use hybridgrid_exec::worker_stack::{self as executor, WorkerExecutor};
 
 /// A worker started with [`start`].
 #[derive(Debug)]

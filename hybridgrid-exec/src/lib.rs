@@ -3,7 +3,8 @@
 //! Running compilers: detecting which ones a machine has
 //! ([`detect`]), and executors that compile a [`CompileTask`] into a
 //! [`CompileOutput`]: [`native`], `docker` (cargo feature `docker`), and
-//! [`routing`] to combine them.
+//! [`routing`] to combine them; [`worker_stack`] builds a worker's stack of
+//! them from its configuration.
 //!
 //! An [`Executor`] is any `tower::Service<CompileTask>` with the right
 //! response and error types; write your own and it plugs into a worker.
@@ -29,6 +30,7 @@ pub mod docker;
 pub mod native;
 pub mod routing;
 pub mod source_tree;
+pub mod worker_stack;
 
 use hybridgrid_core::BoxError;
 use hybridgrid_core::task::{CompileOutput, CompileTask};

@@ -1,6 +1,6 @@
-//! The worker's executor: native compiles, plus Docker images for the
-//! architectures in `worker.docker.images` (cargo feature `docker`, on by
-//! default).
+//! A worker's executor stack, built from its configuration: native
+//! compiles, plus Docker images for the architectures in
+//! `worker.docker.images` (cargo feature `docker`).
 //!
 //! At start the worker probes the Docker daemon (a short timeout), starts a
 //! long-lived container for each configured image that is present, and
@@ -11,11 +11,17 @@
 
 use std::time::Duration;
 
+use hybridgrid_core::BoxError;
 use hybridgrid_core::config::WorkerConfig;
+use hybridgrid_core::task::{CompileOutput, CompileTask};
 use hybridgrid_core::worker::{CompilerInfo, DockerImage};
-use hybridgrid_exec::native::{NativeExecutor, NativeOptions};
-use hybridgrid_net::worker::BoxExecutor;
 use tower::util::BoxCloneSyncService;
+
+use crate::native::{NativeExecutor, NativeOptions};
+
+/// A boxed executor, as a worker's server takes it (the same type as
+/// `hybridgrid_net::worker::BoxExecutor`).
+pub type BoxExecutor = BoxCloneSyncService<CompileTask, CompileOutput, BoxError>;
 
 /// How long the worker waits for the Docker daemon at start.
 pub const DOCKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,7 +36,7 @@ pub struct WorkerExecutor {
     /// Docker images compiles can run in (empty without a usable daemon).
     pub docker_images: Vec<DockerImage>,
     #[cfg(feature = "docker")]
-    docker: Option<hybridgrid_exec::docker::DockerExecutor>,
+    docker: Option<crate::docker::DockerExecutor>,
 }
 
 impl WorkerExecutor {
@@ -77,8 +83,8 @@ fn native_only(native: NativeExecutor) -> WorkerExecutor {
 
 #[cfg(feature = "docker")]
 async fn with_docker(w: &WorkerConfig, worker_id: &str, native: NativeExecutor) -> WorkerExecutor {
-    use hybridgrid_exec::docker::{DockerExecutor, DockerOptions};
-    use hybridgrid_exec::routing::RoutingExecutor;
+    use crate::docker::{DockerExecutor, DockerOptions};
+    use crate::routing::RoutingExecutor;
 
     let mut opts = DockerOptions::new(worker_id, w.docker.images.clone())
         .with_timeout(w.task_timeout)
