@@ -15,8 +15,6 @@ use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, WorkerPoo
 use hybridgrid_net::http::admin::AdminHooks;
 use hybridgrid_net::security::Security;
 use hybridgrid_net::{http, server};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
@@ -31,8 +29,7 @@ pub struct RunningCoordinator {
     pub state: Arc<CoordinatorState>,
     /// The compile service behind `BuildService` (in-process callers, benchmarks).
     pub server: CoordinatorServer,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: server::ServerTasks,
     /// The shared tier's background writer, flushed at shutdown.
     cache_writer: Option<WriteBehind>,
 }
@@ -41,10 +38,7 @@ impl RunningCoordinator {
     /// Stops accepting work, drains running calls (up to `grace`), writes
     /// the cache entries still queued (up to `grace` more) and stops.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(grace, t).await;
-        }
+        self.tasks.stop(grace).await;
         if let Some(w) = self.cache_writer
             && !w.shutdown(grace).await
         {
@@ -68,14 +62,6 @@ impl RunningCoordinator {
     /// no cache tier, or `cache.max_pending_writes: 0`).
     pub fn cache_writes(&self) -> Option<WriteCounters> {
         self.cache_writer.as_ref().map(WriteBehind::counters)
-    }
-}
-
-async fn wait_true(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
     }
 }
 
@@ -146,14 +132,12 @@ pub async fn start_on(
         .with_task_check(crate::worker::argument_check());
     let server = srv.clone();
 
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let (r, sec) = (rx.clone(), security.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = server::serve_coordinator_with(grpc, srv, &sec, wait_true(r)).await {
-            tracing::error!(error = %e, "gRPC server stopped");
-        }
-    }));
+    let mut tasks = server::ServerTasks::new();
+    let sec = security.clone();
+    let stopped = tasks.stopped();
+    tasks.serve("gRPC server", async move {
+        server::serve_coordinator_with(grpc, srv, &sec, stopped).await
+    });
     let router = http::coordinator_app(
         state.clone(),
         if cfg.metrics.enabled {
@@ -162,16 +146,14 @@ pub async fn start_on(
             ""
         },
         admin,
-        rx.clone(),
+        tasks.signal(),
     );
-    let (r, http_tls) = (rx.clone(), security.server_tls.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = http::serve_with(http_l, router, http_tls, wait_true(r)).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    }));
+    tasks.serve(
+        "HTTP server",
+        http::serve_with(http_l, router, security.server_tls.clone(), tasks.stopped()),
+    );
     let ttl = c.heartbeat_ttl;
-    let mut r = rx.clone();
+    let mut r = tasks.signal();
     tasks.push(tokio::spawn(async move {
         let period = (ttl / 4).max(Duration::from_millis(100));
         loop {
@@ -186,7 +168,7 @@ pub async fn start_on(
         state.pool.clone(),
         grpc_addr.port(),
         http_addr.port(),
-        rx.clone(),
+        tasks.signal(),
     ));
     tracing::info!(grpc = %grpc_addr, http = %http_addr,
         scheduler = ?cfg.scheduler.algorithm, "coordinator listening");
@@ -195,7 +177,6 @@ pub async fn start_on(
         http_addr,
         state,
         server,
-        shutdown: tx,
         tasks,
         cache_writer,
     })

@@ -14,8 +14,6 @@ use hybridgrid_net::http::admin::AdminHooks;
 use hybridgrid_net::security::Security;
 use hybridgrid_net::worker::{WorkerServer, run_registration};
 use hybridgrid_net::{http, server};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::cli::hostname;
 use hybridgrid_exec::worker_stack::{self as executor, WorkerExecutor};
@@ -31,8 +29,7 @@ pub struct RunningWorker {
     pub http_addr: SocketAddr,
     /// The service (counters, drain).
     pub server: WorkerServer,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: server::ServerTasks,
     executor: WorkerExecutor,
 }
 
@@ -44,10 +41,7 @@ impl RunningWorker {
         if !self.server.wait_idle(grace).await {
             tracing::warn!("grace period over with compiles still running");
         }
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(grace, t).await;
-        }
+        self.tasks.stop(grace).await;
         // Docker containers go last: no compile uses them any more.
         self.executor.shutdown().await;
     }
@@ -64,14 +58,6 @@ fn total_memory() -> u64 {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
-}
-
-async fn wait_true(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// The workers' argument allow list as a server check: a task with a
@@ -152,14 +138,11 @@ pub async fn start_with(
     // How the coordinator is called: its TLS and token.
     let channel = ChannelOptions::default().with_security(&security);
 
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let (s, r, sec) = (server.clone(), rx.clone(), security.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = server::serve_worker_with(grpc, s, &sec, wait_true(r)).await {
-            tracing::error!(error = %e, "gRPC server stopped");
-        }
-    }));
+    let mut tasks = server::ServerTasks::new();
+    let (s, sec, stopped) = (server.clone(), security.clone(), tasks.stopped());
+    tasks.serve("gRPC server", async move {
+        server::serve_worker_with(grpc, s, &sec, stopped).await
+    });
     let router = http::worker_app(
         server.clone(),
         if cfg.metrics.enabled {
@@ -169,12 +152,10 @@ pub async fn start_with(
         },
         admin,
     );
-    let (r, http_tls) = (rx.clone(), security.server_tls.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = http::serve_with(http_l, router, http_tls, wait_true(r)).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    }));
+    tasks.serve(
+        "HTTP server",
+        http::serve_with(http_l, router, security.server_tls.clone(), tasks.stopped()),
+    );
     if !w.coordinator.is_empty() {
         tasks.push(tokio::spawn(run_registration(
             w.coordinator.clone(),
@@ -182,7 +163,7 @@ pub async fn start_with(
             server.counters(),
             w.heartbeat_interval,
             channel.clone(),
-            rx.clone(),
+            tasks.signal(),
         )));
     }
     // mDNS announcement, and the coordinator lookup when none is configured.
@@ -192,7 +173,7 @@ pub async fn start_with(
         grpc_addr.port(),
         server.counters(),
         channel,
-        rx.clone(),
+        tasks.signal(),
     ));
     tracing::info!(worker_id = %id, grpc = %grpc_addr, http = %http_addr, "worker listening");
     Ok(RunningWorker {
@@ -200,7 +181,6 @@ pub async fn start_with(
         grpc_addr,
         http_addr,
         server,
-        shutdown: tx,
         tasks,
         executor,
     })

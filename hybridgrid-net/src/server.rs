@@ -176,3 +176,110 @@ pub async fn serve_worker_with(
     }
     Ok(())
 }
+
+/// The background tasks of a running coordinator or worker (its gRPC and
+/// HTTP servers, timers, registration, discovery) and the one signal that
+/// stops them all: the start-up and shutdown path both programs share.
+#[derive(Debug)]
+pub struct ServerTasks {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Default for ServerTasks {
+    fn default() -> Self {
+        ServerTasks {
+            stop: tokio::sync::watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+}
+
+impl ServerTasks {
+    /// No tasks yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A receiver that turns true when [`ServerTasks::stop`] is called
+    /// (for tasks that select on it themselves).
+    pub fn signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// A future that completes when [`ServerTasks::stop`] is called: the
+    /// graceful-shutdown argument of the `serve_*_with` functions.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.signal();
+        async move {
+            while !*rx.borrow() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs a server until it ends; an error is logged as `{what} stopped`.
+    pub fn serve<E: std::fmt::Display>(
+        &mut self,
+        what: &'static str,
+        server: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "{what} stopped");
+            }
+        }));
+    }
+
+    /// Adds a task that watches [`ServerTasks::signal`] itself.
+    pub fn push(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.tasks.push(task);
+    }
+
+    /// Signals every task to stop and waits for each, at most `grace`.
+    pub async fn stop(self, grace: std::time::Duration) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(grace, t).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn stop_ends_every_task() {
+        let ended = Arc::new(AtomicUsize::new(0));
+        let mut tasks = ServerTasks::new();
+        let (e, stopped) = (ended.clone(), tasks.stopped());
+        tasks.serve("server", async move {
+            stopped.await;
+            e.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), String>(())
+        });
+        let (e, mut signal) = (ended.clone(), tasks.signal());
+        tasks.push(tokio::spawn(async move {
+            let _ = signal.changed().await;
+            e.fetch_add(1, Ordering::SeqCst);
+        }));
+        // A server that fails is logged, not waited for.
+        tasks.serve("failing", async { Err::<(), _>("bind failed") });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            0,
+            "nothing stops before stop()"
+        );
+        tokio::time::timeout(Duration::from_secs(5), tasks.stop(Duration::from_secs(5)))
+            .await
+            .expect("stop returns once the tasks end");
+        assert_eq!(ended.load(Ordering::SeqCst), 2);
+    }
+}
