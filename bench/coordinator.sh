@@ -41,9 +41,9 @@ step() { echo "== $* ($(date +%T))" >&2; }
 cargo_flags=(-q)
 [ $profile = release ] && cargo_flags+=(--release)
 step "build ($profile)"
-cargo build "${cargo_flags[@]}" -p hybridgrid --bin hg-coord --example coordbench
+cargo build "${cargo_flags[@]}" -p hybridgrid --bin hg-coord -p hybridgrid-bench --bin coordbench
 bin="$target/$profile"
-bench="$bin/examples/coordbench"
+bench="$bin/coordbench"
 coord="$bin/hg-coord"
 
 # Sizes: full run / quick check.
