@@ -34,11 +34,7 @@ if [ "${inner:-0}" != 1 ]; then
     exec unshare --net -- bash -c 'ip link set lo up && exec "$0" --inner --rounds "$1" --bin "$2"' "$0" "$rounds" "$bin"
 fi
 
-work=$(mktemp -d /tmp/hg-cmake-bench-XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-export HOME="$work/home"; mkdir -p "$HOME"
+bench_workdir hg-cmake-bench
 bench_start_grid "$bin" "$work" 19700 >/dev/null
 sources=${HG_SOURCES_DIR:-/var/cache/hybridgrid-test-sources}
 tar xzf "$(ls "$sources"/double-conversion_*.orig.tar.* | tail -1)" -C "$work"

@@ -42,11 +42,7 @@ if [ "${inner:-0}" != 1 ]; then
         "$0" --rounds "$rounds" --bin "$bin" --out "$out" $([ $quick = 1 ] && echo --quick)
 fi
 
-work=$(mktemp -d /tmp/hg-configure-bench-XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-export HOME="$work/home"; mkdir -p "$HOME"
+bench_workdir hg-configure-bench
 bench_start_grid "$bin" "$work" 19750 >/dev/null
 export HG_CACHE__ENABLED=false
 sources=${HG_SOURCES_DIR:-/var/cache/hybridgrid-test-sources}

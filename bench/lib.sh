@@ -16,6 +16,16 @@ bench_install() {
     if [ $created_policy = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 }
 
+# Makes the run's work directory ($work, named after PREFIX) with a HOME of
+# its own inside, and on exit stops the processes in `pids` and removes it.
+bench_workdir() { # PREFIX
+    work=$(mktemp -d "/tmp/$1-XXXXXX")
+    pids=()
+    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+    export HOME="$work/home"
+    mkdir -p "$HOME"
+}
+
 # Starts a loopback grid from the binaries in BIN, logging into WORK: a
 # coordinator (gRPC on PORT, HTTP on PORT+1) whose shared cache tier is off,
 # so that every compile the client does not answer reaches a worker, and
