@@ -23,11 +23,10 @@ async fn main() -> anyhow::Result<()> {
     let grid = hybridgrid_examples::LoopbackGrid::start(2).await?;
     let coord_addr = grid.address();
     let opts = ChannelOptions::new(Duration::from_secs(2), Duration::from_secs(120));
-    let mut status = CoordinatorClient::connect(&coord_addr, &opts).await?;
     println!(
         "grid: coordinator {coord_addr} (dashboard http://{}), {} workers",
         grid.coord.http_addr,
-        status.workers().await?.len()
+        grid.workers.len()
     );
 
     // 2. A copy of the sample project to build in.

@@ -14,7 +14,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 
 use support::*;
 
@@ -58,28 +57,14 @@ impl Project {
     /// off, the grid known only to hgbuild's own commands (`--coordinator`
     /// is in the scripts) and to the compiles through `HG_COORDINATOR`.
     fn sh(&self, script: &str, env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new("timeout");
-        cmd.args(["600", "sh", "-c", script])
-            .current_dir(&self.src)
-            .env("HOME", &self.home)
-            .env("HG_COORDINATOR", &self.coord.grpc)
-            .env("HG_DISCOVERY__MDNS__ENABLED", "false")
-            .env("HG_CACHE__ENABLED", "false")
-            .env("CCACHE_DIR", self.home.join("ccache"))
+        let mut cmd = user_sh(&self.src, &self.home, &self.coord, script, 600);
+        cmd.env("CCACHE_DIR", self.home.join("ccache"))
             .env("B", &self.build)
-            .env("HGBUILD", HGBUILD)
-            .env_remove("CC")
-            .env_remove("CXX")
             .env_remove("CCACHE_PREFIX");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("run sh");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd.output().expect("run sh").into()
     }
 
     fn ok(&self, script: &str, env: &[(&str, &str)]) -> Output {

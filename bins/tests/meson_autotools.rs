@@ -18,7 +18,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use support::*;
 
@@ -65,27 +64,14 @@ impl Bench {
         extract(&self.tarball, &self.unpack)
     }
 
-    /// Runs `script` with sh in `dir`, as in a new shell of the user's:
-    /// hgbuild's cache and mDNS off, the grid in `HG_COORDINATOR`,
-    /// `$HGBUILD` naming hgbuild. Fails the test unless it succeeds.
+    /// Runs `script` with sh in `dir`, as in a new shell of the user's
+    /// ([`user_sh`], without CFLAGS). Fails the test unless it succeeds.
     fn ok(&self, dir: &Path, script: &str) -> Output {
-        let out = Command::new("timeout")
-            .args(["900", "sh", "-c", script])
-            .current_dir(dir)
-            .env("HOME", &self.home)
-            .env("HG_COORDINATOR", &self.coord.grpc)
-            .env("HG_DISCOVERY__MDNS__ENABLED", "false")
-            .env("HG_CACHE__ENABLED", "false")
-            .env("HGBUILD", HGBUILD)
-            .env_remove("CC")
+        let out: Output = user_sh(dir, &self.home, &self.coord, script, 900)
             .env_remove("CFLAGS")
             .output()
-            .expect("run sh");
-        let out = Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+            .expect("run sh")
+            .into();
         assert_eq!(
             out.code, 0,
             "`{script}` failed:\n{}\n{}",

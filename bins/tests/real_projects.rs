@@ -23,11 +23,7 @@ fn sh(dir: &Path, script: &str) -> Output {
         .env("HOME", dir)
         .output()
         .expect("run sh");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    out.into()
 }
 
 struct Built {

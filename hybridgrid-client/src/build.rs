@@ -15,30 +15,33 @@ use crate::events::{self, BuildSummary, CompileEvent};
 use crate::{Client, RunOptions, masquerade};
 
 /// Follows the build's events file while the build runs (a live progress
-/// line on a terminal); returns every event once `done` turns true.
+/// line on a terminal), reading only what was appended since the last
+/// look; returns every event once `done` turns true.
 async fn follow_events(
     path: PathBuf,
     tty: bool,
     mut done: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<CompileEvent> {
+    use tokio::io::AsyncReadExt as _;
     let mut seen = Vec::new();
     let mut summary = BuildSummary::default();
-    let mut offset = 0usize;
+    // Bytes read but not yet a whole line.
+    let mut pending = Vec::new();
+    let mut file = None;
     loop {
         let finished = *done.borrow();
-        if let Ok(text) = tokio::fs::read_to_string(&path).await
-            && text.len() > offset
+        if file.is_none() {
+            file = tokio::fs::File::open(&path).await.ok();
+        }
+        if let Some(f) = file.as_mut()
+            && f.read_to_end(&mut pending).await.is_ok()
+            && let Some(end) = pending.iter().rposition(|b| *b == b'\n')
         {
-            // Only whole lines.
-            let upto = text[offset..]
-                .rfind('\n')
-                .map(|i| offset + i + 1)
-                .unwrap_or(offset);
-            for ev in events::parse(&text[offset..upto]) {
+            let lines: Vec<u8> = pending.drain(..=end).collect();
+            for ev in events::parse(&String::from_utf8_lossy(&lines)) {
                 summary.add(&ev);
                 seen.push(ev);
             }
-            offset = upto;
             if tty {
                 eprint!("\r\x1b[Khgbuild: {}", summary.line());
             }
@@ -191,7 +194,6 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
         cmd.env(ENV_NO_FALLBACK, "1");
     }
     let build_start = std::time::SystemTime::now();
-    let build_clock = std::time::Instant::now();
     // Compiles append to the events file; the trace is drawn from it at
     // the end, so the compiles do not write one of their own.
     cmd.env(events::ENV_EVENTS, &events_path)
@@ -223,11 +225,8 @@ pub async fn wrap(cfg: &Config, tool: &str, args: &[OsString], opts: &RunOptions
             .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
             .collect::<Vec<_>>()
             .join(" ");
-        let trace = crate::trace::chrome_trace(
-            &seen,
-            Some((label.as_str(), build_start, build_clock.elapsed())),
-        );
-        match crate::trace::write_trace(path, &trace) {
+        let build = (label.as_str(), build_start, started.elapsed());
+        match crate::trace::write_build_trace(path, &seen, Some(build)) {
             Ok(()) => eprintln!(
                 "hgbuild: trace of {} compiler runs written to {}",
                 seen.len(),

@@ -87,6 +87,8 @@ pub struct Client {
     cfg: Config,
     opts: RunOptions,
     remote: tokio::sync::OnceCell<Option<Result<BoxCompile, GridError>>>,
+    /// The local tier (`cache.enabled`), one for every compile.
+    cache: Option<LocalCache>,
     compilers: Mutex<HashMap<String, CompilerInfo>>,
     events: Mutex<Vec<CompileEvent>>,
     created: (SystemTime, Instant),
@@ -104,10 +106,15 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client of the grid that `cfg` names, with default options.
     pub fn new(cfg: Config) -> Self {
+        let cache = cfg
+            .cache
+            .enabled
+            .then(|| LocalCache::new(DiskStore::from_config(&cfg.cache), cfg.cache.direct_mode));
         Client {
             cfg,
             opts: RunOptions::default(),
             remote: tokio::sync::OnceCell::new(),
+            cache,
             compilers: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             created: (SystemTime::now(), Instant::now()),
@@ -181,13 +188,13 @@ impl Client {
         }
         let compiler = match self.identify(name).await {
             Ok(c) => c,
-            Err(e) => {
+            Err(Unidentified::NotFound) => {
+                eprintln!("hgbuild: compiler `{name}` not found on PATH");
+                return not_run(127, "compiler not found");
+            }
+            Err(Unidentified::Unknown(path, e)) => {
                 // Not a compiler we know: run it as it is.
                 tracing::debug!(error = %e, "cannot identify compiler");
-                let Some(path) = find_real_compiler(name) else {
-                    eprintln!("hgbuild: {e}");
-                    return not_run(127, "compiler not found");
-                };
                 let code = crate::run_local(&path, args).await;
                 return Outcome {
                     route: Route::Passthrough,
@@ -203,10 +210,6 @@ impl Client {
         };
         let cfg = &self.cfg;
         // The local tier (direct mode first); the grid is resolved only if needed.
-        let cache = cfg
-            .cache
-            .enabled
-            .then(|| LocalCache::new(DiskStore::from_config(&cfg.cache), cfg.cache.direct_mode));
         let remote_tier = std::sync::OnceLock::new();
         let outcome = crate::compile_with(
             &compiler,
@@ -222,7 +225,7 @@ impl Client {
                 }
             },
             &copts,
-            cache.as_ref(),
+            self.cache.as_ref(),
         )
         .await;
         if let Some(tier) = remote_tier.get() {
@@ -232,18 +235,18 @@ impl Client {
     }
 
     /// The compiler `name` as found and identified (once per name).
-    async fn identify(&self, name: &str) -> Result<CompilerInfo, String> {
+    async fn identify(&self, name: &str) -> Result<CompilerInfo, Unidentified> {
         if let Some(c) = lock(&self.compilers).get(name) {
             return Ok(c.clone());
         }
-        let path = find_real_compiler(name)
-            .ok_or_else(|| format!("compiler `{name}` not found on PATH"))?;
+        let path = find_real_compiler(name).ok_or(Unidentified::NotFound)?;
         // Remembered whether results are cached or not: asking the compiler
         // (three runs of it) would otherwise cost every compile ~4 ms.
         let cache = self.cfg.cache.dir_path().join("compilers");
-        let mut info = detect::identify_cached(name, &path, Some(cache.as_path()))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut info = match detect::identify_cached(name, &path, Some(cache.as_path())).await {
+            Ok(info) => info,
+            Err(e) => return Err(Unidentified::Unknown(path, e.to_string())),
+        };
         // Run it as found (gcc names itself after argv[0] in its messages).
         info.path = path.display().to_string();
         lock(&self.compilers).insert(name.to_owned(), info.clone());
@@ -267,9 +270,16 @@ impl Client {
     pub fn write_trace(&self, path: &Path, label: &str) -> std::io::Result<()> {
         let (start, clock) = self.created;
         let build = (label, start, clock.elapsed());
-        let trace = crate::trace::chrome_trace(&lock(&self.events), Some(build));
-        crate::trace::write_trace(path, &trace)
+        crate::trace::write_build_trace(path, &lock(&self.events), Some(build))
     }
+}
+
+/// Why a compiler name could not be identified.
+enum Unidentified {
+    /// Nothing of that name on PATH.
+    NotFound,
+    /// Found here, but not a compiler this model knows.
+    Unknown(PathBuf, String),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

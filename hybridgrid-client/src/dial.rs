@@ -41,12 +41,18 @@ pub(crate) async fn connect(cfg: &Config) -> Option<Result<CoordinatorClient, Gr
 /// The coordinator, dialled in the background as soon as the compile stack
 /// is built, so that the TCP (and TLS) handshake runs while the
 /// preprocessor does; the first call waits for it. A direct-mode cache hit
-/// never builds the stack, so it opens no connection.
+/// never builds the stack, so it opens no connection. Every clone shares
+/// the one connection; a dial that failed is dialled again by the next
+/// call (a long-lived [`crate::Client`] recovers when the coordinator
+/// comes back).
 #[derive(Clone)]
 pub struct LazyCoordinator {
     address: String,
-    client: Shared<BoxFuture<'static, Result<CoordinatorClient, GridError>>>,
+    opts: ChannelOptions,
+    client: std::sync::Arc<std::sync::Mutex<Dialled>>,
 }
+
+type Dialled = Shared<BoxFuture<'static, Result<CoordinatorClient, GridError>>>;
 
 impl std::fmt::Debug for LazyCoordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,25 +62,43 @@ impl std::fmt::Debug for LazyCoordinator {
     }
 }
 
+/// Starts dialling `address` (on the current Tokio runtime).
+fn dial(address: &str, opts: &ChannelOptions) -> Dialled {
+    let (dialled, opts) = (address.to_owned(), opts.clone());
+    let handle = tokio::spawn(async move {
+        CoordinatorClient::connect(&dialled, &opts)
+            .await
+            .map_err(coordinator_error)
+    });
+    async move {
+        handle.await.unwrap_or_else(|e| {
+            Err(GridError::Internal(format!(
+                "connecting to the coordinator: {e}"
+            )))
+        })
+    }
+    .boxed()
+    .shared()
+}
+
 impl LazyCoordinator {
     /// Starts dialling `address` (on the current Tokio runtime).
     pub fn dial(address: String, opts: ChannelOptions) -> Self {
-        let dialled = address.clone();
-        let handle = tokio::spawn(async move {
-            CoordinatorClient::connect(&dialled, &opts)
-                .await
-                .map_err(coordinator_error)
-        });
-        let client = async move {
-            handle.await.unwrap_or_else(|e| {
-                Err(GridError::Internal(format!(
-                    "connecting to the coordinator: {e}"
-                )))
-            })
+        let client = std::sync::Arc::new(std::sync::Mutex::new(dial(&address, &opts)));
+        LazyCoordinator {
+            address,
+            opts,
+            client,
         }
-        .boxed()
-        .shared();
-        LazyCoordinator { address, client }
+    }
+
+    /// The connection, or a new dial when the last one failed.
+    fn connection(&self) -> Dialled {
+        let mut current = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(current.peek(), Some(Err(_))) {
+            *current = dial(&self.address, &self.opts);
+        }
+        current.clone()
     }
 }
 
@@ -93,7 +117,7 @@ impl tower::Service<CompileTask> for LazyCoordinator {
     }
 
     fn call(&mut self, task: CompileTask) -> Self::Future {
-        let client = self.client.clone();
+        let client = self.connection();
         Box::pin(async move {
             let mut c = client.await?;
             Ok(c.compile(&task).await?)
@@ -165,3 +189,28 @@ pub async fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>>
 
 /// A boxed compile service (the one the coordinator's stack uses).
 pub use hybridgrid_net::coordinator::BoxCompile;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_failed_dial_is_dialled_again() {
+        // A loopback port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let opts = ChannelOptions::new(Duration::from_secs(2), Duration::from_secs(5));
+        let lazy = LazyCoordinator::dial(format!("127.0.0.1:{port}"), opts);
+        let first = lazy.connection();
+        assert!(first.clone().await.is_err(), "nothing listens there");
+        // The failure is not kept: the next call dials again, and every
+        // clone shares the new dial.
+        let again = lazy.connection();
+        assert!(!first.ptr_eq(&again), "a new dial, not the failed one");
+        assert!(again.peek().is_none(), "not resolved before it is awaited");
+        assert!(again.ptr_eq(&lazy.clone().connection()), "clones share it");
+    }
+}

@@ -109,11 +109,6 @@ pub fn parse(text: &str) -> impl Iterator<Item = CompileEvent> + '_ {
     text.lines().filter_map(|l| serde_json::from_str(l).ok())
 }
 
-/// Reads the events of a stream file, skipping lines that do not parse.
-pub fn read(path: &Path) -> std::io::Result<Vec<CompileEvent>> {
-    Ok(parse(&std::fs::read_to_string(path)?).collect())
-}
-
 /// Counts of a build's compiler invocations.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BuildSummary {
@@ -194,7 +189,7 @@ pub(crate) mod tests {
             .unwrap()
             .write_all(b"garbage\n")
             .unwrap();
-        let got = read(&sink).unwrap();
+        let got: Vec<_> = parse(&std::fs::read_to_string(&sink).unwrap()).collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].name, "b.c");
     }

@@ -91,6 +91,16 @@ pub fn write_trace(path: &Path, trace: &Value) -> std::io::Result<()> {
     crate::write_atomic(path, &data)
 }
 
+/// Writes the trace of `events` (with a slice for the whole build, when
+/// given) to `path`.
+pub fn write_build_trace(
+    path: &Path,
+    events: &[CompileEvent],
+    build: Option<(&str, SystemTime, Duration)>,
+) -> std::io::Result<()> {
+    write_trace(path, &chrome_trace(events, build))
+}
+
 /// The trace file asked for: the flag, else `HG_TRACE`.
 pub fn requested(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| {

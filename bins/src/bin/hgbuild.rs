@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use hybridgrid::cli::{self, CommonFlags};
 use hybridgrid_client::hgbuild::{self, CacheAction, Invocation};
 use hybridgrid_client::{Client, RunOptions};
-use hybridgrid_core::config::{Config, ConfigLoader};
+use hybridgrid_core::config::ConfigLoader;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,9 +93,9 @@ enum CacheCmd {
 }
 
 /// `hgbuild cc ARGS` / `hgbuild c++ ARGS`: the configured compiler.
-async fn compile_as(cfg: &Config, cxx: bool, p: &Passed, opts: &RunOptions) -> i32 {
-    let compiler = hgbuild::configured_compiler(cfg, cxx);
-    hgbuild::compile(cfg, compiler, &p.args, opts).await
+async fn compile_as(client: &Client, cxx: bool, p: &Passed) -> i32 {
+    let compiler = hgbuild::configured_compiler(client.config(), cxx);
+    hgbuild::compile(client, compiler, &p.args).await
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -109,8 +109,8 @@ async fn main() -> ExitCode {
         Invocation::Compiler { compiler, args } => {
             let cfg = cli::load_or_exit(ConfigLoader::new().process_env(), "hgbuild");
             hgbuild::init_logging(&cfg);
-            let opts = RunOptions::from_env();
-            return exit(hgbuild::compile(&cfg, &compiler, &args, &opts).await);
+            let client = Client::new(cfg).with_options(RunOptions::from_env());
+            return exit(hgbuild::compile(&client, &compiler, &args).await);
         }
         Invocation::Ccache { ccache, args } => return exit(hgbuild::run_ccache(&ccache, &args)),
         Invocation::Command => {}
@@ -129,21 +129,24 @@ async fn main() -> ExitCode {
     opts.config_file = loader.resolved_file();
     opts.verbose |= cli.verbose;
     opts.no_fallback |= cli.no_fallback;
-    opts.trace = hybridgrid_client::trace::requested(cli.trace);
+    if cli.trace.is_some() {
+        opts.trace = cli.trace;
+    }
     let cfg = cli::load_or_exit(loader, "hgbuild");
     hgbuild::init_logging(&cfg);
-    let client = Client::new(cfg.clone()).with_options(opts.clone());
+    let client = Client::new(cfg).with_options(opts);
+    let cfg = client.config();
     exit(match cli.cmd {
-        Cmd::Cc(p) => compile_as(&cfg, false, &p, &opts).await,
-        Cmd::Cxx(p) => compile_as(&cfg, true, &p, &opts).await,
+        Cmd::Cc(p) => compile_as(&client, false, &p).await,
+        Cmd::Cxx(p) => compile_as(&client, true, &p).await,
         Cmd::Make(p) => client.run_build("make", &p.args).await,
         Cmd::Ninja(p) => client.run_build("ninja", &p.args).await,
         Cmd::Cmake(p) => client.run_build("cmake", &p.args).await,
-        Cmd::Status => hgbuild::status(&cfg).await,
+        Cmd::Status => hgbuild::status(cfg).await,
         Cmd::Completions { .. } => 0,
-        Cmd::Stats => hgbuild::stats(&cfg).await,
+        Cmd::Stats => hgbuild::stats(cfg).await,
         Cmd::Cache { action } => hgbuild::cache_command(
-            &cfg,
+            cfg,
             match action {
                 CacheCmd::Stats => CacheAction::Stats,
                 CacheCmd::Clear => CacheAction::Clear,

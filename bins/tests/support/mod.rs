@@ -236,6 +236,35 @@ pub struct Output {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Self {
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// `sh -c SCRIPT` in `dir` (bounded by `limit_secs`) as in a new shell of
+/// a user's: HOME `home`, the grid in `HG_COORDINATOR`, hgbuild's cache
+/// and mDNS off, `$HGBUILD` naming hgbuild, no CC or CXX of this
+/// process's. Callers add what else their builds need.
+pub fn user_sh(dir: &Path, home: &Path, coord: &Coord, script: &str, limit_secs: u32) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.arg(limit_secs.to_string())
+        .args(["sh", "-c", script])
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("HG_COORDINATOR", &coord.grpc)
+        .env("HG_DISCOVERY__MDNS__ENABLED", "false")
+        .env("HG_CACHE__ENABLED", "false")
+        .env("HGBUILD", HGBUILD)
+        .env_remove("CC")
+        .env_remove("CXX");
+    cmd
+}
+
 /// Runs a command in `dir` (bounded by a timeout) and captures its output.
 pub fn run_in(dir: &Path, prog: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new("timeout");
@@ -249,12 +278,7 @@ pub fn run_in(dir: &Path, prog: &str, args: &[&str], env: &[(&str, &str)]) -> Ou
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run command");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd.output().expect("run command").into()
 }
 
 /// Runs `hgbuild --coordinator ADDR args...` in `dir`.

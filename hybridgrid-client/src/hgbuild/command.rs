@@ -8,7 +8,7 @@ use std::path::Path;
 use hybridgrid_core::config::{Config, LoggingConfig};
 
 use crate::client::find_real_compiler;
-use crate::{Client, RunOptions, masquerade};
+use crate::{Client, masquerade};
 
 use super::MASQUERADE_NAMES;
 
@@ -123,13 +123,12 @@ pub fn configured_compiler(cfg: &Config, cxx: bool) -> &str {
 /// Compiles as `name ARGS` would, through the grid when it can, as one
 /// hgbuild process does: its event goes to the wrapped build's stream, or
 /// to a trace of its own when one was asked for. Returns the exit code.
-pub async fn compile(cfg: &Config, name: &str, args: &[OsString], opts: &RunOptions) -> i32 {
-    let client = Client::new(cfg.clone()).with_options(opts.clone());
+pub async fn compile(client: &Client, name: &str, args: &[OsString]) -> i32 {
     let outcome = client.compile(name, args).await;
+    let opts = client.options();
     if opts.events_file.is_none()
         && let Some(path) = &opts.trace
-        && let Err(e) =
-            crate::trace::write_trace(path, &crate::trace::chrome_trace(&client.events(), None))
+        && let Err(e) = crate::trace::write_build_trace(path, &client.events(), None)
     {
         eprintln!("hgbuild: warning: cannot write the trace: {e}");
     }
