@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The configure step through hgbuild, as a user runs it: gzip 1.12's
-# autoconf `./configure` (hundreds of probe compiles and links) and
-# fribidi 1.0.8's `meson setup`, plain against `CC="hgbuild cc"` with a
-# loopback grid (a coordinator and two workers) up and hgbuild's cache off.
-# The two take turns in each round, on fresh trees at the same path; each
-# round also checks that both configure steps made the same decisions
-# (config.h byte-identical). Prints the medians and their ratio, and with
+# The configure step through hgbuild and the builds after it, as a user runs
+# them: gzip 1.12's autoconf `./configure` (hundreds of probe compiles and
+# links) and fribidi 1.0.8's `meson setup`, plain against `CC="hgbuild cc"`
+# with a loopback grid (a coordinator and two workers) up; then, in later
+# commands, cold builds at -j cores and -j twice the cores with hgbuild's
+# cache emptied. The two take turns in each round, on fresh trees at the
+# same path; each round also checks that both configure steps made the same
+# decisions (config.h byte-identical). The plain Meson build names `cc`
+# itself: Meson would otherwise put a ccache or sccache it finds in front. Prints the medians and their ratio, and with
 # --out writes a section into docs/benchmarks.md.
 #
 #   bench/configure.sh [--rounds N] [--bin DIR] [--out FILE] [--quick]
@@ -44,7 +46,6 @@ fi
 
 bench_workdir hg-configure-bench
 bench_start_grid "$bin" "$work" 19750 >/dev/null
-export HG_CACHE__ENABLED=false
 sources=${HG_SOURCES_DIR:-/var/cache/hybridgrid-test-sources}
 tarball() { ls "$sources"/$1_*.orig.tar.* | grep -v '\.asc$' | tail -1; }
 gzip_tar=$(tarball gzip) fribidi_tar=$(tarball fribidi)
@@ -61,16 +62,40 @@ timed() {
 }
 tasks() { curl -s "http://127.0.0.1:19751/api/stats" | sed -n 's/.*"total":\([0-9]*\)}.*/\1/p' | tail -1; }
 
-before=$(tasks)
+cores=$(nproc)
+cfg_tasks=0
+# configured NAME TOOL DIR CMD...: times the configure step CMD in DIR into
+# NAME.TOOL, counting the grid's tasks during hgbuild's.
+configured() {
+    local name=$1 tool=$2 dir=$3 t0; shift 3
+    t0=$(tasks)
+    timed "$dir" "$@" >> "$work/$name.$tool"
+    [ "$tool" = plain ] || cfg_tasks=$(( cfg_tasks + $(tasks) - t0 ))
+}
+# builds NAME TOOL DIR CLEAN BUILD...: in later commands, a cold build at -j
+# cores and at -j twice that (BUILD gets -jN appended), cleaned with CLEAN
+# before the second; hgbuild's cache emptied before each.
+builds() {
+    local name=$1 tool=$2 dir=$3 clean=$4 j; shift 4
+    for j in "$cores" $((cores * 2)); do
+        rm -rf "$HOME/.hybridgrid/cache"
+        timed "$dir" "$@" "-j$j" >> "$work/$name.$tool.j$j"
+        (cd "$dir" && $clean >/dev/null 2>&1)
+    done
+}
 for _ in $(seq "$rounds"); do
-    d=$(fresh "$gzip_tar"); timed "$d" ./configure >> "$work/ac.plain"; cp "$d/lib/config.h" "$work/ac.h"
-    d=$(fresh "$gzip_tar"); timed "$d" ./configure CC="$bin/hgbuild cc" >> "$work/ac.hg"
+    rm -rf "$HOME/.hybridgrid/cache"
+    d=$(fresh "$gzip_tar"); configured ac plain "$d" ./configure; cp "$d/lib/config.h" "$work/ac.h"
+    builds ac plain "$d" "make clean" make
+    d=$(fresh "$gzip_tar"); configured ac hg "$d" ./configure CC="$bin/hgbuild cc"
     cmp -s "$d/lib/config.h" "$work/ac.h" || { echo "gzip: config.h differs through hgbuild" >&2; exit 1; }
-    d=$(fresh "$fribidi_tar"); timed "$d" meson setup build -Ddocs=false >> "$work/ms.plain"; cp "$d/build/config.h" "$work/ms.h"
-    d=$(fresh "$fribidi_tar"); timed "$d" env CC="$bin/hgbuild cc" meson setup build -Ddocs=false >> "$work/ms.hg"
+    builds ac hg "$d" "make clean" make
+    d=$(fresh "$fribidi_tar"); configured ms plain "$d" env CC=cc meson setup build -Ddocs=false; cp "$d/build/config.h" "$work/ms.h"
+    builds ms plain "$d" "ninja -C build -t clean" meson compile -C build
+    d=$(fresh "$fribidi_tar"); configured ms hg "$d" env CC="$bin/hgbuild cc" meson setup build -Ddocs=false
     cmp -s "$d/build/config.h" "$work/ms.h" || { echo "fribidi: config.h differs through hgbuild" >&2; exit 1; }
+    builds ms hg "$d" "ninja -C build -t clean" meson compile -C build
 done
-grid=$(( $(tasks) - before ))
 
 row() { # LABEL PLAIN_FILE HG_FILE
     local p h
@@ -80,16 +105,22 @@ row() { # LABEL PLAIN_FILE HG_FILE
 {
     echo "## Configure through hgbuild ($(date +%F))"
     echo
-    echo "\`bench/configure.sh --rounds $rounds\` on $(nproc) cores: each configure step plain and with"
-    echo "\`CC=\"hgbuild cc\"\` (a loopback grid up, hgbuild's cache off), taking turns on fresh trees"
-    echo "at the same path; medians of $rounds rounds. config.h was byte-identical in every round."
-    echo "Configure probes (autoconf's \`conftest.c\`, Meson's \`meson-private/tmp*/testfile.c\`,"
-    echo "CMake's \`try_compile\` projects) compile on the client, so the grid ran $grid tasks."
+    echo "\`bench/configure.sh --rounds $rounds\` on $cores cores, as a user runs it: the configure step"
+    echo "plain and with \`CC=\"hgbuild cc\"\` (a loopback grid of two workers up), then in later"
+    echo "commands a cold build at -j$cores and at -j$((cores * 2)) (cleaned between), hgbuild's local"
+    echo "cache emptied before each; plain and hgbuild take turns on fresh trees at the same path;"
+    echo "medians of $rounds rounds. config.h was byte-identical in every round. Configure probes"
+    echo "(autoconf's \`conftest.c\`, Meson's \`meson-private/tmp*/testfile.c\`, CMake's \`try_compile\`"
+    echo "projects) compile on the client: the grid ran $cfg_tasks tasks during the configure steps."
     echo
-    echo "| configure step | plain | through hgbuild | ratio |"
+    echo "| step | plain | through hgbuild | ratio |"
     echo "|---|---|---|---|"
     row "gzip 1.12 \`./configure\` (autoconf)" "$work/ac.plain" "$work/ac.hg"
+    row "gzip 1.12 \`make -j$cores\`" "$work/ac.plain.j$cores" "$work/ac.hg.j$cores"
+    row "gzip 1.12 \`make -j$((cores * 2))\`" "$work/ac.plain.j$((cores * 2))" "$work/ac.hg.j$((cores * 2))"
     row "fribidi 1.0.8 \`meson setup\`" "$work/ms.plain" "$work/ms.hg"
+    row "fribidi 1.0.8 \`meson compile -j$cores\`" "$work/ms.plain.j$cores" "$work/ms.hg.j$cores"
+    row "fribidi 1.0.8 \`meson compile -j$((cores * 2))\`" "$work/ms.plain.j$((cores * 2))" "$work/ms.hg.j$((cores * 2))"
 } > "$work/section.md"
 cat "$work/section.md"
 if [ $quick = 0 ] && [ -n "$out" ]; then
