@@ -100,7 +100,9 @@ pub async fn start_with(
     } else {
         format!("{}-{}", hostname(), grpc_addr.port())
     };
-    let executor = executor::build(w, &id, compilers.clone()).await;
+    let executor = executor::build(w, &id, compilers.clone())
+        .await
+        .map_err(|e| server::ServeError::Setup(e.to_string()))?;
 
     let mut caps = Capabilities::new(Arch::host());
     caps.cores = std::thread::available_parallelism()

@@ -30,6 +30,7 @@ pub mod docker;
 pub mod native;
 pub mod routing;
 pub mod source_tree;
+pub mod work_dir;
 pub mod worker_stack;
 
 use hybridgrid_core::BoxError;

@@ -50,6 +50,9 @@ pub struct NativeOptions {
     pub max_output_bytes: u64,
     /// Where task directories are created (default: the system temp dir).
     pub work_root: Option<PathBuf>,
+    /// The claimed directory `work_root` points into, kept for as long as
+    /// the executor runs (see [`crate::work_dir`]).
+    pub work_dir: Option<Arc<crate::work_dir::WorkDir>>,
     /// How compilers are isolated (default: the best available).
     pub isolation: IsolationMode,
 }
@@ -61,6 +64,7 @@ impl Default for NativeOptions {
             max_input_bytes: 1024 * 1024 * 1024,
             max_output_bytes: 256 * 1024 * 1024,
             work_root: None,
+            work_dir: None,
             isolation: IsolationMode::Auto,
         }
     }
@@ -88,6 +92,14 @@ impl NativeOptions {
     /// Options with this work root.
     pub fn with_work_root(mut self, p: impl Into<PathBuf>) -> Self {
         self.work_root = Some(p.into());
+        self
+    }
+
+    /// Options whose task directories go in `dir`, a worker's claimed
+    /// directory, which the executor keeps until it is dropped.
+    pub fn with_work_dir(mut self, dir: Arc<crate::work_dir::WorkDir>) -> Self {
+        self.work_root = Some(dir.path().to_path_buf());
+        self.work_dir = Some(dir);
         self
     }
 

@@ -9,6 +9,8 @@
 //! configured for Docker go to the Docker executor; without a usable daemon
 //! they get `Docker not available: <reason>`.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hybridgrid_core::BoxError;
@@ -18,6 +20,7 @@ use hybridgrid_core::worker::{CompilerInfo, DockerImage};
 use tower::util::BoxCloneSyncService;
 
 use crate::native::{NativeExecutor, NativeOptions};
+use crate::work_dir::{WorkDir, WorkDirError};
 
 /// A boxed executor, as a worker's server takes it (the same type as
 /// `hybridgrid_net::worker::BoxExecutor`).
@@ -51,24 +54,30 @@ impl WorkerExecutor {
 }
 
 /// Builds the executor of worker `worker_id` from its configuration and the
-/// compilers detected on PATH.
+/// compilers detected on PATH. Native task directories go in a directory
+/// the worker claims in `worker.work_dir` (see [`crate::work_dir`]); it
+/// fails only when that directory cannot be used.
 pub async fn build(
     w: &WorkerConfig,
     worker_id: &str,
     compilers: Vec<CompilerInfo>,
-) -> WorkerExecutor {
+) -> Result<WorkerExecutor, WorkDirError> {
+    let configured = (!w.work_dir.is_empty()).then(|| Path::new(&w.work_dir));
+    let dir = WorkDir::claim(configured)?;
+    tracing::info!(dir = %dir.path().display(), why = dir.why(), "task directories");
     let native = NativeExecutor::new(
         compilers,
         NativeOptions::default()
             .with_timeout(w.task_timeout)
             .with_max_output_bytes(w.max_output_bytes)
             .with_max_input_bytes(w.max_request_bytes as u64)
-            .with_isolation(w.isolation),
+            .with_isolation(w.isolation)
+            .with_work_dir(Arc::new(dir)),
     );
     if !w.docker.enabled || w.docker.images.is_empty() {
-        return native_only(native);
+        return Ok(native_only(native));
     }
-    with_docker(w, worker_id, native).await
+    Ok(with_docker(w, worker_id, native).await)
 }
 
 fn native_only(native: NativeExecutor) -> WorkerExecutor {

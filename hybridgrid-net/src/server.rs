@@ -38,6 +38,10 @@ pub enum ServeError {
     /// TLS or auth could not be set up (a missing or unreadable file...).
     #[error("cannot set up security: {0}")]
     Security(#[from] crate::security::SecurityError),
+    /// Something else the server needs could not be set up (a worker's
+    /// directory for task directories...); the message says what to do.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Binds `host:port` (port 0 picks a free one).

@@ -41,6 +41,9 @@ pub struct WorkerConfig {
     pub max_request_bytes: usize,
     /// How native compiles are isolated (`auto`, `off`, `bubblewrap`, `unshare`).
     pub isolation: IsolationMode,
+    /// Where task directories are written; empty: `TMPDIR` if set, else
+    /// `/dev/shm` when it is a tmpfs with room, else the system temp dir.
+    pub work_dir: String,
     /// `worker.docker:` settings.
     pub docker: DockerConfig,
 }
@@ -60,6 +63,7 @@ impl Default for WorkerConfig {
             max_output_bytes: 256 * 1024 * 1024,
             max_request_bytes: 256 * 1024 * 1024,
             isolation: IsolationMode::Auto,
+            work_dir: String::new(),
             docker: DockerConfig::default(),
         }
     }
