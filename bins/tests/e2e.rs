@@ -938,3 +938,70 @@ fn version_lists_features_and_completions_are_generated() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("tcsh"), "{}", bad.stderr);
 }
+
+#[test]
+fn task_directories_live_in_a_directory_the_worker_claims_and_removes() {
+    let dir = tempdir();
+    let wd = dir.path().join("work");
+    // Left by a worker that was killed: its lock file, held by nobody.
+    let dead = wd.join("hg-worker-dead00");
+    std::fs::create_dir_all(dead.join("hg-task-abc/root")).expect("mkdir");
+    std::fs::write(dead.join(".lock"), "").expect("write");
+    let wd_s = wd.display().to_string();
+    let c = start_coordinator(&[]);
+    let mut w = start_worker_env(&c.grpc, "wd1", &[], &[("HG_WORKER__WORK_DIR", &wd_s)]);
+    assert!(
+        !dead.exists(),
+        "a dead worker's directory is removed at start"
+    );
+    let claimed: Vec<String> = std::fs::read_dir(&wd)
+        .expect("work dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert!(claimed[0].starts_with("hg-worker-"), "{claimed:?}");
+
+    write(dir.path(), "main.c", C_SRC);
+    write(dir.path(), "util.h", UTIL_H);
+    let out = hgbuild(
+        dir.path(),
+        &c.grpc,
+        &["cc", "-g", "-O2", "-c", "main.c", "-o", "main.o"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let stats = successful_tasks(&c.http);
+    assert_eq!(stats, 1, "the -g compile ran on the worker");
+    let st = w
+        .proc
+        .terminate(Duration::from_secs(20))
+        .expect("worker exits on SIGTERM");
+    assert!(st.success(), "worker exit status {st:?}");
+    assert_eq!(
+        std::fs::read_dir(&wd).expect("work dir").count(),
+        0,
+        "the worker removes its directory on exit"
+    );
+
+    // A directory that cannot be used stops the worker, naming it.
+    write(dir.path(), "a-file", "");
+    let bad = dir.path().join("a-file/sub").display().to_string();
+    let out = run_in(
+        dir.path(),
+        WORKER,
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--coordinator",
+            &c.grpc,
+        ],
+        &[("HG_WORKER__WORK_DIR", &bad)],
+    );
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(&bad), "{}", out.stderr);
+    assert!(out.stderr.contains("worker.work_dir"), "{}", out.stderr);
+}
