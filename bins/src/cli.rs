@@ -123,11 +123,7 @@ pub async fn shutdown_signal() {
 
 /// The host name of this machine.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    hybridgrid_core::addr::hostname().unwrap_or_else(|| "localhost".into())
 }
 
 /// Installs logging for a server and returns its admin hooks (runtime log

@@ -47,19 +47,6 @@ impl RunningWorker {
     }
 }
 
-fn total_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 /// The workers' argument allow list as a server check: a task with a
 /// refused argument is rejected before anything runs (the coordinator
 /// applies it too, so such a task never reaches a worker).
@@ -108,7 +95,7 @@ pub async fn start_with(
     caps.cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    caps.memory_bytes = total_memory();
+    caps.memory_bytes = detect::total_memory();
     caps.compilers = compilers;
     caps.compilers
         .extend(executor.docker_compilers.iter().cloned());

@@ -8,6 +8,15 @@ pub struct AddrError {
     reason: &'static str,
 }
 
+/// This machine's host name as the kernel has it (`None` when it is unset
+/// or cannot be read). Callers choose their own fallback and form.
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 /// Splits `host:port` (or `[v6]:port`), checking both parts.
 pub fn parse_host_port(s: &str) -> Result<(String, u16), AddrError> {
     let err = |reason| AddrError {

@@ -12,6 +12,21 @@ use hybridgrid_core::task::{CompilerFamily, CompilerIdentity, DriverKind};
 use hybridgrid_core::worker::CompilerInfo;
 use tokio::process::Command;
 
+/// This machine's memory in bytes (`MemTotal` of `/proc/meminfo`), or 0
+/// when it cannot be read.
+pub fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
 /// The native compiler names looked for on `PATH`.
 pub const NATIVE_NAMES: &[&str] = &["gcc", "g++", "cc", "c++", "clang", "clang++"];
 

@@ -49,9 +49,8 @@ pub fn service_type(cfg: &MdnsConfig) -> String {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().split('.').next().unwrap_or_default().to_owned())
+    hybridgrid_core::addr::hostname()
+        .and_then(|h| h.split('.').next().map(str::to_owned))
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "hybridgrid".into())
 }
