@@ -123,7 +123,8 @@ pub async fn start_with(
     .with_validation(
         RequestLimits::default().with_max_request_bytes(w.max_request_bytes),
         Some(argument_check()),
-    );
+    )
+    .with_executor_check(executor.can_run.clone());
     // How the coordinator is called: its TLS and token.
     let channel = ChannelOptions::default().with_security(&security);
 

@@ -25,6 +25,7 @@
 pub mod addr;
 pub mod admission;
 pub mod breaker;
+pub mod can_run;
 pub mod config;
 pub mod error;
 pub mod hedge;

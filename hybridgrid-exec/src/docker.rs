@@ -278,6 +278,22 @@ fn rand_u32() -> u32 {
     n ^ std::process::id().rotate_left(16)
 }
 
+impl hybridgrid_core::can_run::CanRun for DockerExecutor {
+    /// A compiler in one of its images, or a target architecture
+    /// configured for Docker: without a usable daemon such a task is
+    /// admitted and answered `Docker not available: <reason>`.
+    fn can_run(&self, task: &CompileTask) -> Result<(), GridError> {
+        if self.handles(task) || self.configured_for(&task.compiler.target_arch()) {
+            Ok(())
+        } else {
+            Err(hybridgrid_core::can_run::unknown_compiler(
+                task,
+                &self.compilers(),
+            ))
+        }
+    }
+}
+
 impl DockerExecutor {
     /// Connects to the daemon and starts one container per image. Never
     /// fails: without a usable daemon the executor answers every task with

@@ -309,6 +309,20 @@ impl NativeExecutor {
     }
 }
 
+impl hybridgrid_core::can_run::CanRun for NativeExecutor {
+    /// A compiler it detected.
+    fn can_run(&self, task: &CompileTask) -> Result<(), GridError> {
+        if self.compilers().iter().any(|c| c.identity == task.compiler) {
+            Ok(())
+        } else {
+            Err(hybridgrid_core::can_run::unknown_compiler(
+                task,
+                self.compilers(),
+            ))
+        }
+    }
+}
+
 impl tower::Service<CompileTask> for NativeExecutor {
     type Response = CompileOutput;
     type Error = BoxError;
@@ -797,6 +811,25 @@ mod tests {
         assert!(err.contains("nope"), "{err}");
         assert!(out.outputs.is_empty());
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn admission_asks_for_a_detected_compiler() {
+        use hybridgrid_core::can_run::CanRun;
+        let c = gcc().await;
+        let t = task(&c, "int f(void){return 1;}", &[]);
+        assert!(
+            NativeExecutor::new(vec![c], NativeOptions::default())
+                .can_run(&t)
+                .is_ok()
+        );
+        let e = NativeExecutor::new(vec![], NativeOptions::default())
+            .can_run(&t)
+            .expect_err("no compilers");
+        assert!(
+            e.to_string().contains("not one this worker detected"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

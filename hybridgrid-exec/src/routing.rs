@@ -12,8 +12,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hybridgrid_core::BoxError;
+use hybridgrid_core::can_run::CanRun;
 use hybridgrid_core::task::{CompileOutput, CompileTask};
+use hybridgrid_core::{BoxError, GridError};
 use tower::ServiceExt;
 
 use crate::Executor;
@@ -81,6 +82,17 @@ impl RoutingExecutor<crate::native::NativeExecutor, crate::docker::DockerExecuto
     }
 }
 
+impl<A: CanRun, B: CanRun> CanRun for RoutingExecutor<A, B> {
+    /// What the executor the rule chooses for `task` answers.
+    fn can_run(&self, task: &CompileTask) -> Result<(), GridError> {
+        if (self.to_secondary)(task) {
+            self.secondary.can_run(task)
+        } else {
+            self.primary.can_run(task)
+        }
+    }
+}
+
 impl<A: Executor, B: Executor> tower::Service<CompileTask> for RoutingExecutor<A, B> {
     type Response = CompileOutput;
     type Error = BoxError;
@@ -97,5 +109,52 @@ impl<A: Executor, B: Executor> tower::Service<CompileTask> for RoutingExecutor<A
         } else {
             Box::pin(self.primary.clone().oneshot(task))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridgrid_core::payload::Payload;
+    use hybridgrid_core::task::{CompilerFamily, CompilerIdentity, DriverKind, Language};
+
+    /// Answers yes or no, naming itself.
+    struct Says(&'static str, bool);
+
+    impl CanRun for Says {
+        fn can_run(&self, _task: &CompileTask) -> Result<(), GridError> {
+            if self.1 {
+                Ok(())
+            } else {
+                Err(GridError::InvalidTask(self.0.into()))
+            }
+        }
+    }
+
+    fn task(target: &str) -> CompileTask {
+        CompileTask::new(
+            CompilerIdentity {
+                family: CompilerFamily::Gcc,
+                driver: DriverKind::C,
+                version: "12.2.0".into(),
+                target: target.into(),
+            },
+            Language::PreprocessedC,
+            vec![],
+            "x.c",
+            Payload::raw(b"int x;".to_vec()),
+        )
+    }
+
+    #[test]
+    fn admission_asks_the_executor_the_rule_chooses() {
+        let r = RoutingExecutor::new(Says("native", false), Says("docker", true), |t| {
+            t.compiler.target.starts_with("aarch64")
+        });
+        assert!(r.can_run(&task("aarch64-linux-gnu")).is_ok());
+        let e = r
+            .can_run(&task("x86_64-linux-gnu"))
+            .expect_err("native says no");
+        assert!(e.to_string().contains("native"), "{e}");
     }
 }

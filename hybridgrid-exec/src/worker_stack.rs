@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hybridgrid_core::BoxError;
+use hybridgrid_core::can_run::CanRun;
 use hybridgrid_core::config::WorkerConfig;
 use hybridgrid_core::task::{CompileOutput, CompileTask};
 use hybridgrid_core::worker::{CompilerInfo, DockerImage};
@@ -30,16 +31,27 @@ pub type BoxExecutor = BoxCloneSyncService<CompileTask, CompileOutput, BoxError>
 pub const DOCKER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The executor a worker serves, and what it adds to the capabilities.
-#[derive(Debug)]
 pub struct WorkerExecutor {
     /// The executor to serve.
     pub executor: BoxExecutor,
+    /// Its answer to whether it would run a task, for the worker's
+    /// admission (`hybridgrid_net::worker::WorkerServer::with_executor_check`).
+    pub can_run: Arc<dyn CanRun>,
     /// Compilers in Docker images (to advertise beside the native ones).
     pub docker_compilers: Vec<CompilerInfo>,
     /// Docker images compiles can run in (empty without a usable daemon).
     pub docker_images: Vec<DockerImage>,
     #[cfg(feature = "docker")]
     docker: Option<crate::docker::DockerExecutor>,
+}
+
+impl std::fmt::Debug for WorkerExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerExecutor")
+            .field("docker_compilers", &self.docker_compilers)
+            .field("docker_images", &self.docker_images)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerExecutor {
@@ -82,6 +94,7 @@ pub async fn build(
 
 fn native_only(native: NativeExecutor) -> WorkerExecutor {
     WorkerExecutor {
+        can_run: Arc::new(native.clone()),
         executor: BoxCloneSyncService::new(native),
         docker_compilers: Vec::new(),
         docker_images: Vec::new(),
@@ -108,11 +121,10 @@ async fn with_docker(w: &WorkerConfig, worker_id: &str, native: NativeExecutor) 
         .into_iter()
         .filter(|c| !native.compilers().iter().any(|n| n.identity == c.identity))
         .collect();
+    let routing = RoutingExecutor::docker_or_native(native, docker.clone());
     WorkerExecutor {
-        executor: BoxCloneSyncService::new(RoutingExecutor::docker_or_native(
-            native,
-            docker.clone(),
-        )),
+        can_run: Arc::new(routing.clone()),
+        executor: BoxCloneSyncService::new(routing),
         docker_compilers,
         docker_images,
         docker: Some(docker),

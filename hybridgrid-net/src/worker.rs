@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use hybridgrid_core::can_run::CanRun;
 use hybridgrid_core::task::{CompileOutput, CompileTask};
 use hybridgrid_core::worker::WorkerInfo;
 use hybridgrid_core::{BoxError, GridError};
@@ -49,6 +50,7 @@ struct State {
     started: Instant,
     limits: RequestLimits,
     check: Option<convert::TaskCheck>,
+    can_run: Arc<dyn CanRun>,
 }
 
 /// Serves `hybridgrid.v1.WorkerService`.
@@ -67,9 +69,13 @@ impl std::fmt::Debug for WorkerServer {
 
 impl WorkerServer {
     /// A worker service running `executor` at most `max_concurrent` at once.
+    /// Until [`WorkerServer::with_executor_check`] is given, a task is
+    /// admitted when `info`'s capabilities have its compiler (or a Docker
+    /// image for its target).
     pub fn new(info: WorkerInfo, executor: BoxExecutor, max_concurrent: usize) -> Self {
         WorkerServer {
             state: Arc::new(State {
+                can_run: Arc::new(info.capabilities.clone()),
                 info,
                 executor,
                 slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
@@ -86,56 +92,50 @@ impl WorkerServer {
     /// pass before it is queued (e.g. the argument allow list). Call
     /// before serving.
     pub fn with_validation(self, limits: RequestLimits, check: Option<convert::TaskCheck>) -> Self {
+        self.rebuild(|st| {
+            st.limits = limits;
+            st.check = check;
+        })
+    }
+
+    /// A new state from this one's, changed by `change`.
+    fn rebuild(self, change: impl FnOnce(&mut State)) -> Self {
         let st = &self.state;
+        let mut next = State {
+            info: st.info.clone(),
+            executor: st.executor.clone(),
+            slots: st.slots.clone(),
+            counters: st.counters.clone(),
+            draining: AtomicBool::new(st.draining.load(Ordering::SeqCst)),
+            started: st.started,
+            limits: st.limits,
+            check: st.check.clone(),
+            can_run: st.can_run.clone(),
+        };
+        change(&mut next);
         WorkerServer {
-            state: Arc::new(State {
-                info: st.info.clone(),
-                executor: st.executor.clone(),
-                slots: st.slots.clone(),
-                counters: st.counters.clone(),
-                draining: AtomicBool::new(st.draining.load(Ordering::SeqCst)),
-                started: st.started,
-                limits,
-                check,
-            }),
+            state: Arc::new(next),
         }
     }
 
     /// Refuses a task this worker cannot or will not run, before it waits
-    /// for a slot: a compiler for its own architecture that it did not
-    /// detect, or whatever the configured check refuses.
+    /// for a slot: what the executor says it cannot run (see
+    /// [`WorkerServer::with_executor_check`]), or whatever the configured
+    /// check refuses.
     pub fn admit(&self, task: &CompileTask) -> Result<(), GridError> {
-        let caps = &self.state.info.capabilities;
-        // A task for another architecture goes to the executor, which runs
-        // it in a Docker image or answers `Docker not available: <reason>`;
-        // it never runs a compiler the worker did not detect either.
-        let cross = caps.arch.as_ref().is_some_and(|a| *a != task.target_arch);
-        let known = cross
-            || caps.compilers.iter().any(|c| c.identity == task.compiler)
-            || caps
-                .docker_images
-                .iter()
-                .any(|d| d.arch == task.target_arch);
-        if !known {
-            let have: Vec<String> = caps
-                .compilers
-                .iter()
-                .map(|c| c.identity.to_string())
-                .collect();
-            return Err(GridError::InvalidTask(format!(
-                "compiler {} is not one this worker detected (it has: {})",
-                task.compiler,
-                if have.is_empty() {
-                    "none".into()
-                } else {
-                    have.join(", ")
-                }
-            )));
-        }
+        self.state.can_run.can_run(task)?;
         match &self.state.check {
             Some(check) => check(task),
             None => Ok(()),
         }
+    }
+
+    /// The same, asking `can_run` (the executor's own answer, e.g.
+    /// `hybridgrid_exec::worker_stack::WorkerExecutor::can_run`) whether a
+    /// task would run, instead of the advertised capabilities. Call before
+    /// serving.
+    pub fn with_executor_check(self, can_run: Arc<dyn CanRun>) -> Self {
+        self.rebuild(|st| st.can_run = can_run)
     }
 
     /// The worker's description.
@@ -358,5 +358,55 @@ pub async fn run_registration(
             Ok(Err(e)) => tracing::warn!(error = %e, "deregistration failed"),
             Err(_) => tracing::warn!("deregistration timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybridgrid_core::payload::Payload;
+    use hybridgrid_core::task::{CompilerFamily, CompilerIdentity, DriverKind, Language};
+    use hybridgrid_core::worker::{Arch, Capabilities, WorkerId, WorkerSource};
+
+    struct Yes;
+
+    impl CanRun for Yes {
+        fn can_run(&self, _task: &CompileTask) -> Result<(), GridError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn admission_asks_the_executor_once_it_is_given() {
+        let exec = BoxExecutor::new(tower::service_fn(|_t: CompileTask| async {
+            Ok::<_, BoxError>(CompileOutput::default())
+        }));
+        // It advertised no compiler.
+        let info = WorkerInfo::new(
+            WorkerId("w".into()),
+            "127.0.0.1:0",
+            WorkerSource::Static,
+            Capabilities::new(Arch::Amd64),
+        );
+        let task = CompileTask::new(
+            CompilerIdentity {
+                family: CompilerFamily::Gcc,
+                driver: DriverKind::C,
+                version: "12.2.0".into(),
+                target: "x86_64-linux-gnu".into(),
+            },
+            Language::PreprocessedC,
+            vec![],
+            "x.c",
+            Payload::raw(b"int x;".to_vec()),
+        );
+        let server = WorkerServer::new(info, exec, 1);
+        let e = server.admit(&task).expect_err("nothing advertised");
+        assert!(
+            e.to_string().contains("not one this worker detected"),
+            "{e}"
+        );
+        let server = server.with_executor_check(Arc::new(Yes));
+        assert!(server.admit(&task).is_ok());
     }
 }
