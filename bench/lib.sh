@@ -17,13 +17,22 @@ bench_install() {
 }
 
 # Makes the run's work directory ($work, named after PREFIX) with a HOME of
-# its own inside, and on exit stops the processes in `pids` and removes it.
+# its own inside ($work/home), and on exit runs the caller's `bench_on_exit`
+# if it defines one (servers that are not children: sccache), stops the
+# processes in `pids` and removes the directory.
 bench_workdir() { # PREFIX
     work=$(mktemp -d "/tmp/$1-XXXXXX")
     pids=()
-    trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+    trap bench_cleanup EXIT
     export HOME="$work/home"
     mkdir -p "$HOME"
+}
+
+bench_cleanup() {
+    if declare -F bench_on_exit >/dev/null; then bench_on_exit || true; fi
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
 }
 
 # Starts a loopback grid from the binaries in BIN, logging into WORK: a

@@ -52,15 +52,8 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$here/target}
 bin="$target_dir/release"
 [ $quick = 1 ] && bin="$target_dir/debug"
-work=$(mktemp -d /tmp/hg-bench-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    SCCACHE_DIR="$work/sccache" sccache --stop-server >/dev/null 2>&1 || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir hg-bench
+bench_on_exit() { SCCACHE_DIR="$work/sccache" sccache --stop-server >/dev/null 2>&1; }
 
 sources=${HG_SOURCES_DIR:-/var/cache/hybridgrid-test-sources}
 case "$project" in
@@ -83,11 +76,10 @@ if [ -n "$cflags" ]; then
 fi
 label="$project${cflags:+ with $cflags}"
 tar -C "$work" -xf "$tarball"
-src=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -1)
+src=$(find "$work" -mindepth 1 -maxdepth 1 -type d ! -name home | head -1)
 (cd "$src" && eval "$configure")
 
 # The grid: a coordinator and two workers on loopback.
-export HOME="$work/home"; mkdir -p "$HOME"
 bench_start_grid "$bin" "$work" 19300
 # distcc and icecream daemons on loopback.
 distccd --daemon --no-detach --allow 127.0.0.1 --listen 127.0.0.1 --port 19350 --jobs "$(nproc)" \

@@ -50,17 +50,10 @@ if [ "${inner:-0}" != 1 ]; then
     exec unshare --net -- bash -c 'ip link set lo up && exec "$0" --inner "$@"' "$0" "${args[@]}"
 fi
 
-work=$(mktemp -d /tmp/hg-tiny-XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir hg-tiny
 
 # The grid; the client's cache off too: every compile is sent to a worker.
-export HG_CACHE__ENABLED=false HOME="$work/home"; mkdir -p "$HOME"
+export HG_CACHE__ENABLED=false
 bench_start_grid "$bin" "$work" 19400
 
 cd "$work"
