@@ -50,20 +50,11 @@ pub fn unknown_compiler(task: &CompileTask, have: &[CompilerInfo]) -> GridError 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{gcc, gcc_amd64, task_of};
+    use crate::testutil::{gcc, gcc_amd64, task_of, worker_info};
     use crate::worker::{Arch, DockerImage};
 
     fn caps(compilers: &[crate::identity::CompilerIdentity]) -> Capabilities {
-        let mut c = Capabilities::new(Arch::Amd64);
-        c.compilers = compilers
-            .iter()
-            .map(|i| CompilerInfo {
-                name: "gcc".into(),
-                path: "/usr/bin/gcc".into(),
-                identity: i.clone(),
-            })
-            .collect();
-        c
+        worker_info("w", Arch::Amd64, compilers).capabilities
     }
 
     #[test]
