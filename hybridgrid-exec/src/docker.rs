@@ -124,6 +124,8 @@ pub struct DockerOptions {
     pub dispatch: Dispatch,
 }
 
+task_bound_builders!(DockerOptions);
+
 impl DockerOptions {
     /// Options for this worker and these images, with defaults for the rest.
     pub fn new(worker_id: impl Into<String>, images: BTreeMap<String, String>) -> Self {
@@ -146,24 +148,6 @@ impl DockerOptions {
     /// Options with this way of reaching the container.
     pub fn with_dispatch(mut self, d: Dispatch) -> Self {
         self.dispatch = d;
-        self
-    }
-
-    /// Options with this timeout.
-    pub fn with_timeout(mut self, t: Duration) -> Self {
-        self.task_timeout = t;
-        self
-    }
-
-    /// Options with this output bound.
-    pub fn with_max_output_bytes(mut self, n: u64) -> Self {
-        self.max_output_bytes = n;
-        self
-    }
-
-    /// Options with this work root.
-    pub fn with_work_root(mut self, p: impl Into<PathBuf>) -> Self {
-        self.work_root = Some(p.into());
         self
     }
 

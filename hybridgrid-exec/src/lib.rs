@@ -23,6 +23,39 @@
 //! [`CompileTask`]: hybridgrid_core::task::CompileTask
 //! [`CompileOutput`]: hybridgrid_core::task::CompileOutput
 
+/// The builder methods every executor's options share, for a struct with
+/// the fields `task_timeout`, `max_input_bytes`, `max_output_bytes` and
+/// `work_root` (the native and Docker options).
+macro_rules! task_bound_builders {
+    ($options:ty) => {
+        impl $options {
+            /// Options with this timeout.
+            pub fn with_timeout(mut self, t: std::time::Duration) -> Self {
+                self.task_timeout = t;
+                self
+            }
+
+            /// Options with this output bound.
+            pub fn with_max_output_bytes(mut self, n: u64) -> Self {
+                self.max_output_bytes = n;
+                self
+            }
+
+            /// Options with this bound on the decoded input (each file).
+            pub fn with_max_input_bytes(mut self, n: u64) -> Self {
+                self.max_input_bytes = n;
+                self
+            }
+
+            /// Options with this work root.
+            pub fn with_work_root(mut self, p: impl Into<std::path::PathBuf>) -> Self {
+                self.work_root = Some(p.into());
+                self
+            }
+        }
+    };
+}
+
 pub mod args;
 pub mod detect;
 #[cfg(feature = "docker")]

@@ -70,31 +70,9 @@ impl Default for NativeOptions {
     }
 }
 
+task_bound_builders!(NativeOptions);
+
 impl NativeOptions {
-    /// Options with this timeout.
-    pub fn with_timeout(mut self, t: Duration) -> Self {
-        self.task_timeout = t;
-        self
-    }
-
-    /// Options with this output bound.
-    pub fn with_max_output_bytes(mut self, n: u64) -> Self {
-        self.max_output_bytes = n;
-        self
-    }
-
-    /// Options with this bound on the decoded input (each file).
-    pub fn with_max_input_bytes(mut self, n: u64) -> Self {
-        self.max_input_bytes = n;
-        self
-    }
-
-    /// Options with this work root.
-    pub fn with_work_root(mut self, p: impl Into<PathBuf>) -> Self {
-        self.work_root = Some(p.into());
-        self
-    }
-
     /// Options whose task directories go in `dir`, a worker's claimed
     /// directory, which the executor keeps until it is dropped.
     pub fn with_work_dir(mut self, dir: Arc<crate::work_dir::WorkDir>) -> Self {
