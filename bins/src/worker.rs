@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
-use hybridgrid_core::worker::{Arch, Capabilities, WorkerId, WorkerInfo, WorkerSource};
+use hybridgrid_core::worker::{WorkerId, WorkerInfo, WorkerSource};
 use hybridgrid_exec::detect::{self, DetectOptions};
 use hybridgrid_net::client::ChannelOptions;
 use hybridgrid_net::convert::{RequestLimits, TaskCheck};
@@ -87,20 +87,10 @@ pub async fn start_with(
     } else {
         format!("{}-{}", hostname(), grpc_addr.port())
     };
-    let executor = executor::build(w, &id, compilers.clone())
+    let executor = executor::build(w, &id, compilers)
         .await
         .map_err(|e| server::ServeError::Setup(e.to_string()))?;
-
-    let mut caps = Capabilities::new(Arch::host());
-    caps.cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    caps.memory_bytes = detect::total_memory();
-    caps.compilers = compilers;
-    caps.compilers
-        .extend(executor.docker_compilers.iter().cloned());
-    caps.docker_images = executor.docker_images.clone();
-    caps.max_parallel_tasks = w.max_concurrent_tasks as u32;
+    let caps = executor.capabilities(w.max_concurrent_tasks);
     let advertise = if w.advertise_address.is_empty() {
         format!("0.0.0.0:{}", grpc_addr.port())
     } else {

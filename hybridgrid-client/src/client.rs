@@ -215,13 +215,16 @@ impl Client {
             &compiler,
             args,
             || async {
-                match self.remote.get_or_init(|| remote_stack(cfg)).await {
+                let store = self.cache.as_ref().map(LocalCache::store);
+                match self.remote.get_or_init(|| remote_stack(cfg, store)).await {
                     Some(r) => Some(r.clone()),
                     // No coordinator: a `cache.remote` tier still serves (CI machines).
-                    None => crate::remote_cache::local_stack(cfg, &compiler).map(|(svc, tier)| {
-                        let _ = remote_tier.set(tier);
-                        Ok(svc)
-                    }),
+                    None => store
+                        .and_then(|s| crate::remote_cache::local_stack(cfg, &compiler, s))
+                        .map(|(svc, tier)| {
+                            let _ = remote_tier.set(tier);
+                            Ok(svc)
+                        }),
                 }
             },
             &copts,

@@ -168,9 +168,13 @@ pub fn security_env(cfg: &Config) -> Vec<(&'static str, String)> {
     env
 }
 
-/// The client's compile stack: the local cache tier in front of the
-/// coordinator; `None` when no coordinator is configured.
-pub async fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>> {
+/// The client's compile stack: the local cache tier `local` (the caller's
+/// store, when `cache.enabled`) in front of the coordinator; `None` when no
+/// coordinator is configured.
+pub async fn remote_stack(
+    cfg: &Config,
+    local: Option<&DiskStore>,
+) -> Option<Result<BoxCompile, GridError>> {
     // client.coordinator, else one found by mDNS (cached briefly), else none.
     let addr = discovery::coordinator_for_client(cfg).await?;
     let coord = LazyCoordinator::dial(
@@ -180,10 +184,9 @@ pub async fn remote_stack(cfg: &Config) -> Option<Result<BoxCompile, GridError>>
             Err(e) => return Some(Err(e)),
         },
     );
-    Some(Ok(if cfg.cache.enabled {
-        BoxCloneSyncService::new(CacheLayer::new(DiskStore::from_config(&cfg.cache)).layer(coord))
-    } else {
-        BoxCloneSyncService::new(coord)
+    Some(Ok(match local {
+        Some(store) => BoxCloneSyncService::new(CacheLayer::new(store.clone()).layer(coord)),
+        None => BoxCloneSyncService::new(coord),
     }))
 }
 

@@ -118,12 +118,14 @@ pub async fn flush(remote: &Remote, cfg: &CacheConfig) {
 }
 
 /// hgbuild with no coordinator but a `cache.remote`: the local disk tier
-/// and the remote tier around a compile on this machine, so a CI machine
+/// (`local`, the caller's store) and the remote tier around a compile on
+/// this machine, so a CI machine
 /// on its own shares results with its fleet. `None` when no remote tier is
 /// configured (or it cannot be set up): hgbuild then compiles as before.
 pub fn local_stack(
     cfg: &hybridgrid_core::config::Config,
     compiler: &hybridgrid_core::worker::CompilerInfo,
+    local: &hybridgrid_cache::DiskStore,
 ) -> Option<(hybridgrid_net::coordinator::BoxCompile, Remote)> {
     use hybridgrid_core::task::CompileOutput;
     use hybridgrid_core::worker::WorkerId;
@@ -132,7 +134,7 @@ pub fn local_stack(
     if !cfg.cache.enabled || !cfg.cache.remote.is_configured() {
         return None;
     }
-    let local = Arc::new(hybridgrid_cache::DiskStore::from_config(&cfg.cache));
+    let local = Arc::new(local.clone());
     // One warning per outage for the whole build, not one per hgbuild.
     let marker = cfg.cache.dir_path().join("remote-down");
     let (store, remote) = with_remote(&cfg.cache, local, Some(marker));

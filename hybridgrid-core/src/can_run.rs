@@ -33,11 +33,17 @@ impl CanRun for Capabilities {
     }
 }
 
-/// The refusal of a task whose compiler is not among `have`.
+/// The refusal of a task whose compiler is not among `have`, at admission.
 pub fn unknown_compiler(task: &CompileTask, have: &[CompilerInfo]) -> GridError {
+    missing_compiler(task, have, "is not one this worker detected")
+}
+
+/// `compiler X <why> (it has: ...)`: the refusal of a task whose compiler is
+/// not among `have`.
+pub fn missing_compiler(task: &CompileTask, have: &[CompilerInfo], why: &str) -> GridError {
     let have: Vec<String> = have.iter().map(|c| c.identity.to_string()).collect();
     GridError::InvalidTask(format!(
-        "compiler {} is not one this worker detected (it has: {})",
+        "compiler {} {why} (it has: {})",
         task.compiler,
         if have.is_empty() {
             "none".into()

@@ -51,8 +51,9 @@ pub struct NativeOptions {
     /// Where task directories are created (default: the system temp dir).
     pub work_root: Option<PathBuf>,
     /// The claimed directory `work_root` points into, kept for as long as
-    /// the executor runs (see [`crate::work_dir`]).
-    pub work_dir: Option<Arc<crate::work_dir::WorkDir>>,
+    /// the executor runs (see [`crate::work_dir`]); only set with
+    /// [`NativeOptions::with_work_dir`], which sets `work_root` with it.
+    work_dir: Option<Arc<crate::work_dir::WorkDir>>,
     /// How compilers are isolated (default: the best available).
     pub isolation: IsolationMode,
 }
@@ -386,20 +387,11 @@ impl Inner {
             .iter()
             .find(|c| c.identity == task.compiler)
             .ok_or_else(|| {
-                let have: Vec<String> = self
-                    .compilers
-                    .iter()
-                    .map(|c| c.identity.to_string())
-                    .collect();
-                GridError::InvalidTask(format!(
-                    "compiler {} is not available on this worker (it has: {})",
-                    task.compiler,
-                    if have.is_empty() {
-                        "none".into()
-                    } else {
-                        have.join(", ")
-                    }
-                ))
+                hybridgrid_core::can_run::missing_compiler(
+                    &task,
+                    &self.compilers,
+                    "is not available on this worker",
+                )
             })?;
         let input = task
             .input

@@ -17,7 +17,7 @@ use hybridgrid_core::BoxError;
 use hybridgrid_core::can_run::CanRun;
 use hybridgrid_core::config::WorkerConfig;
 use hybridgrid_core::task::{CompileOutput, CompileTask};
-use hybridgrid_core::worker::{CompilerInfo, DockerImage};
+use hybridgrid_core::worker::{Arch, Capabilities, CompilerInfo, DockerImage};
 use tower::util::BoxCloneSyncService;
 
 use crate::native::{NativeExecutor, NativeOptions};
@@ -41,6 +41,8 @@ pub struct WorkerExecutor {
     pub docker_compilers: Vec<CompilerInfo>,
     /// Docker images compiles can run in (empty without a usable daemon).
     pub docker_images: Vec<DockerImage>,
+    /// The compilers the native executor runs.
+    native_compilers: Vec<CompilerInfo>,
     #[cfg(feature = "docker")]
     docker: Option<crate::docker::DockerExecutor>,
 }
@@ -55,6 +57,22 @@ impl std::fmt::Debug for WorkerExecutor {
 }
 
 impl WorkerExecutor {
+    /// What a worker with this stack advertises: this machine's
+    /// architecture, cores and memory, the native compilers and those in
+    /// Docker images, the images, and `max_parallel_tasks`.
+    pub fn capabilities(&self, max_parallel_tasks: usize) -> Capabilities {
+        let mut caps = Capabilities::new(Arch::host());
+        caps.cores = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        caps.memory_bytes = crate::detect::total_memory();
+        caps.compilers = self.native_compilers.clone();
+        caps.compilers.extend(self.docker_compilers.iter().cloned());
+        caps.docker_images = self.docker_images.clone();
+        caps.max_parallel_tasks = max_parallel_tasks as u32;
+        caps
+    }
+
     /// Removes the Docker containers (worker shutdown). Later Docker tasks
     /// fail with `Docker not available`.
     pub async fn shutdown(&self) {
@@ -95,6 +113,7 @@ pub async fn build(
 fn native_only(native: NativeExecutor) -> WorkerExecutor {
     WorkerExecutor {
         can_run: Arc::new(native.clone()),
+        native_compilers: native.compilers().to_vec(),
         executor: BoxCloneSyncService::new(native),
         docker_compilers: Vec::new(),
         docker_images: Vec::new(),
@@ -121,8 +140,10 @@ async fn with_docker(w: &WorkerConfig, worker_id: &str, native: NativeExecutor) 
         .into_iter()
         .filter(|c| !native.compilers().iter().any(|n| n.identity == c.identity))
         .collect();
+    let native_compilers = native.compilers().to_vec();
     let routing = RoutingExecutor::docker_or_native(native, docker.clone());
     WorkerExecutor {
+        native_compilers,
         can_run: Arc::new(routing.clone()),
         executor: BoxCloneSyncService::new(routing),
         docker_compilers,

@@ -242,12 +242,11 @@ impl ServerTasks {
         self.tasks.push(task);
     }
 
-    /// Signals every task to stop and waits for each, at most `grace`.
+    /// Signals every task to stop and waits for them all, at most `grace`
+    /// in all (not `grace` for each in turn).
     pub async fn stop(self, grace: std::time::Duration) {
         self.stop.send_replace(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(grace, t).await;
-        }
+        let _ = tokio::time::timeout(grace, futures::future::join_all(self.tasks)).await;
     }
 }
 
