@@ -287,6 +287,76 @@ fn non_distributable_commands_run_locally_with_the_plain_result() {
     assert_eq!(out.stdout, gcc(dir.path(), "cc", &["--version"]).stdout);
 }
 
+/// A command that runs here as it is (here `-E`) replaces the hgbuild
+/// process with the compiler (`exec`): the compiler runs under hgbuild's
+/// process id and no hgbuild waits around it. With `-v`, which prints a
+/// line after the compile, hgbuild stays and runs the compiler as its child.
+#[test]
+fn local_commands_replace_hgbuild_with_the_compiler() {
+    let dir = tempdir();
+    let bin = dir.path().join("bin");
+    let log = dir.path().join("pids.log");
+    write(
+        &bin,
+        "cc",
+        &format!(
+            "#!/bin/sh\necho \"$$ $PPID $*\" >> '{}'\nexec /usr/bin/cc \"$@\"\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(
+        bin.join("cc"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    write(dir.path(), "two.c", "int two(void) { return 2; }\n");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The pid of the process that ran `cc -E two.c`, and its parent's.
+    let run = |flags: &[&str]| -> (u32, u32, u32) {
+        let _ = std::fs::remove_file(&log);
+        let mut child = std::process::Command::new(HGBUILD)
+            .args(flags)
+            .args(["cc", "-E", "two.c"])
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .env("PATH", &path)
+            .env("HG_DISCOVERY__MDNS__ENABLED", "false")
+            .env_remove("HG_COORDINATOR")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn hgbuild");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("hgbuild cc -E did not end within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "{status:?}");
+        let calls = std::fs::read_to_string(&log).expect("the wrapper's log");
+        let line = calls
+            .lines()
+            .find(|l| l.ends_with(" -E two.c"))
+            .unwrap_or_else(|| panic!("no -E call in:\n{calls}"));
+        let mut f = line.split(' ').map(|n| n.parse::<u32>().unwrap_or(0));
+        (child.id(), f.next().unwrap_or(0), f.next().unwrap_or(0))
+    };
+    let (hgbuild, pid, _) = run(&[]);
+    assert_eq!(pid, hgbuild, "the compiler runs in hgbuild's place");
+    let (hgbuild, pid, parent) = run(&["-v"]);
+    assert_ne!(pid, hgbuild);
+    assert_eq!(parent, hgbuild, "with -v hgbuild waits for the compiler");
+}
+
 /// The compiler is identified (`--version`, `-dumpfullversion`,
 /// `-dumpmachine`) once, then remembered, with the result cache off too.
 #[test]

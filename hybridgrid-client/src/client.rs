@@ -15,6 +15,7 @@ use hybridgrid_core::GridError;
 use hybridgrid_core::config::Config;
 use hybridgrid_core::task::Timings;
 use hybridgrid_core::worker::CompilerInfo;
+use hybridgrid_exec::args::Classification;
 use hybridgrid_exec::detect;
 
 use crate::dial::{BoxCompile, remote_stack};
@@ -235,6 +236,40 @@ impl Client {
             crate::remote_cache::flush(tier, &cfg.cache).await;
         }
         outcome
+    }
+
+    /// The program to run for `name ARGS` when this client would run it
+    /// here exactly as given and record nothing after it: a command that is
+    /// not distributable (a configure probe, a link, `-E`, `--version`) or a
+    /// program that is not a compiler, with no per-compile line (`verbose`),
+    /// no events file and no trace to write. A process that compiles one
+    /// command (`hgbuild cc`) can then `exec` it in its own place: the build
+    /// tool waits for the compiler itself, and no hgbuild process lives on.
+    ///
+    /// `None` when the command needs this client (the grid, the cache, an
+    /// event) or the compiler cannot be found; [`Client::compile`] then
+    /// runs it, and says what went wrong.
+    pub async fn runs_here_as_is(&self, name: &str, args: &[OsString]) -> Option<PathBuf> {
+        let o = &self.opts;
+        if o.verbose || o.events_file.is_some() || o.trace.is_some() {
+            return None;
+        }
+        if masquerade::is_old_temp_link(Path::new(name)) && !Path::new(name).exists() {
+            return None;
+        }
+        let compiler = match self.identify(name).await {
+            Ok(c) => c,
+            Err(Unidentified::Unknown(path, _)) => return Some(path),
+            Err(Unidentified::NotFound) => return None,
+        };
+        let cwd = std::env::current_dir().ok()?;
+        let c = &compiler.identity;
+        match hybridgrid_exec::args::classify_in(c.family, c.driver, args, &cwd) {
+            Classification::Distributable(_) => None,
+            Classification::Local(_) | Classification::NotCompile => {
+                Some(PathBuf::from(&compiler.path))
+            }
+        }
     }
 
     /// The compiler `name` as found and identified (once per name).

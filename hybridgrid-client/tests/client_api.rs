@@ -82,3 +82,70 @@ async fn compiles_caches_links_and_reports() {
     assert!(slices.contains(&"hello"), "{slices:?}");
     assert!(slices.contains(&s), "{slices:?}");
 }
+
+/// What a one-compile process may hand to the compiler with `exec`: only
+/// commands that run here as they are, and only when nothing is recorded
+/// after them.
+#[tokio::test]
+async fn runs_here_as_is_only_for_local_commands_with_nothing_to_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("hello.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let s = src.to_str().unwrap();
+    let load = || {
+        ConfigLoader::new()
+            .no_search()
+            .set("discovery.mdns.enabled", false)
+            .set("cache.dir", dir.path().join("cache").display().to_string())
+            .load()
+            .unwrap()
+    };
+    let client = Client::new(load());
+    let here = |a: &'static [&'static str]| {
+        let client = &client;
+        async move {
+            let mut v = args(a);
+            v.push(s.into());
+            client.runs_here_as_is("cc", &v).await
+        }
+    };
+    let cc = here(&["-E"]).await.expect("-E runs here as is");
+    assert!(cc.is_absolute(), "{}", cc.display());
+    assert!(here(&["-o", "hello"]).await.is_some(), "a link");
+    assert!(
+        client
+            .runs_here_as_is("cc", &args(&["--version"]))
+            .await
+            .is_some()
+    );
+    assert!(
+        here(&["-O2", "-c"]).await.is_none(),
+        "a distributable compile"
+    );
+    assert!(
+        client
+            .runs_here_as_is("no-such-compiler-hg", &args(&["--version"]))
+            .await
+            .is_none(),
+        "a missing compiler is Client::compile's to report"
+    );
+    // A program that is not a compiler runs as it is.
+    let tool = client.runs_here_as_is("/bin/true", &args(&["-c", s])).await;
+    assert_eq!(tool.as_deref(), Some(std::path::Path::new("/bin/true")));
+
+    let mut opts = hybridgrid_client::RunOptions::default();
+    opts.verbose = true;
+    let verbose = Client::new(load()).with_options(opts);
+    let v = args(&["--version"]);
+    assert!(
+        verbose.runs_here_as_is("cc", &v).await.is_none(),
+        "-v prints a line after the compile"
+    );
+    let mut opts = hybridgrid_client::RunOptions::default();
+    opts.events_file = Some(dir.path().join("events"));
+    let wrapped = Client::new(load()).with_options(opts);
+    assert!(
+        wrapped.runs_here_as_is("cc", &v).await.is_none(),
+        "a wrapped build records every call"
+    );
+}

@@ -46,6 +46,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    hybridgrid::heap::install(heap_profiler());
     let cli = Cli::parse();
     let (common, grpc_port, http_port, bind) = match cli.cmd {
         Cmd::Completions { shell } => {

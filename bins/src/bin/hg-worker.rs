@@ -58,6 +58,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    hybridgrid::heap::install(heap_profiler());
     let cli = Cli::parse();
     let (common, coordinator, grpc_port, http_port, max_tasks, advertise_address, id, bind) =
         match cli.cmd {
