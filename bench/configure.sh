@@ -10,8 +10,10 @@
 # itself: Meson would otherwise put a ccache or sccache it finds in front. Prints the medians and their ratio, and with
 # --out writes a section into docs/benchmarks.md.
 #
-#   bench/configure.sh [--rounds N] [--bin DIR] [--out FILE] [--quick]
+#   bench/configure.sh [--rounds N] [--bin DIR] [--out FILE] [--quick] [--configure-only]
 #
+# --configure-only: the configure steps alone, no builds (more rounds in the
+# same time; its own section in docs/benchmarks.md).
 # --quick: one round with debug binaries, nothing written (CI checks that
 # the script works). Runs as root on Debian, in a private network namespace
 # with only loopback up. Needs meson, ninja-build and
@@ -19,13 +21,14 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/bench/lib.sh"
-rounds=5 bin="" out="" quick=0
+rounds=5 bin="" out="" quick=0 configure_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
         --bin) bin=$(cd "$2" && pwd); shift 2 ;;
         --out) out=$2; shift 2 ;;
         --quick) quick=1; rounds=1; shift ;;
+        --configure-only) configure_only=1; shift ;;
         --inner) inner=1; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -41,7 +44,8 @@ if [ "${inner:-0}" != 1 ]; then
     fi
     bash "$here/scripts/setup.d/real-projects.sh" >/dev/null
     exec unshare --net -- bash -c 'ip link set lo up && exec "$0" --inner "$@"' \
-        "$0" --rounds "$rounds" --bin "$bin" --out "$out" $([ $quick = 1 ] && echo --quick)
+        "$0" --rounds "$rounds" --bin "$bin" --out "$out" $([ $quick = 1 ] && echo --quick) \
+        $([ $configure_only = 1 ] && echo --configure-only)
 fi
 
 bench_workdir hg-configure-bench
@@ -76,6 +80,7 @@ configured() {
 # cores and at -j twice that (BUILD gets -jN appended), cleaned with CLEAN
 # before the second; hgbuild's cache emptied before each.
 builds() {
+    [ "$configure_only" = 1 ] && return 0
     local name=$1 tool=$2 dir=$3 clean=$4 j; shift 4
     for j in "$cores" $((cores * 2)); do
         rm -rf "$HOME/.hybridgrid/cache"
@@ -102,27 +107,45 @@ row() { # LABEL PLAIN_FILE HG_FILE
     p=$(median < "$2") h=$(median < "$3")
     printf "| %s | %.2f s | %.2f s | %.2fx |\n" "$1" "$p" "$h" "$(echo "$h / $p" | bc -l)"
 }
-{
-    echo "## Configure through hgbuild ($(date +%F))"
-    echo
-    echo "\`bench/configure.sh --rounds $rounds\` on $cores cores, as a user runs it: the configure step"
-    echo "plain and with \`CC=\"hgbuild cc\"\` (a loopback grid of two workers up), then in later"
-    echo "commands a cold build at -j$cores and at -j$((cores * 2)) (cleaned between), hgbuild's local"
-    echo "cache emptied before each; plain and hgbuild take turns on fresh trees at the same path;"
-    echo "medians of $rounds rounds. config.h was byte-identical in every round. Configure probes"
-    echo "(autoconf's \`conftest.c\`, Meson's \`meson-private/tmp*/testfile.c\`, CMake's \`try_compile\`"
-    echo "projects) compile on the client: the grid ran $cfg_tasks tasks during the configure steps."
-    echo
-    echo "| step | plain | through hgbuild | ratio |"
-    echo "|---|---|---|---|"
-    row "gzip 1.12 \`./configure\` (autoconf)" "$work/ac.plain" "$work/ac.hg"
-    row "gzip 1.12 \`make -j$cores\`" "$work/ac.plain.j$cores" "$work/ac.hg.j$cores"
-    row "gzip 1.12 \`make -j$((cores * 2))\`" "$work/ac.plain.j$((cores * 2))" "$work/ac.hg.j$((cores * 2))"
-    row "fribidi 1.0.8 \`meson setup\`" "$work/ms.plain" "$work/ms.hg"
-    row "fribidi 1.0.8 \`meson compile -j$cores\`" "$work/ms.plain.j$cores" "$work/ms.hg.j$cores"
-    row "fribidi 1.0.8 \`meson compile -j$((cores * 2))\`" "$work/ms.plain.j$((cores * 2))" "$work/ms.hg.j$((cores * 2))"
-} > "$work/section.md"
+if [ "$configure_only" = 1 ]; then
+    heading="## Configure steps alone through hgbuild ("
+    {
+        echo "$heading$(date +%F))"
+        echo
+        echo "\`bench/configure.sh --configure-only --rounds $rounds\` on $cores cores: each configure"
+        echo "step plain and with \`CC=\"hgbuild cc\"\` (a loopback grid of two workers up, no build"
+        echo "after it), taking turns on fresh trees at the same path; medians of $rounds rounds."
+        echo "config.h was byte-identical in every round; the grid ran $cfg_tasks tasks."
+        echo
+        echo "| step | plain | through hgbuild | ratio |"
+        echo "|---|---|---|---|"
+        row "gzip 1.12 \`./configure\` (autoconf)" "$work/ac.plain" "$work/ac.hg"
+        row "fribidi 1.0.8 \`meson setup\`" "$work/ms.plain" "$work/ms.hg"
+    } > "$work/section.md"
+else
+    heading="## Configure through hgbuild ("
+    {
+        echo "## Configure through hgbuild ($(date +%F))"
+        echo
+        echo "\`bench/configure.sh --rounds $rounds\` on $cores cores, as a user runs it: the configure step"
+        echo "plain and with \`CC=\"hgbuild cc\"\` (a loopback grid of two workers up), then in later"
+        echo "commands a cold build at -j$cores and at -j$((cores * 2)) (cleaned between), hgbuild's local"
+        echo "cache emptied before each; plain and hgbuild take turns on fresh trees at the same path;"
+        echo "medians of $rounds rounds. config.h was byte-identical in every round. Configure probes"
+        echo "(autoconf's \`conftest.c\`, Meson's \`meson-private/tmp*/testfile.c\`, CMake's \`try_compile\`"
+        echo "projects) compile on the client: the grid ran $cfg_tasks tasks during the configure steps."
+        echo
+        echo "| step | plain | through hgbuild | ratio |"
+        echo "|---|---|---|---|"
+        row "gzip 1.12 \`./configure\` (autoconf)" "$work/ac.plain" "$work/ac.hg"
+        row "gzip 1.12 \`make -j$cores\`" "$work/ac.plain.j$cores" "$work/ac.hg.j$cores"
+        row "gzip 1.12 \`make -j$((cores * 2))\`" "$work/ac.plain.j$((cores * 2))" "$work/ac.hg.j$((cores * 2))"
+        row "fribidi 1.0.8 \`meson setup\`" "$work/ms.plain" "$work/ms.hg"
+        row "fribidi 1.0.8 \`meson compile -j$cores\`" "$work/ms.plain.j$cores" "$work/ms.hg.j$cores"
+        row "fribidi 1.0.8 \`meson compile -j$((cores * 2))\`" "$work/ms.plain.j$((cores * 2))" "$work/ms.hg.j$((cores * 2))"
+    } > "$work/section.md"
+fi
 cat "$work/section.md"
 if [ $quick = 0 ] && [ -n "$out" ]; then
-    python3 "$here/bench/write-section.py" "$out" "$work/section.md" "## Configure through hgbuild ("
+    python3 "$here/bench/write-section.py" "$out" "$work/section.md" "$heading"
 fi

@@ -251,3 +251,24 @@ fn mtls_and_token_grid() {
         assert!(!l.contains(TOKEN), "token leaked into a log");
     }
 }
+
+/// The ELF type of an executable: 2 for one linked at a fixed address, 3
+/// for a position-independent one.
+fn elf_type(path: &str) -> u16 {
+    let bytes = std::fs::read(path).expect("read the executable");
+    assert_eq!(&bytes[..4], b"\x7fELF", "{path} is not ELF");
+    u16::from_le_bytes([bytes[16], bytes[17]])
+}
+
+/// The long-running network servers are position-independent (their
+/// addresses randomised); hgbuild, started once per compiler call, is
+/// linked at a fixed address for its start-up time (bins/build.rs), unless
+/// it was built with HG_HGBUILD_PIE=1.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn servers_are_position_independent() {
+    assert_eq!(elf_type(COORD), 3, "hg-coord is PIE");
+    assert_eq!(elf_type(WORKER), 3, "hg-worker is PIE");
+    let keep_pie = option_env!("HG_HGBUILD_PIE").is_some_and(|v| !v.is_empty() && v != "0");
+    assert_eq!(elf_type(HGBUILD), if keep_pie { 3 } else { 2 });
+}
