@@ -287,20 +287,16 @@ fn non_distributable_commands_run_locally_with_the_plain_result() {
     assert_eq!(out.stdout, gcc(dir.path(), "cc", &["--version"]).stdout);
 }
 
-/// A command that runs here as it is (here `-E`) replaces the hgbuild
-/// process with the compiler (`exec`): the compiler runs under hgbuild's
-/// process id and no hgbuild waits around it. With `-v`, which prints a
-/// line after the compile, hgbuild stays and runs the compiler as its child.
-#[test]
-fn local_commands_replace_hgbuild_with_the_compiler() {
-    let dir = tempdir();
-    let bin = dir.path().join("bin");
-    let log = dir.path().join("pids.log");
+/// Writes `DIR/bin/cc`, a shell script that appends a line (`echo`'s
+/// words: `$*`, `$$`...) to `log` and then runs `/usr/bin/cc`; returns a
+/// PATH with it first.
+fn logging_cc(dir: &std::path::Path, log: &std::path::Path, echo: &str) -> String {
+    let bin = dir.join("bin");
     write(
         &bin,
         "cc",
         &format!(
-            "#!/bin/sh\necho \"$$ $PPID $*\" >> '{}'\nexec /usr/bin/cc \"$@\"\n",
+            "#!/bin/sh\necho \"{echo}\" >> '{}'\nexec /usr/bin/cc \"$@\"\n",
             log.display()
         ),
     );
@@ -309,12 +305,23 @@ fn local_commands_replace_hgbuild_with_the_compiler() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    write(dir.path(), "two.c", "int two(void) { return 2; }\n");
-    let path = format!(
+    format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
-    );
+    )
+}
+
+/// A command that runs here as it is (here `-E`) replaces the hgbuild
+/// process with the compiler (`exec`): the compiler runs under hgbuild's
+/// process id and no hgbuild waits around it. With `-v`, which prints a
+/// line after the compile, hgbuild stays and runs the compiler as its child.
+#[test]
+fn local_commands_replace_hgbuild_with_the_compiler() {
+    let dir = tempdir();
+    let log = dir.path().join("pids.log");
+    let path = logging_cc(dir.path(), &log, "$$ $PPID $*");
+    write(dir.path(), "two.c", "int two(void) { return 2; }\n");
     // The pid of the process that ran `cc -E two.c`, and its parent's.
     let run = |flags: &[&str]| -> (u32, u32, u32) {
         let _ = std::fs::remove_file(&log);
@@ -362,27 +369,9 @@ fn local_commands_replace_hgbuild_with_the_compiler() {
 #[test]
 fn compiler_identity_is_remembered_with_the_cache_off() {
     let dir = tempdir();
-    let bin = dir.path().join("bin");
     let log = dir.path().join("calls.log");
-    write(
-        &bin,
-        "cc",
-        &format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/cc \"$@\"\n",
-            log.display()
-        ),
-    );
-    std::fs::set_permissions(
-        bin.join("cc"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let path = logging_cc(dir.path(), &log, "$*");
     write(dir.path(), "two.c", "int two(void) { return 2; }\n");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let env = [("PATH", path.as_str()), ("HG_CACHE__ENABLED", "false")];
     for _ in 0..3 {
         let out = run_in(dir.path(), HGBUILD, &["cc", "-c", "two.c"], &env);
