@@ -129,7 +129,7 @@ pub async fn start_on(
     });
     let srv = CoordinatorServer::new(state.clone(), compile)
         .with_limits(RequestLimits::default().with_max_request_bytes(c.max_request_bytes))
-        .with_task_check(crate::worker::argument_check());
+        .with_task_check(std::sync::Arc::new(hybridgrid_exec::args::check_task));
     let server = srv.clone();
 
     let mut tasks = server::ServerTasks::new();

@@ -47,16 +47,6 @@ impl RunningWorker {
     }
 }
 
-/// The workers' argument allow list as a server check: a task with a
-/// refused argument is rejected before anything runs (the coordinator
-/// applies it too, so such a task never reaches a worker).
-pub fn argument_check() -> TaskCheck {
-    std::sync::Arc::new(|t| {
-        hybridgrid_exec::args::validate_task_args(t)
-            .map_err(|e| hybridgrid_core::GridError::InvalidTask(e.to_string()))
-    })
-}
-
 /// Detects this machine's capabilities and starts the worker.
 pub async fn start(cfg: &Config) -> Result<RunningWorker, server::ServeError> {
     start_with(cfg, crate::heap::admin_hooks(LogHandle::detached())).await
@@ -112,7 +102,7 @@ pub async fn start_with(
     )
     .with_validation(
         RequestLimits::default().with_max_request_bytes(w.max_request_bytes),
-        Some(argument_check()),
+        Some(std::sync::Arc::new(hybridgrid_exec::args::check_task) as TaskCheck),
     )
     .with_executor_check(executor.can_run.clone());
     // How the coordinator is called: its TLS and token.

@@ -768,3 +768,29 @@ fn configure_probes_compile_here() {
     );
     assert_eq!(probe(&["-c", "main.c"], "/p/CMakeFiles"), None);
 }
+
+#[test]
+fn check_task_refuses_what_the_allow_list_refuses() {
+    use hybridgrid_core::GridError;
+    use hybridgrid_core::payload::Payload;
+    use hybridgrid_core::task::{CompileTask, CompilerIdentity};
+    let task = |args: &[&str]| {
+        CompileTask::new(
+            CompilerIdentity {
+                family: CompilerFamily::Gcc,
+                driver: DriverKind::C,
+                version: "12.2.0".into(),
+                target: "x86_64-linux-gnu".into(),
+            },
+            Language::PreprocessedC,
+            s(args),
+            "t.c",
+            Payload::compress(b"int x;\n".to_vec()),
+        )
+    };
+    assert_eq!(check_task(&task(&["-O2", "-Wall"])), Ok(()));
+    match check_task(&task(&["-O2", "-fplugin=/tmp/evil.so"])) {
+        Err(GridError::InvalidTask(m)) => assert!(m.contains("-fplugin"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}

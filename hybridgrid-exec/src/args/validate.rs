@@ -91,6 +91,16 @@ pub fn validate_task_args(task: &hybridgrid_core::task::CompileTask) -> Result<(
     }
 }
 
+/// [`validate_task_args`] as a server's request check: a task with a
+/// refused argument is [`GridError::InvalidTask`](hybridgrid_core::GridError::InvalidTask),
+/// refused before anything runs. Workers apply it, and the coordinator too,
+/// so such a task never reaches a worker.
+pub fn check_task(
+    task: &hybridgrid_core::task::CompileTask,
+) -> Result<(), hybridgrid_core::GridError> {
+    validate_task_args(task).map_err(|e| hybridgrid_core::GridError::InvalidTask(e.to_string()))
+}
+
 /// Preprocessor options a compile from source may carry: macros and the
 /// include search (whose paths the worker maps into its task directory).
 const SOURCE_PREPROC: &[&str] = &[
