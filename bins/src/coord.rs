@@ -13,6 +13,7 @@ use hybridgrid_net::client::ChannelOptions;
 use hybridgrid_net::convert::RequestLimits;
 use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, WorkerPool, compose_stack};
 use hybridgrid_net::http::admin::AdminHooks;
+use hybridgrid_net::reapi::ReapiServer;
 use hybridgrid_net::security::Security;
 use hybridgrid_net::{http, server};
 use tower::Layer;
@@ -130,6 +131,10 @@ pub async fn start_on(
     let srv = CoordinatorServer::new(state.clone(), compile)
         .with_limits(RequestLimits::default().with_max_request_bytes(c.max_request_bytes))
         .with_task_check(std::sync::Arc::new(hybridgrid_exec::args::check_task));
+    let srv = match c.reapi.enabled {
+        true => srv.with_reapi(ReapiServer::new(&c.reapi.instance_name)),
+        false => srv,
+    };
     let server = srv.clone();
 
     let mut tasks = server::ServerTasks::new();
@@ -171,7 +176,7 @@ pub async fn start_on(
         tasks.signal(),
     ));
     tracing::info!(grpc = %grpc_addr, http = %http_addr,
-        scheduler = ?cfg.scheduler.algorithm, "coordinator listening");
+        scheduler = ?cfg.scheduler.algorithm, reapi = c.reapi.enabled, "coordinator listening");
     Ok(RunningCoordinator {
         grpc_addr,
         http_addr,

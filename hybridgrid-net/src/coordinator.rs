@@ -399,6 +399,7 @@ pub struct CoordinatorServer {
     compile: BoxCompile,
     limits: RequestLimits,
     check: Option<convert::TaskCheck>,
+    reapi: Option<crate::reapi::ReapiServer>,
 }
 
 impl std::fmt::Debug for CoordinatorServer {
@@ -415,7 +416,20 @@ impl CoordinatorServer {
             compile,
             limits: RequestLimits::default(),
             check: None,
+            reapi: None,
         }
+    }
+
+    /// The same serving the Remote Execution API beside the grid's own
+    /// services, on the same port ([`crate::reapi`]).
+    pub fn with_reapi(mut self, reapi: crate::reapi::ReapiServer) -> Self {
+        self.reapi = Some(reapi);
+        self
+    }
+
+    /// Its REAPI services, when it serves them.
+    pub fn reapi(&self) -> Option<&crate::reapi::ReapiServer> {
+        self.reapi.as_ref()
     }
 
     /// The same with other request limits.

@@ -40,6 +40,8 @@ pub mod metrics;
 #[cfg(feature = "runtime")]
 pub mod obs;
 #[cfg(feature = "runtime")]
+pub mod reapi;
+#[cfg(feature = "runtime")]
 pub mod security;
 #[cfg(feature = "runtime")]
 pub mod server;

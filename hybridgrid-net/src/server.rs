@@ -94,9 +94,10 @@ pub async fn serve_coordinator(
 }
 
 /// [`serve_coordinator`] with `security`: TLS on the listener when
-/// configured, and the token required on `BuildService` and
-/// `RegistryService` (the standard health service stays open, like
-/// `/health`). Requests larger than the server's `max_request_bytes` are
+/// configured, and the token required on `BuildService`,
+/// `RegistryService` and the REAPI services when the server has them
+/// ([`CoordinatorServer::with_reapi`]; the standard health service stays
+/// open, like `/health`). Requests larger than the server's `max_request_bytes` are
 /// refused before they are decoded.
 pub async fn serve_coordinator_with(
     listener: TcpListener,
@@ -118,10 +119,14 @@ pub async fn serve_coordinator_with(
         .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
         .send_compressed(tonic::codec::CompressionEncoding::Zstd)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
+    let reapi = server
+        .reapi()
+        .map(|r| InterceptedService::new(r.capabilities_service(), auth.clone()));
     let registry = RegistryServiceServer::new(server).max_decoding_message_size(1024 * 1024);
     let router = builder()
         .add_service(health)
         .add_service(InterceptedService::new(build, auth.clone()))
+        .add_optional_service(reapi)
         .add_service(InterceptedService::new(registry, auth));
     match &security.server_tls {
         Some(tls) => {

@@ -56,7 +56,7 @@ mod worker;
 
 pub use cache::{CacheConfig, REMOTE_BACKENDS, REMOTE_LAYOUTS, RemoteCacheConfig, redact_url};
 pub use client::ClientConfig;
-pub use coordinator::CoordinatorConfig;
+pub use coordinator::{CoordinatorConfig, ReapiConfig};
 pub use discovery::{DiscoveryConfig, MdnsConfig};
 pub use error::ConfigError;
 pub use loader::{ConfigLoader, ENV_ALIASES, ENV_CONFIG_FILE, default_search_paths, expand_home};

@@ -370,3 +370,29 @@ fn remote_cache_secrets_come_from_files_and_are_never_shown() {
     assert_eq!(redact_url("http://u@h/x@y"), "http://u@h/x@y");
     assert_eq!(redact_url("https://u:p@h/x"), "https://u:<redacted>@h/x");
 }
+
+#[test]
+fn reapi_settings_load_and_instance_names_are_checked() {
+    let c = load_yaml("coordinator:\n  reapi:\n    enabled: true\n    instance_name: team/main\n")
+        .unwrap();
+    assert!(c.coordinator.reapi.enabled);
+    assert_eq!(c.coordinator.reapi.instance_name, "team/main");
+    assert!(
+        !Config::default().coordinator.reapi.enabled,
+        "off by default"
+    );
+    let c = ConfigLoader::new()
+        .no_search()
+        .env_vars([("HG_COORDINATOR__REAPI__ENABLED", "true")])
+        .load()
+        .unwrap();
+    assert!(c.coordinator.reapi.enabled);
+    for bad in ["/main", "a//b", "team/blobs", "x y", "../up"] {
+        let e = load_yaml(&format!(
+            "coordinator:\n  reapi:\n    instance_name: \"{bad}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("coordinator.reapi.instance_name"), "{bad}: {e}");
+    }
+}
