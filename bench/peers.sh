@@ -7,7 +7,9 @@
 # compile for ccache (direct mode), sccache and hybridgrid (direct mode, and
 # with direct mode off). Medians of several runs,
 # alternating the tools; every build's objects are checked against the
-# plain build's. Writes a markdown section into docs/benchmarks.md.
+# plain build's. Prints a markdown section; with --out FILE (e.g.
+# docs/benchmarks.md) writes it there, replacing the section of the same
+# project, and with it any notes written under that section by hand.
 #
 #   bench/peers.sh [--project lua|zlib] [--cflags FLAGS] [--runs N] [--jobs N] [--out FILE] [--quick]
 #
@@ -21,7 +23,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/bench/lib.sh"
-project=lua runs=3 jobs=$(( $(nproc) * 2 )) out="$here/docs/benchmarks.md" quick=0 cflags=""
+project=lua runs=3 jobs=$(( $(nproc) * 2 )) out="" quick=0 cflags=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --project) project=$2; shift 2 ;;
@@ -238,7 +240,7 @@ hg_pp_hit=$(hf hybridgrid-pp) gcc_plain=$(hf gcc)
 } > "$work/section.md"
 
 cat "$work/section.md"
-if [ $quick = 0 ]; then
+if [ $quick = 0 ] && [ -n "$out" ]; then
     python3 "$here/bench/write-section.py" "$out" "$work/section.md" "## Build benchmark: $label ("
     echo "wrote $out"
 fi
