@@ -272,3 +272,84 @@ fn servers_are_position_independent() {
     let keep_pie = option_env!("HG_HGBUILD_PIE").is_some_and(|v| !v.is_empty() && v != "0");
     assert_eq!(elf_type(HGBUILD), if keep_pie { 3 } else { 2 });
 }
+
+/// The REAPI endpoint is served behind the grid's mTLS and token: a client
+/// with a certificate of the CA and the token (as Bazel sends it with
+/// `--remote_header`) gets the capabilities over `grpcs://`; without the
+/// token it is refused, and without a client certificate the handshake is.
+#[test]
+fn reapi_over_mtls_with_the_token() {
+    use bazel_remote_apis::build::bazel::remote::execution::v2::GetCapabilitiesRequest;
+    use bazel_remote_apis::build::bazel::remote::execution::v2::capabilities_client::CapabilitiesClient;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    let pki_dir = tempdir();
+    let d = pki_dir.path();
+    let pki = Pki::new(d);
+    pki.issue(d, "coord", &["localhost", "127.0.0.1"]);
+    pki.issue(d, "client", &["bazel"]);
+    let (cert, key, ca) = (p(d, "coord.crt"), p(d, "coord.key"), p(d, "ca.crt"));
+    let coord = start_coordinator_env(
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            &ca,
+            "--tls-require-client-cert",
+        ],
+        &[
+            ("HG_AUTH__ENABLED", "true"),
+            ("HG_AUTH__TOKEN", TOKEN),
+            ("HG_COORDINATOR__REAPI__ENABLED", "true"),
+        ],
+    );
+    let port = coord.grpc.rsplit(':').next().expect("port").to_owned();
+    let read = |f: &str| std::fs::read(d.join(f)).expect("pki file");
+    let call = |with_cert: bool, token: Option<&str>| {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.crt")))
+            .domain_name("localhost");
+        if with_cert {
+            tls = tls.identity(Identity::from_pem(read("client.crt"), read("client.key")));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let run = async {
+                let channel = Channel::from_shared(format!("https://localhost:{port}"))
+                    .expect("uri")
+                    .tls_config(tls)
+                    .expect("tls")
+                    .connect()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
+                let mut req = tonic::Request::new(GetCapabilitiesRequest::default());
+                if let Some(t) = token {
+                    req.metadata_mut().insert(
+                        "authorization",
+                        format!("Bearer {t}").parse().expect("header"),
+                    );
+                }
+                CapabilitiesClient::new(channel)
+                    .get_capabilities(req)
+                    .await
+                    .map(tonic::Response::into_inner)
+            };
+            tokio::time::timeout(Duration::from_secs(30), run)
+                .await
+                .expect("answered within 30 s")
+        })
+    };
+    let caps = call(true, Some(TOKEN)).expect("capabilities over mTLS with the token");
+    assert!(caps.low_api_version.is_some(), "{caps:?}");
+    let e = call(true, None).expect_err("no token");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    // Refused by the TLS layer, not by the token check (the token is right).
+    let e = call(false, Some(TOKEN)).expect_err("no client certificate");
+    assert_ne!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    drop(coord);
+}
