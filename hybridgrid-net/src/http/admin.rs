@@ -94,8 +94,10 @@ async fn require_token(
     next.run(req).await
 }
 
-const NOT_BUILT: &str = "heap profiling is not compiled into this binary: build hybridgrid with \
-the default `heap-profile` feature (jemalloc) to use /debug/pprof/heap\n";
+const NOT_BUILT: &str = "heap profiling is not available in this process: hg-coord and hg-worker \
+serve /debug/pprof/heap when built with the default `heap-profile` feature (jemalloc); a program \
+embedding the servers installs a profiler (hybridgrid::heap_profiling_allocator! and \
+hybridgrid::heap::install)\n";
 
 async fn get_level(State(h): State<AdminHooks>) -> Response {
     match &h.log {
