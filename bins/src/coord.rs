@@ -131,9 +131,10 @@ pub async fn start_on(
     let srv = CoordinatorServer::new(state.clone(), compile)
         .with_limits(RequestLimits::default().with_max_request_bytes(c.max_request_bytes))
         .with_task_check(std::sync::Arc::new(hybridgrid_exec::args::check_task));
-    let srv = match c.reapi.enabled {
-        true => srv.with_reapi(ReapiServer::new(&c.reapi.instance_name)),
-        false => srv,
+    let srv = if c.reapi.enabled {
+        srv.with_reapi(ReapiServer::new(&c.reapi.instance_name))
+    } else {
+        srv
     };
     let server = srv.clone();
 
