@@ -312,27 +312,32 @@ fn logging_cc(dir: &std::path::Path, log: &std::path::Path, echo: &str) -> Strin
     )
 }
 
-/// A command that runs here as it is (here `-E`) replaces the hgbuild
-/// process with the compiler (`exec`): the compiler runs under hgbuild's
-/// process id and no hgbuild waits around it. With `-v`, which prints a
-/// line after the compile, hgbuild stays and runs the compiler as its child.
+/// A command that runs here as it is (`-E`, a link, `--version`) replaces
+/// the hgbuild process with the compiler (`exec`): the compiler runs under
+/// hgbuild's process id and no hgbuild waits around it. hgbuild stays, and
+/// runs the compiler as its child, for a distributable compile, with `-v`
+/// (a line follows the compile) and under a wrapped build (an event does).
 #[test]
 fn local_commands_replace_hgbuild_with_the_compiler() {
     let dir = tempdir();
     let log = dir.path().join("pids.log");
+    let events = dir.path().join("events.jsonl");
     let path = logging_cc(dir.path(), &log, "$$ $PPID $*");
     write(dir.path(), "two.c", "int two(void) { return 2; }\n");
-    // The pid of the process that ran `cc -E two.c`, and its parent's.
-    let run = |flags: &[&str]| -> (u32, u32, u32) {
+    // hgbuild's pid, and the pid of the process that ran `cc ARGS` and its
+    // parent's.
+    let run = |flags: &[&str], args: &[&str], env: &[(&str, &str)]| -> (u32, u32, u32) {
         let _ = std::fs::remove_file(&log);
         let mut child = std::process::Command::new(HGBUILD)
             .args(flags)
-            .args(["cc", "-E", "two.c"])
+            .arg("cc")
+            .args(args)
             .current_dir(dir.path())
             .env("HOME", dir.path())
             .env("PATH", &path)
             .env("HG_DISCOVERY__MDNS__ENABLED", "false")
             .env_remove("HG_COORDINATOR")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn hgbuild");
@@ -344,24 +349,50 @@ fn local_commands_replace_hgbuild_with_the_compiler() {
             if std::time::Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("hgbuild cc -E did not end within 60 s");
+                panic!("hgbuild cc {args:?} did not end within 60 s");
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        assert!(status.success(), "{status:?}");
+        assert!(status.success(), "{args:?}: {status:?}");
         let calls = std::fs::read_to_string(&log).expect("the wrapper's log");
+        let tail = format!(" {}", args.join(" "));
         let line = calls
             .lines()
-            .find(|l| l.ends_with(" -E two.c"))
-            .unwrap_or_else(|| panic!("no -E call in:\n{calls}"));
+            .find(|l| l.ends_with(&tail))
+            .unwrap_or_else(|| panic!("no `cc{tail}` call in:\n{calls}"));
         let mut f = line.split(' ').map(|n| n.parse::<u32>().unwrap_or(0));
         (child.id(), f.next().unwrap_or(0), f.next().unwrap_or(0))
     };
-    let (hgbuild, pid, _) = run(&[]);
-    assert_eq!(pid, hgbuild, "the compiler runs in hgbuild's place");
-    let (hgbuild, pid, parent) = run(&["-v"]);
-    assert_ne!(pid, hgbuild);
-    assert_eq!(parent, hgbuild, "with -v hgbuild waits for the compiler");
+    let replaced = |flags: &[&str], args: &[&str], env: &[(&str, &str)]| {
+        let (hgbuild, pid, parent) = run(flags, args, env);
+        assert!(
+            pid == hgbuild || parent == hgbuild,
+            "cc {args:?} ran neither in hgbuild's place nor as its child"
+        );
+        pid == hgbuild
+    };
+    assert!(
+        replaced(&[], &["-E", "two.c"], &[]),
+        "-E runs in hgbuild's place"
+    );
+    assert!(
+        replaced(&[], &["-shared", "two.c", "-o", "libtwo.so"], &[]),
+        "a link"
+    );
+    assert!(replaced(&[], &["--version"], &[]), "--version");
+    assert!(
+        !replaced(&[], &["-O2", "-c", "two.c"], &[]),
+        "a distributable compile (here compiled locally: no coordinator)"
+    );
+    assert!(
+        !replaced(&["-v"], &["-E", "two.c"], &[]),
+        "with -v hgbuild waits"
+    );
+    let ev = events.display().to_string();
+    assert!(
+        !replaced(&[], &["-E", "two.c"], &[("HG_EVENTS_FILE", ev.as_str())]),
+        "a wrapped build records every call"
+    );
 }
 
 /// The compiler is identified (`--version`, `-dumpfullversion`,

@@ -15,7 +15,6 @@ use hybridgrid_core::GridError;
 use hybridgrid_core::config::Config;
 use hybridgrid_core::task::Timings;
 use hybridgrid_core::worker::CompilerInfo;
-use hybridgrid_exec::args::Classification;
 use hybridgrid_exec::detect;
 
 use crate::dial::{BoxCompile, remote_stack};
@@ -49,6 +48,12 @@ pub struct RunOptions {
     /// default this program (an embedding tool names the installed
     /// `hgbuild`).
     pub program: Option<PathBuf>,
+    /// This process runs one compiler command: one that runs here as it is
+    /// (a link, `-E`, a configure probe, `--version`) replaces the process
+    /// ([`ClientOptions::replace_process`]), unless a line, an event or a
+    /// trace is to be written after it (`verbose`, `events_file`, `trace`).
+    /// hgbuild sets it; a long-lived program must not.
+    pub replace_process: bool,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -196,7 +201,7 @@ impl Client {
             Err(Unidentified::Unknown(path, e)) => {
                 // Not a compiler we know: run it as it is.
                 tracing::debug!(error = %e, "cannot identify compiler");
-                let code = crate::run_local(&path, args).await;
+                let code = crate::compile::run_here(&path, args, self.replaces_process()).await;
                 return Outcome {
                     route: Route::Passthrough,
                     ..not_run(code, "")
@@ -208,6 +213,7 @@ impl Client {
             verbose: self.opts.verbose,
             remote_debug_info: self.cfg.client.remote_debug_info,
             color: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            replace_process: self.replaces_process(),
         };
         let cfg = &self.cfg;
         // The local tier (direct mode first); the grid is resolved only if needed.
@@ -238,38 +244,11 @@ impl Client {
         outcome
     }
 
-    /// The program to run for `name ARGS` when this client would run it
-    /// here exactly as given and record nothing after it: a command that is
-    /// not distributable (a configure probe, a link, `-E`, `--version`) or a
-    /// program that is not a compiler, with no per-compile line (`verbose`),
-    /// no events file and no trace to write. A process that compiles one
-    /// command (`hgbuild cc`) can then `exec` it in its own place: the build
-    /// tool waits for the compiler itself, and no hgbuild process lives on.
-    ///
-    /// `None` when the command needs this client (the grid, the cache, an
-    /// event) or the compiler cannot be found; [`Client::compile`] then
-    /// runs it, and says what went wrong.
-    pub async fn runs_here_as_is(&self, name: &str, args: &[OsString]) -> Option<PathBuf> {
+    /// Whether a command that runs here as it is replaces this process:
+    /// asked for, and nothing to write after the compile.
+    fn replaces_process(&self) -> bool {
         let o = &self.opts;
-        if o.verbose || o.events_file.is_some() || o.trace.is_some() {
-            return None;
-        }
-        if masquerade::is_old_temp_link(Path::new(name)) && !Path::new(name).exists() {
-            return None;
-        }
-        let compiler = match self.identify(name).await {
-            Ok(c) => c,
-            Err(Unidentified::Unknown(path, _)) => return Some(path),
-            Err(Unidentified::NotFound) => return None,
-        };
-        let cwd = std::env::current_dir().ok()?;
-        let c = &compiler.identity;
-        match hybridgrid_exec::args::classify_in(c.family, c.driver, args, &cwd) {
-            Classification::Distributable(_) => None,
-            Classification::Local(_) | Classification::NotCompile => {
-                Some(PathBuf::from(&compiler.path))
-            }
-        }
+        o.replace_process && !o.verbose && o.events_file.is_none() && o.trace.is_none()
     }
 
     /// The compiler `name` as found and identified (once per name).

@@ -109,7 +109,9 @@ async fn main() -> ExitCode {
         Invocation::Compiler { compiler, args } => {
             let cfg = cli::load_or_exit(ConfigLoader::new().process_env(), "hgbuild");
             hgbuild::init_logging(&cfg);
-            let client = Client::new(cfg).with_options(RunOptions::from_env());
+            let mut opts = RunOptions::from_env();
+            opts.replace_process = true;
+            let client = Client::new(cfg).with_options(opts);
             return exit(hgbuild::compile(&client, &compiler, &args).await);
         }
         Invocation::Ccache { ccache, args } => return exit(hgbuild::run_ccache(&ccache, &args)),
@@ -129,6 +131,8 @@ async fn main() -> ExitCode {
     opts.config_file = loader.resolved_file();
     opts.verbose |= cli.verbose;
     opts.no_fallback |= cli.no_fallback;
+    // `hgbuild cc ...` is one compiler command (a wrapped build execs none).
+    opts.replace_process = true;
     if cli.trace.is_some() {
         opts.trace = cli.trace;
     }

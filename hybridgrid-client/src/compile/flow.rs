@@ -67,7 +67,7 @@ where
     ) {
         Classification::Distributable(plan) => plan,
         Classification::Local(reason) => {
-            let code = run_local(&path, args).await;
+            let code = run_here(&path, args, opts.replace_process).await;
             return Outcome {
                 exit_code: code,
                 route: Route::Local(reason.to_string()),
@@ -78,7 +78,7 @@ where
             };
         }
         Classification::NotCompile => {
-            let code = run_local(&path, args).await;
+            let code = run_here(&path, args, opts.replace_process).await;
             return Outcome {
                 exit_code: code,
                 route: Route::Passthrough,

@@ -47,6 +47,12 @@ pub struct ClientOptions {
     /// machine's paths and maps its directory away), so their objects are
     /// byte-identical to a local build's. Off: they compile locally.
     pub remote_debug_info: bool,
+    /// A command that runs here as it is (not distributable, or not a
+    /// compile) replaces this process with the compiler (`exec`) instead of
+    /// running as its child, as ccache does: for a process that runs one
+    /// compiler command and has nothing to do after it (hgbuild). Never set
+    /// it in a program that must go on.
+    pub replace_process: bool,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +62,7 @@ impl Default for ClientOptions {
             verbose: false,
             color: false,
             remote_debug_info: true,
+            replace_process: false,
         }
     }
 }
@@ -117,6 +124,21 @@ pub async fn run_local(compiler: &Path, args: &[OsString]) -> i32 {
             127
         }
     }
+}
+
+/// Runs `compiler args` here: in this process's place when `replace`
+/// ([`ClientOptions::replace_process`]), else as [`run_local`] does.
+/// Returns the exit code (when replacing, only if the compiler could not be
+/// started).
+pub(crate) async fn run_here(compiler: &Path, args: &[OsString], replace: bool) -> i32 {
+    if !replace {
+        return run_local(compiler, args).await;
+    }
+    use std::os::unix::process::CommandExt as _;
+    hybridgrid_core::logging::flush();
+    let e = std::process::Command::new(compiler).args(args).exec();
+    eprintln!("hgbuild: cannot run {}: {e}", compiler.display());
+    127
 }
 
 /// A process's exit code, or 128 plus the signal that ended it, as a

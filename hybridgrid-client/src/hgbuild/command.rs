@@ -124,19 +124,12 @@ pub fn configured_compiler(cfg: &Config, cxx: bool) -> &str {
 /// hgbuild process does: its event goes to the wrapped build's stream, or
 /// to a trace of its own when one was asked for. Returns the exit code.
 ///
-/// A command that runs here as it is ([`Client::runs_here_as_is`]: a
+/// With [`RunOptions::replace_process`](crate::RunOptions::replace_process)
+/// (as the hgbuild program sets it), a command that runs here as it is (a
 /// configure probe, a link, `--version`) replaces this process with the
-/// compiler (`exec`), as ccache does: the build tool then waits on the
-/// compiler, with no hgbuild process around it.
+/// compiler: the build tool then waits on the compiler, with no hgbuild
+/// process around it.
 pub async fn compile(client: &Client, name: &str, args: &[OsString]) -> i32 {
-    if let Some(program) = client.runs_here_as_is(name, args).await {
-        use std::os::unix::process::CommandExt as _;
-        hybridgrid_core::logging::flush();
-        // Returns only if the compiler could not be started.
-        let e = std::process::Command::new(&program).args(args).exec();
-        eprintln!("hgbuild: cannot run {}: {e}", program.display());
-        return 127;
-    }
     let outcome = client.compile(name, args).await;
     let opts = client.options();
     if opts.events_file.is_none()
