@@ -73,7 +73,7 @@ impl CacheKey {
             params = params.cwd(&task.cwd);
         }
         if let Some(m) = &task.source_mode {
-            params.source_tree = Some(source_tree_digest(m)?);
+            params.source_tree = Some(source_tree_digest(m));
         }
         Ok(params.key())
     }
@@ -257,16 +257,19 @@ impl<'a> KeyParams<'a> {
 }
 
 /// The digest of a source-mode compile's files and output paths.
-fn source_tree_digest(m: &SourceMode) -> Result<[u8; 32], PayloadError> {
+fn source_tree_digest(m: &SourceMode) -> [u8; 32] {
     let mut h = Hasher::new(b"hybridgrid-source-tree");
     h.u64(m.output_paths.len() as u64);
     for p in &m.output_paths {
         h.bytes(p.as_bytes());
     }
-    let mut files: Vec<(&str, [u8; 32])> = Vec::with_capacity(m.files.len());
-    for f in &m.files {
-        files.push((f.path.as_str(), *blake3::hash(&f.data.decode()?).as_bytes()));
-    }
+    // The digest stands for the content (a worker refuses a file whose
+    // content does not match it, so no result is stored for one).
+    let mut files: Vec<(&str, [u8; 32])> = m
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.digest))
+        .collect();
     // The order the preprocessor met them in does not change the output.
     files.sort_unstable();
     h.u64(files.len() as u64);
@@ -274,7 +277,7 @@ fn source_tree_digest(m: &SourceMode) -> Result<[u8; 32], PayloadError> {
         h.bytes(path.as_bytes());
         h.bytes(&content);
     }
-    Ok(h.finish().0)
+    h.finish().0
 }
 
 fn kind_name(k: OutputKind) -> &'static str {
@@ -364,10 +367,7 @@ mod tests {
             );
             t.cwd = "/p".into();
             t.source_mode = Some(SourceMode {
-                files: vec![SourceFile {
-                    path: "/p/inc/h.h".into(),
-                    data: Payload::raw(header),
-                }],
+                files: vec![SourceFile::with_data("/p/inc/h.h", header)],
                 output_paths: vec![out.into()],
             });
             t
@@ -386,6 +386,11 @@ mod tests {
         let mut plain = base.clone();
         plain.source_mode = None;
         assert_ne!(k(&base), k(&plain), "preprocessed vs from source");
+        // A file sent by digest only keys as the same file with its content.
+        let mut by_digest = base.clone();
+        let f = &mut by_digest.source_mode.as_mut().unwrap().files[0];
+        *f = SourceFile::by_digest(f.path.clone(), SourceFile::digest_of(b"int a;"));
+        assert_eq!(k(&base), k(&by_digest), "sent by digest");
     }
 
     #[test]

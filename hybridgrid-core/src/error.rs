@@ -46,6 +46,12 @@ pub enum GridError {
     /// Something failed inside a worker or the coordinator.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A compile from source named files by digest only that the worker
+    /// does not have (their client paths): the client sends the task again
+    /// with their content. Not the worker's fault, and another worker would
+    /// not do better.
+    #[error("the worker lacks files sent by digest only: {}", .0.join(", "))]
+    MissingInputs(Vec<String>),
     /// The server refused the caller's credentials (a missing or wrong
     /// auth token); the message says which and never contains a token.
     #[error("unauthenticated: {0}")]
@@ -120,6 +126,8 @@ mod tests {
         assert!(unreachable.is_retryable() && unreachable.is_worker_fault());
         assert!(!GridError::InvalidTask("x".into()).is_retryable());
         assert!(!GridError::Overloaded("x".into()).is_worker_fault());
+        let missing = GridError::MissingInputs(vec!["/usr/include/a.h".into()]);
+        assert!(!missing.is_retryable() && !missing.is_worker_fault());
         let boxed: BoxError = Box::new(unreachable.clone());
         assert_eq!(GridError::find(boxed.as_ref()), Some(&unreachable));
     }

@@ -157,11 +157,51 @@ pub struct SourceMode {
 
 /// One file of a [`SourceMode`] compile.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct SourceFile {
     /// Its absolute path on the client.
     pub path: String,
-    /// Its content.
-    pub data: Payload,
+    /// The BLAKE3 hash of its content.
+    pub digest: [u8; 32],
+    /// Its content, or `None` when it is sent by digest only: a worker then
+    /// uses its own file at [`SourceFile::path`] if that has the same
+    /// digest, and otherwise refuses the task with
+    /// [`GridError::MissingInputs`](crate::GridError::MissingInputs) naming
+    /// it, for the client to send it again with its content.
+    pub data: Option<Payload>,
+}
+
+impl SourceFile {
+    /// A file sent with its content (compressed when that pays).
+    pub fn with_data(path: impl Into<String>, data: impl Into<bytes::Bytes>) -> Self {
+        let data = data.into();
+        SourceFile {
+            path: path.into(),
+            digest: Self::digest_of(&data),
+            data: Some(Payload::compress(data)),
+        }
+    }
+
+    /// The digest of a file's content: its BLAKE3 hash.
+    pub fn digest_of(content: &[u8]) -> [u8; 32] {
+        *blake3::hash(content).as_bytes()
+    }
+
+    /// A file sent by digest only (see [`SourceFile::data`]).
+    pub fn by_digest(path: impl Into<String>, digest: [u8; 32]) -> Self {
+        SourceFile {
+            path: path.into(),
+            digest,
+            data: None,
+        }
+    }
+
+    /// A file whose content and digest arrived separately (from the
+    /// network): the digest is not checked here; a worker checks it
+    /// before it uses the content.
+    pub fn from_parts(path: String, digest: [u8; 32], data: Option<Payload>) -> Self {
+        SourceFile { path, digest, data }
+    }
 }
 
 impl SourceMode {
@@ -220,10 +260,16 @@ impl ContextFile {
 impl CompileTask {
     /// The decoded size of what the compiler reads: the input, or for a
     /// compile from source every file that travels with it (the source
-    /// and its headers, as preprocessed text would hold them).
+    /// and its headers, as preprocessed text would hold them; files sent
+    /// by digest only do not travel and count nothing).
     pub fn input_bytes(&self) -> u64 {
         match &self.source_mode {
-            Some(m) => m.files.iter().map(|f| f.data.raw_len()).sum(),
+            Some(m) => m
+                .files
+                .iter()
+                .filter_map(|f| f.data.as_ref())
+                .map(Payload::raw_len)
+                .sum(),
             None => self.input.raw_len(),
         }
     }

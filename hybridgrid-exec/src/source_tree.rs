@@ -152,17 +152,27 @@ pub(crate) async fn lay_out(
     let work = root.join(&cwd_rel);
     let client_cwd = format!("/{cwd_rel}");
 
-    let mut decoded: Vec<(String, String, Bytes)> = Vec::with_capacity(mode.files.len());
+    let mut decoded: Vec<JobFile> = Vec::with_capacity(mode.files.len());
     let mut total = 0u64;
     for f in &mode.files {
         let rel = SourceMode::relative_path(&f.path)
             .ok_or_else(|| invalid(format!("source file path `{}` is not plain", f.path)))?;
-        let data = f
-            .data
-            .decode_limited(max_input_bytes.saturating_sub(total))
-            .map_err(|e| invalid(format!("source file {}: {e}", f.path)))?;
-        total += data.len() as u64;
-        decoded.push((f.path.clone(), rel, data));
+        let data = match &f.data {
+            Some(d) => {
+                let data = d
+                    .decode_limited(max_input_bytes.saturating_sub(total))
+                    .map_err(|e| invalid(format!("source file {}: {e}", f.path)))?;
+                total += data.len() as u64;
+                Some(data)
+            }
+            None => None,
+        };
+        decoded.push(JobFile {
+            client: f.path.clone(),
+            rel,
+            digest: f.digest,
+            data,
+        });
     }
 
     let (args, dirs) =
@@ -253,8 +263,20 @@ struct Job {
     work: PathBuf,
     dirs: Vec<String>,
     outputs: Vec<PathBuf>,
-    files: Vec<(String, String, Bytes)>,
+    files: Vec<JobFile>,
     hashes: Arc<LocalHashes>,
+}
+
+/// One file of a [`Job`].
+struct JobFile {
+    /// The client's path, as sent.
+    client: String,
+    /// Its place under the root.
+    rel: String,
+    /// The digest the client gave.
+    digest: [u8; 32],
+    /// The decoded content, or `None` when sent by digest only.
+    data: Option<Bytes>,
 }
 
 impl Job {
@@ -271,28 +293,64 @@ impl Job {
                 mkdir(parent)?;
             }
         }
-        for (client, rel, data) in &self.files {
-            if let Some(local) = self.hashes.hash(Path::new(client))
-                && local != *blake3::hash(data).as_bytes()
+        // Check every file before writing any: a content that does not
+        // match its digest is refused, and the files sent by digest only
+        // must be this worker's own, unchanged.
+        let mut missing = Vec::new();
+        for f in &self.files {
+            let local = self.hashes.hash(Path::new(&f.client));
+            if let Some(data) = &f.data
+                && hybridgrid_core::task::SourceFile::digest_of(data) != f.digest
             {
                 return Err(invalid(format!(
-                    "{client} differs between the client and this worker; a compile from \
-                     source (debug info) needs the worker's copy to be the same (install \
-                     the same packages), so it compiles on the client"
+                    "source file {} does not match its digest",
+                    f.client
                 )));
             }
-            for d in literal_dirs(client) {
+            match local {
+                Some(local) if local != f.digest => {
+                    return Err(invalid(format!(
+                        "{} differs between the client and this worker; a compile from \
+                         source (debug info) needs the worker's copy to be the same (install \
+                         the same packages), so it compiles on the client",
+                        f.client
+                    )));
+                }
+                None if f.data.is_none() => missing.push(f.client.clone()),
+                _ => {}
+            }
+        }
+        if !missing.is_empty() {
+            return Err(GridError::MissingInputs(missing));
+        }
+        for f in &self.files {
+            for d in literal_dirs(&f.client) {
                 mkdir(&self.root.join(d))?;
             }
-            let dest = self.root.join(rel);
+            let dest = self.root.join(&f.rel);
+            if self.outputs.contains(&dest) {
+                return Err(invalid(format!(
+                    "source file {} is also an output of the compile",
+                    f.client
+                )));
+            }
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|_| {
                     invalid(format!(
-                        "source file {client} conflicts with another's directory"
+                        "source file {} conflicts with another's directory",
+                        f.client
                     ))
                 })?;
             }
-            std::fs::write(&dest, data).map_err(|e| io("cannot write task input", e))?;
+            match &f.data {
+                Some(data) => {
+                    std::fs::write(&dest, data).map_err(|e| io("cannot write task input", e))?
+                }
+                // This worker's own copy, checked above: linked, not copied
+                // (the compiler reads it read-only through the sandbox).
+                None => std::os::unix::fs::symlink(&f.client, &dest)
+                    .map_err(|e| io("cannot link task input", e))?,
+            }
         }
         Ok(())
     }

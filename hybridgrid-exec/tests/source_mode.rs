@@ -79,10 +79,7 @@ fn read_files(cc: &CompilerInfo, cwd: &Path, args: &[String]) -> Vec<SourceFile>
         .into_iter()
         .map(|n| cwd.join(n))
         .filter(|p| p.is_file())
-        .map(|p| SourceFile {
-            path: p.display().to_string(),
-            data: Payload::compress(std::fs::read(&p).unwrap()),
-        })
+        .map(|p| SourceFile::with_data(p.display().to_string(), std::fs::read(&p).unwrap()))
         .collect()
 }
 
@@ -142,6 +139,17 @@ fn output(out: &CompileOutput, kind: OutputKind) -> Vec<u8> {
 /// project away (the worker then has none of its paths) and compiles the
 /// task; the outputs must equal the local ones.
 async fn identical(cc: &CompilerInfo, case_of: impl Fn(&Path) -> Case, ext: &str) {
+    identical_with(cc, case_of, ext, false).await
+}
+
+/// [`identical`], with the system headers (those under `/usr/`, which this
+/// machine as the worker has) sent by digest only when `by_digest`.
+async fn identical_with(
+    cc: &CompilerInfo,
+    case_of: impl Fn(&Path) -> Case,
+    ext: &str,
+    by_digest: bool,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let proj = project(tmp.path(), ext);
     let case = case_of(&proj);
@@ -155,11 +163,19 @@ async fn identical(cc: &CompilerInfo, case_of: impl Fn(&Path) -> Case, ext: &str
         .then(|| std::fs::read(proj.join("out/a.dwo")).unwrap());
     let mut pp = case.args.clone();
     pp.push(case.source.clone());
-    let files = read_files(cc, &proj, &pp);
+    let mut files = read_files(cc, &proj, &pp);
     assert!(
         files.iter().any(|f| f.path.ends_with("include/h.h")),
         "the header travels"
     );
+    if by_digest {
+        let mut n = 0;
+        for f in files.iter_mut().filter(|f| f.path.starts_with("/usr/")) {
+            *f = SourceFile::by_digest(f.path.clone(), f.digest);
+            n += 1;
+        }
+        assert!(n > 0, "no system header to send by digest");
+    }
     let t = task(cc, &proj, &case, files);
     std::fs::rename(&proj, tmp.path().join("moved")).unwrap();
 
@@ -200,18 +216,22 @@ async fn debug_objects_equal_local_ones() {
         let Some(cc) = compiler(name).await else {
             continue;
         };
-        // Relative paths, macros on the lines, -O1 -g.
-        identical(
-            &cc,
-            |_| Case {
-                args: strings(&["-g", "-O1", "-Iinclude", "-DX=1"]),
-                source: format!("src/a.{ext}"),
-                outputs: strings(&["out/a.o"]),
-                split: false,
-            },
-            ext,
-        )
-        .await;
+        // Relative paths, macros on the lines, -O1 -g; then with the
+        // system headers sent by digest only.
+        for by_digest in [false, true] {
+            identical_with(
+                &cc,
+                |_| Case {
+                    args: strings(&["-g", "-O1", "-Iinclude", "-DX=1"]),
+                    source: format!("src/a.{ext}"),
+                    outputs: strings(&["out/a.o"]),
+                    split: false,
+                },
+                ext,
+                by_digest,
+            )
+            .await;
+        }
         // Absolute source and include directory (as CMake writes them),
         // with -g3 (macros recorded) or split DWARF (the .dwo's name is
         // recorded in the object).
@@ -360,11 +380,27 @@ async fn hostile_source_mode_tasks_are_refused() {
     };
     // A file placed above the task root.
     let mut t = task(&cc, &proj, &base, Vec::new());
-    t.source_mode.as_mut().unwrap().files.push(SourceFile {
-        path: "/a/../../etc/evil.h".into(),
-        data: Payload::compress(b"x".to_vec()),
-    });
+    t.source_mode
+        .as_mut()
+        .unwrap()
+        .files
+        .push(SourceFile::with_data("/a/../../etc/evil.h", &b"x"[..]));
     refused(t, &cc, "not plain").await;
+    // Content that does not match its digest.
+    let mut t = task(&cc, &proj, &base, Vec::new());
+    let mut f = SourceFile::with_data(proj.join("include/h.h").display().to_string(), &b"x"[..]);
+    f.digest = SourceFile::digest_of(b"y");
+    t.source_mode.as_mut().unwrap().files.push(f);
+    refused(t, &cc, "does not match its digest").await;
+    // A file sent by digest (this worker's own) that is also an output: the
+    // compiler would write through the link.
+    let mut t = task(&cc, &proj, &base, Vec::new());
+    let sys = "/usr/include/stdio.h";
+    let digest = SourceFile::digest_of(&std::fs::read(sys).unwrap());
+    let m = t.source_mode.as_mut().unwrap();
+    m.files.push(SourceFile::by_digest(sys, digest));
+    m.output_paths = strings(&[sys]);
+    refused(t, &cc, "also an output").await;
     // An output above the task root.
     let mut t = task(&cc, &proj, &base, Vec::new());
     t.source_mode.as_mut().unwrap().output_paths = strings(&["../../../../../../../../x.o"]);
@@ -382,4 +418,38 @@ async fn hostile_source_mode_tasks_are_refused() {
     let mut t = task(&cc, &proj, &base, Vec::new());
     t.cwd = "relative/dir".into();
     refused(t, &cc, "absolute working directory").await;
+}
+
+#[tokio::test]
+async fn files_sent_by_digest_that_the_worker_lacks_are_named() {
+    let Some(cc) = compiler("gcc").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = project(tmp.path(), "c");
+    let case = Case {
+        args: strings(&["-g", "-Iinclude"]),
+        source: "src/a.c".into(),
+        outputs: strings(&["out/a.o"]),
+        split: false,
+    };
+    let mut files = read_files(&cc, &proj, &strings(&["-Iinclude", "src/a.c"]));
+    let header = proj.join("include/h.h").display().to_string();
+    let lacking = "/nonexistent/hg-test/lib.h".to_string();
+    for f in files.iter_mut().filter(|f| f.path == header) {
+        *f = SourceFile::by_digest(f.path.clone(), f.digest);
+    }
+    files.push(SourceFile::by_digest(
+        lacking.clone(),
+        SourceFile::digest_of(b"int l;"),
+    ));
+    let t = task(&cc, &proj, &case, files);
+    // The worker (this machine) has the project's header, so only the
+    // file it has nowhere is named; nothing is left behind.
+    let work = tempfile::tempdir().unwrap();
+    match executor(&cc, work.path()).run(t).await {
+        Err(GridError::MissingInputs(paths)) => assert_eq!(paths, vec![lacking]),
+        other => panic!("expected the missing file to be named, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
 }

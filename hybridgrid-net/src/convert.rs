@@ -189,11 +189,7 @@ pub fn task_to_proto(t: &CompileTask) -> proto::CompileRequest {
             .map(|f| input_file(&f.path, &f.data))
             .collect(),
         source_mode: t.source_mode.as_ref().map(|m| proto::SourceMode {
-            files: m
-                .files
-                .iter()
-                .map(|f| input_file(&f.path, &f.data))
-                .collect(),
+            files: m.files.iter().map(source_file).collect(),
             output_paths: m.output_paths.clone(),
         }),
     }
@@ -203,6 +199,15 @@ fn input_file(path: &str, data: &Payload) -> proto::InputFile {
     proto::InputFile {
         path: path.to_owned(),
         data: Some(payload_to_proto(data)),
+        digest: Default::default(),
+    }
+}
+
+fn source_file(f: &SourceFile) -> proto::InputFile {
+    proto::InputFile {
+        path: f.path.clone(),
+        data: f.data.as_ref().map(payload_to_proto),
+        digest: bytes::Bytes::copy_from_slice(&f.digest),
     }
 }
 
@@ -341,10 +346,29 @@ fn source_mode_from_proto(
                 f.path.chars().take(200).collect::<String>()
             )));
         }
-        files.push(SourceFile {
-            path: f.path,
-            data: payload_from_proto(f.data.ok_or_else(|| invalid("source file without data"))?)?,
-        });
+        let data = f.data.map(payload_from_proto).transpose()?;
+        let digest = match (<[u8; 32]>::try_from(&f.digest[..]), &data) {
+            (Ok(d), _) => d,
+            // An older client sends no digest: hash the content.
+            (Err(_), Some(p)) if f.digest.is_empty() => SourceFile::digest_of(
+                &p.decode_limited(limits.max_request_bytes as u64)
+                    .map_err(|e| invalid(format!("source file {}: {e}", f.path)))?,
+            ),
+            (Err(_), None) if f.digest.is_empty() => {
+                return Err(invalid(format!(
+                    "source file {} has neither content nor digest",
+                    f.path
+                )));
+            }
+            (Err(_), _) => {
+                return Err(invalid(format!(
+                    "source file {}: a digest is 32 bytes (BLAKE3), not {}",
+                    f.path,
+                    f.digest.len()
+                )));
+            }
+        };
+        files.push(SourceFile::from_parts(f.path, digest, data));
     }
     Ok(SourceMode {
         files,
@@ -541,10 +565,10 @@ mod tests {
         );
         t.cwd = "/home/u/p".into();
         t.source_mode = Some(SourceMode {
-            files: vec![SourceFile {
-                path: "/home/u/p/include/a.h".into(),
-                data: Payload::raw(&b"int a;"[..]),
-            }],
+            files: vec![SourceFile::with_data(
+                "/home/u/p/include/a.h",
+                &b"int a;"[..],
+            )],
             output_paths: vec!["out/b.o".into()],
         });
         let lim = RequestLimits::default();
@@ -574,6 +598,24 @@ mod tests {
             .raw_size = 1 << 40;
         let e = task_from_proto(r, &lim).unwrap_err().to_string();
         assert!(e.contains("max_request_bytes"), "{e}");
+        // A file sent by digest only travels as one.
+        let mut d = t.clone();
+        let f = &mut d.source_mode.as_mut().unwrap().files[0];
+        *f = SourceFile::by_digest(f.path.clone(), f.digest);
+        assert_eq!(task_from_proto(task_to_proto(&d), &lim).unwrap(), d);
+        // An older client's file without a digest gets its content's.
+        let mut r = task_to_proto(&t);
+        r.source_mode.as_mut().unwrap().files[0].digest = Default::default();
+        assert_eq!(task_from_proto(r, &lim).unwrap(), t);
+        // A digest of another length, or neither content nor digest.
+        let mut r = task_to_proto(&t);
+        r.source_mode.as_mut().unwrap().files[0].digest = vec![1u8; 20].into();
+        let e = task_from_proto(r, &lim).unwrap_err().to_string();
+        assert!(e.contains("a digest is 32 bytes"), "{e}");
+        let mut r = task_to_proto(&d);
+        r.source_mode.as_mut().unwrap().files[0].digest = Default::default();
+        let e = task_from_proto(r, &lim).unwrap_err().to_string();
+        assert!(e.contains("neither content nor digest"), "{e}");
     }
 
     #[test]
@@ -622,6 +664,7 @@ mod tests {
             r.context_files = vec![proto::InputFile {
                 path: bad.into(),
                 data: Some(payload_to_proto(&Payload::raw(&b"x"[..]))),
+                digest: Default::default(),
             }];
             assert!(task_from_proto(r, &lim).is_err(), "{bad}");
         }

@@ -31,6 +31,9 @@ pub fn to_status(e: &GridError) -> Status {
         GridError::DockerUnavailable(m) => (Code::FailedPrecondition, "docker", m.clone()),
         GridError::Internal(m) => (Code::Internal, "internal", m.clone()),
         GridError::Unauthenticated(m) => (Code::Unauthenticated, "unauthenticated", m.clone()),
+        GridError::MissingInputs(paths) => {
+            (Code::FailedPrecondition, "missing-inputs", paths.join("\n"))
+        }
         other => (Code::Internal, "internal", other.to_string()),
     };
     let mut s = Status::new(code, msg);
@@ -68,6 +71,7 @@ pub fn from_status(s: &Status, peer: &str) -> GridError {
         "docker" => GridError::DockerUnavailable(msg),
         "internal" => GridError::Internal(msg),
         "unauthenticated" => GridError::Unauthenticated(msg),
+        "missing-inputs" => GridError::MissingInputs(msg.lines().map(str::to_owned).collect()),
         _ => match s.code() {
             Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted => {
                 GridError::WorkerUnavailable {
@@ -132,6 +136,7 @@ mod tests {
             GridError::DockerUnavailable("no socket".into()),
             GridError::Internal("boom".into()),
             GridError::Unauthenticated("wrong auth token".into()),
+            GridError::MissingInputs(vec!["/usr/include/a.h".into(), "/usr/include/b.h".into()]),
         ] {
             assert_eq!(from_status(&to_status(&e), "peer"), e);
         }

@@ -64,6 +64,7 @@ async fn hostile_requests_are_refused_before_anything_runs() {
                 data: b"x".to_vec().into(),
                 raw_size: 1,
             }),
+            digest: Default::default(),
         }];
         cases.push((name, r, "must be relative"));
     }

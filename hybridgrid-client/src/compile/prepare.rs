@@ -179,8 +179,9 @@ async fn prepare_from_source(
         language,
         args,
         plan.source().display().to_string(),
-        // The source is the first file: compressed once, shared.
-        files[0].data.clone(),
+        // The source is the first file, always sent with its content:
+        // compressed once, shared.
+        files[0].data.clone().unwrap_or_default(),
     );
     task.extra_outputs = plan.extra_output_kinds();
     task.cwd = task_cwd;
@@ -238,10 +239,7 @@ fn read_tree(
                 SOURCE_BUDGET >> 20
             )));
         }
-        files.push(hybridgrid_core::task::SourceFile {
-            path,
-            data: Payload::compress(data),
-        });
+        files.push(hybridgrid_core::task::SourceFile::with_data(path, data));
     }
     Ok(files)
 }
