@@ -190,7 +190,8 @@ where
     let key = cache.and_then(|_| CacheKey::for_task(&prepared.task).ok());
     let task = prepared.task.clone();
     let search = ctx.search_list(&prepared.plan);
-    let (result, search) = tokio::join!(remote.oneshot(task), search);
+    let mut remote = remote;
+    let (result, search) = tokio::join!(send(&mut remote, task), search);
     match result {
         Ok(out) => {
             let route = if out.from_cache {
@@ -243,6 +244,28 @@ where
             grid_failure(g, opts, local).await
         }
     }
+}
+
+/// Sends `task` through `remote`; when the worker lacked files that went by
+/// digest only, sends it once more with their content.
+async fn send<R>(remote: &mut R, task: CompileTask) -> Result<CompileOutput, BoxError>
+where
+    R: Service<CompileTask, Response = CompileOutput, Error = BoxError>,
+{
+    let first = remote.ready().await?.call(task.clone()).await;
+    let missing = match &first {
+        Err(e) => match GridError::find(e.as_ref()) {
+            Some(GridError::MissingInputs(paths)) => paths.clone(),
+            _ => return first,
+        },
+        Ok(_) => return first,
+    };
+    let mut task = task;
+    if let Err(m) = super::prepare::fill_missing(&mut task, &missing) {
+        return Err(Box::new(GridError::InvalidTask(m)));
+    }
+    tracing::debug!(files = missing.len(), "sending the files the worker lacked");
+    remote.ready().await?.call(task).await
 }
 
 /// Writes a cached result: the preprocessor's diagnostics, the dependency

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use hybridgrid_core::payload::Payload;
-use hybridgrid_core::task::{CompileOutput, CompileTask, ContextFile, OutputKind};
+use hybridgrid_core::task::{CompileOutput, CompileTask, ContextFile, OutputKind, SourceFile};
 use hybridgrid_core::worker::CompilerInfo;
 use hybridgrid_exec::args::{self, CompilePlan, DiagnosticsColor};
 use tokio::process::Command;
@@ -202,16 +202,52 @@ async fn prepare_from_source(
     })
 }
 
+/// Whether a header the preprocessor read at `path` is one a worker has at
+/// the same path, the same bytes: a file the system's packages installed
+/// (under `/usr/`, not `/usr/local/`, and not in the build's own tree).
+/// Such a file is sent by digest only; a worker that has it links its own
+/// copy, and one that lacks it names it for the client to send
+/// ([`fill_missing`]).
+fn installed_by_packages(path: &str, cwd: &Path) -> bool {
+    path.starts_with("/usr/")
+        && !path.starts_with("/usr/local/")
+        && !Path::new(path).starts_with(cwd)
+}
+
+/// Puts the content of the files a worker lacked (`paths`, sent by digest
+/// only) into `task`, read again from this machine. A file that changed
+/// since it was hashed, or cannot be read, is an error: the compile then
+/// runs here.
+pub(super) fn fill_missing(task: &mut CompileTask, paths: &[String]) -> Result<(), String> {
+    let Some(mode) = task.source_mode.as_mut() else {
+        return Err("the worker asked for files of a compile that sent none".into());
+    };
+    for p in paths {
+        let Some(f) = mode
+            .files
+            .iter_mut()
+            .find(|f| f.path == *p && f.data.is_none())
+        else {
+            return Err(format!(
+                "the worker asked for {p}, which was not sent by digest"
+            ));
+        };
+        let data = std::fs::read(p).map_err(|e| format!("cannot read {p}: {e}"))?;
+        if SourceFile::digest_of(&data) != f.digest {
+            return Err(format!("{p} changed during the compile"));
+        }
+        *f = SourceFile::with_data(p.clone(), data);
+    }
+    Ok(())
+}
+
 /// Reads the source and every other regular file among `names`
 /// (line-marker paths, relative to `cwd` or absolute; the source first, each
-/// file once), within [`SOURCE_BUDGET`]. Names that are not regular files
+/// file once), within [`SOURCE_BUDGET`]; the system's own headers go by
+/// digest only ([`installed_by_packages`]). Names that are not regular files
 /// (gcc's `"/dir//"` marker of the working directory) are skipped; a file
 /// that cannot be read fails the preparation.
-fn read_tree(
-    cwd: &Path,
-    names: &[String],
-    source: &Path,
-) -> Result<Vec<hybridgrid_core::task::SourceFile>, PrepareError> {
+fn read_tree(cwd: &Path, names: &[String], source: &Path) -> Result<Vec<SourceFile>, PrepareError> {
     let mut files = Vec::with_capacity(names.len() + 1);
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
@@ -220,7 +256,7 @@ fn read_tree(
         .iter()
         .map(|n| cwd.join(n))
         .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()));
-    for abs in std::iter::once(source).chain(others) {
+    for (i, abs) in std::iter::once(source).chain(others).enumerate() {
         let path = abs.display().to_string();
         if !seen.insert(path.clone()) {
             continue;
@@ -232,6 +268,10 @@ fn read_tree(
         }
         let data = std::fs::read(&abs)
             .map_err(|e| PrepareError::Io(format!("cannot read {path}: {e}")))?;
+        if i > 0 && installed_by_packages(&path, cwd) {
+            files.push(SourceFile::by_digest(path, SourceFile::digest_of(&data)));
+            continue;
+        }
         total += data.len() as u64;
         if total > SOURCE_BUDGET {
             return Err(PrepareError::Io(format!(
@@ -239,7 +279,7 @@ fn read_tree(
                 SOURCE_BUDGET >> 20
             )));
         }
-        files.push(hybridgrid_core::task::SourceFile::with_data(path, data));
+        files.push(SourceFile::with_data(path, data));
     }
     Ok(files)
 }
