@@ -22,7 +22,7 @@ bench_install() {
 # processes in `pids` and removes the directory.
 bench_workdir() { # PREFIX
     work=$(mktemp -d "/tmp/$1-XXXXXX")
-    pids=()
+    pids=() grid_dirs=()
     trap bench_cleanup EXIT
     export HOME="$work/home"
     mkdir -p "$HOME"
@@ -32,7 +32,7 @@ bench_cleanup() {
     if declare -F bench_on_exit >/dev/null; then bench_on_exit || true; fi
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$work"
+    rm -rf "$work" "${grid_dirs[@]}"
 }
 
 # Starts a loopback grid from the binaries in BIN, logging into WORK: a
@@ -42,12 +42,16 @@ bench_cleanup() {
 # HG_COORDINATOR, and returns once both workers are registered (fails after
 # 20 s). mDNS is off; HOME should be a directory of the run's own.
 bench_start_grid() { # BIN WORK PORT
-    local bin=$1 work=$2 port=$3 i
+    local bin=$1 work=$2 port=$3 i tasks
     export HG_DISCOVERY__MDNS__ENABLED=false HG_LOG_LEVEL=warn
+    # The workers' task directories and input stores: on the tmpfs a worker
+    # would choose itself, in a directory of this run's, removed at exit.
+    tasks=$(mktemp -d /dev/shm/hg-bench-XXXXXX 2>/dev/null || mktemp -d "$work/tasks-XXXXXX")
+    grid_dirs+=("$tasks")
     HG_CACHE__ENABLED=false "$bin/hg-coord" serve --bind 127.0.0.1 --grpc-port "$port" \
         --http-port $((port + 1)) >"$work/coord.log" 2>&1 & pids+=($!)
     for i in 1 2; do
-        "$bin/hg-worker" serve --bind 127.0.0.1 --coordinator "127.0.0.1:$port" \
+        HG_WORKER__WORK_DIR="$tasks" "$bin/hg-worker" serve --bind 127.0.0.1 --coordinator "127.0.0.1:$port" \
             --grpc-port $((port + 10 + i)) --http-port $((port + 20 + i)) --id "w$i" \
             --max-tasks "$(nproc)" >"$work/w$i.log" 2>&1 & pids+=($!)
     done

@@ -1044,12 +1044,19 @@ fn task_directories_live_in_a_directory_the_worker_claims_and_removes() {
         !dead.exists(),
         "a dead worker's directory is removed at start"
     );
-    let claimed: Vec<String> = std::fs::read_dir(&wd)
-        .expect("work dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(claimed.len(), 1, "{claimed:?}");
-    assert!(claimed[0].starts_with("hg-worker-"), "{claimed:?}");
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .expect("work dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // Its task directory, and its input store beside it.
+    let claimed = names(&wd);
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert_eq!(claimed[0], "hg-inputs-0", "{claimed:?}");
+    assert!(claimed[1].starts_with("hg-worker-"), "{claimed:?}");
 
     write(dir.path(), "main.c", C_SRC);
     write(dir.path(), "util.h", UTIL_H);
@@ -1067,9 +1074,9 @@ fn task_directories_live_in_a_directory_the_worker_claims_and_removes() {
         .expect("worker exits on SIGTERM");
     assert!(st.success(), "worker exit status {st:?}");
     assert_eq!(
-        std::fs::read_dir(&wd).expect("work dir").count(),
-        0,
-        "the worker removes its directory on exit"
+        names(&wd),
+        vec!["hg-inputs-0".to_string()],
+        "the worker removes its task directory on exit and keeps its store"
     );
 
     // A directory that cannot be used stops the worker, naming it.

@@ -918,3 +918,101 @@ fn a_second_coordinator_on_the_same_cache_dir_serves_without_its_tier() {
     assert!(!read(dir.path(), "t.o").is_empty());
     drop((w, b, a));
 }
+
+/// The coordinator's `hybridgrid_tasks_total{outcome=...}`.
+fn tasks_by_outcome(http: &str, outcome: &str) -> u64 {
+    let (status, body) = http_get(http, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    let needle = format!("hybridgrid_tasks_total{{outcome=\"{outcome}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no {needle} in /metrics:\n{body}"))
+}
+
+/// A worker that cannot see the client's project (it runs where the
+/// project's directory is an empty tmpfs) is asked for the project's header
+/// of a `-g` compile by digest, names it, gets it, keeps it in its input
+/// store, and still has it after a restart: the same compile then takes
+/// one round trip. Objects equal a plain compile's.
+#[test]
+fn a_worker_keeps_the_headers_it_was_sent_across_a_restart() {
+    if !can_mount("a_worker_keeps_the_headers_it_was_sent_across_a_restart") {
+        return;
+    }
+    let c = start_coordinator(&[]);
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "util.h",
+        "static inline int twice(int x) { return 2 * x; }\n",
+    );
+    write(
+        dir.path(),
+        "main.c",
+        "#include <stdio.h>\n#include \"util.h\"\nint main(void) { printf(\"%d\\n\", twice(21)); return 0; }\n",
+    );
+    let plain = run_in(
+        dir.path(),
+        "cc",
+        &["-g", "-O2", "-c", "main.c", "-o", "ref.o"],
+        &[],
+    );
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    let store_parent = tempdir();
+    let wd = store_parent.path().join("work").display().to_string();
+    let hidden_worker = |id: &str| {
+        let (proc, _) = spawn_mounted(
+            dir.path(),
+            "1m",
+            WORKER,
+            &worker_args(&c.grpc, id),
+            &[("HG_WORKER__WORK_DIR", wd.as_str())],
+            "worker listening",
+        );
+        assert!(proc.wait_log("registered with coordinator", Duration::from_secs(20)));
+        proc
+    };
+    let mut first = hidden_worker("hidden1");
+    let out = hgbuild(
+        dir.path(),
+        &c.grpc,
+        &["-v", "cc", "-g", "-O2", "-c", "main.c", "-o", "a.o"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote hidden1]"), "{}", out.stderr);
+    assert_eq!(
+        read(dir.path(), "a.o"),
+        read(dir.path(), "ref.o"),
+        "a.o differs"
+    );
+    assert_eq!(
+        tasks_by_outcome(&c.http, "missing_inputs"),
+        1,
+        "util.h was asked for"
+    );
+    let st = first
+        .terminate(Duration::from_secs(20))
+        .expect("worker exits");
+    assert!(st.success());
+
+    let _second = hidden_worker("hidden2");
+    let out = hgbuild(
+        dir.path(),
+        &c.grpc,
+        &["-v", "cc", "-g", "-O2", "-c", "main.c", "-o", "b.o"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote hidden2]"), "{}", out.stderr);
+    assert_eq!(
+        read(dir.path(), "b.o"),
+        read(dir.path(), "ref.o"),
+        "b.o differs"
+    );
+    assert_eq!(
+        tasks_by_outcome(&c.http, "missing_inputs"),
+        1,
+        "the restarted worker had util.h in its store"
+    );
+}

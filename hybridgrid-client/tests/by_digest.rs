@@ -1,7 +1,8 @@
 //! A compile with debug info through [`compile`] and a real native executor
-//! with real gcc: the system's headers go by digest only; when the worker
-//! answers that it lacks them, the client sends the task once more with
-//! their content, and the object equals a local compile's.
+//! with real gcc: the headers go by digest only; when a worker answers that
+//! it lacks one, the client sends the task again with its content, and when
+//! the next one lacks another, with the content of every file; the object
+//! equals a local compile's.
 #![allow(clippy::unwrap_used)] // test
 
 use std::ffi::OsString;
@@ -14,7 +15,7 @@ use hybridgrid_exec::detect;
 use hybridgrid_exec::native::{NativeExecutor, NativeOptions};
 
 #[tokio::test]
-async fn lacked_system_headers_are_sent_again_with_their_content() {
+async fn lacked_headers_are_sent_again_with_their_content() {
     let dirs = detect::DetectOptions::default().path_dirs;
     let cc = match detect::find_and_identify("gcc", &dirs).await {
         Ok(c) => c,
@@ -42,15 +43,16 @@ async fn lacked_system_headers_are_sent_again_with_their_content() {
         .unwrap();
     assert!(status.success());
 
-    // Each call records how many files came by digest only; the first is
-    // answered as a worker that has none of them would answer.
-    let calls: Arc<Mutex<Vec<usize>>> = Arc::default();
+    // Each call records which files came by digest only. The first is
+    // answered as a worker that lacks one of them, the second as another
+    // worker that lacks another; the third goes to the real executor.
+    let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
     let exec = NativeExecutor::new(vec![cc.clone()], NativeOptions::default());
     let seen = calls.clone();
     let service = tower::service_fn(move |t: CompileTask| {
         let (exec, seen) = (exec.clone(), seen.clone());
         async move {
-            let lacked: Vec<String> = t
+            let by_digest: Vec<String> = t
                 .source_mode
                 .as_ref()
                 .map(|m| m.files.iter().filter(|f| f.data.is_none()))
@@ -58,13 +60,14 @@ async fn lacked_system_headers_are_sent_again_with_their_content() {
                 .flatten()
                 .map(|f| f.path.clone())
                 .collect();
-            let first = {
+            let n = {
                 let mut s = seen.lock().unwrap();
-                s.push(lacked.len());
-                s.len() == 1
+                s.push(by_digest.clone());
+                s.len()
             };
-            if first {
-                return Err(Box::new(GridError::MissingInputs(lacked)) as BoxError);
+            if n < 3 {
+                let one = by_digest[by_digest.len() - 1].clone();
+                return Err(Box::new(GridError::MissingInputs(vec![one])) as BoxError);
             }
             exec.run(t).await.map_err(|e| Box::new(e) as BoxError)
         }
@@ -83,11 +86,19 @@ async fn lacked_system_headers_are_sent_again_with_their_content() {
     let calls = calls.lock().unwrap().clone();
     assert_eq!(
         calls.len(),
-        2,
-        "one answer naming the files, then the compile"
+        3,
+        "two answers naming a file, then the compile"
     );
-    assert!(calls[0] > 0, "stdio.h and its headers go by digest only");
-    assert_eq!(calls[1], 0, "every file named came back with its content");
+    assert!(
+        calls[0].len() > 2,
+        "stdio.h and its headers go by digest only"
+    );
+    assert_eq!(
+        calls[1],
+        calls[0][..calls[0].len() - 1],
+        "the second time, the file named came with its content"
+    );
+    assert!(calls[2].is_empty(), "the third time, every file did");
     assert!(
         std::fs::read(&local).unwrap() == std::fs::read(&remote).unwrap(),
         "the object differs from the local compile's"

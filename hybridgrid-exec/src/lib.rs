@@ -60,6 +60,7 @@ pub mod args;
 pub mod detect;
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod input_store;
 pub mod native;
 pub mod routing;
 pub mod source_tree;

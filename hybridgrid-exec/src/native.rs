@@ -56,6 +56,11 @@ pub struct NativeOptions {
     work_dir: Option<Arc<crate::work_dir::WorkDir>>,
     /// How compilers are isolated (default: the best available).
     pub isolation: IsolationMode,
+    /// Where the files of compiles from source are kept by digest (none by
+    /// default: every file is written per compile, and a file sent by
+    /// digest only must be this machine's own); set with
+    /// [`NativeOptions::with_input_store`].
+    input_store: Option<Arc<crate::input_store::InputStore>>,
 }
 
 impl Default for NativeOptions {
@@ -67,6 +72,7 @@ impl Default for NativeOptions {
             work_root: None,
             work_dir: None,
             isolation: IsolationMode::Auto,
+            input_store: None,
         }
     }
 }
@@ -79,6 +85,14 @@ impl NativeOptions {
     pub fn with_work_dir(mut self, dir: Arc<crate::work_dir::WorkDir>) -> Self {
         self.work_root = Some(dir.path().to_path_buf());
         self.work_dir = Some(dir);
+        self
+    }
+
+    /// Options whose compiles from source keep their files in `store`
+    /// (see [`crate::input_store`]), so that later compiles may send them
+    /// by digest only.
+    pub fn with_input_store(mut self, store: Arc<crate::input_store::InputStore>) -> Self {
+        self.input_store = Some(store);
         self
     }
 
@@ -481,6 +495,7 @@ impl Inner {
             dir.path(),
             self.opts.max_input_bytes,
             &self.hashes,
+            self.opts.input_store.as_ref(),
         )
         .await?;
         let base = layout.root.parent().unwrap_or(&layout.root).to_path_buf();

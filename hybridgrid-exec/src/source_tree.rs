@@ -30,6 +30,8 @@ use bytes::Bytes;
 use hybridgrid_core::GridError;
 use hybridgrid_core::task::{CompileTask, SourceMode};
 
+use crate::input_store::InputStore;
+
 /// The directories (relative to the root, normalised) that must exist for
 /// the literal client path `path` to resolve: each prefix that a `..`
 /// follows. `/a/b/../c.h` needs `a/b`.
@@ -131,6 +133,7 @@ pub(crate) async fn lay_out(
     task_dir: &Path,
     max_input_bytes: u64,
     hashes: &Arc<LocalHashes>,
+    store: Option<&Arc<InputStore>>,
 ) -> Result<Layout, GridError> {
     crate::args::validate_source_args(&task.args).map_err(|e| invalid(e.to_string()))?;
     let cwd_rel = SourceMode::relative_path(&task.cwd).ok_or_else(|| {
@@ -213,6 +216,7 @@ pub(crate) async fn lay_out(
         outputs: outputs.clone(),
         files: decoded,
         hashes: hashes.clone(),
+        store: store.cloned(),
     };
     tokio::task::spawn_blocking(move || job.run())
         .await
@@ -265,6 +269,7 @@ struct Job {
     outputs: Vec<PathBuf>,
     files: Vec<JobFile>,
     hashes: Arc<LocalHashes>,
+    store: Option<Arc<InputStore>>,
 }
 
 /// One file of a [`Job`].
@@ -297,6 +302,7 @@ impl Job {
         // match its digest is refused, and the files sent by digest only
         // must be this worker's own, unchanged.
         let mut missing = Vec::new();
+        let mut local_copy = Vec::with_capacity(self.files.len());
         for f in &self.files {
             let local = self.hashes.hash(Path::new(&f.client));
             if let Some(data) = &f.data
@@ -316,14 +322,19 @@ impl Job {
                         f.client
                     )));
                 }
-                None if f.data.is_none() => missing.push(f.client.clone()),
+                None if f.data.is_none()
+                    && !self.store.as_ref().is_some_and(|s| s.contains(&f.digest)) =>
+                {
+                    missing.push(f.client.clone())
+                }
                 _ => {}
             }
+            local_copy.push(local.is_some());
         }
         if !missing.is_empty() {
             return Err(GridError::MissingInputs(missing));
         }
-        for f in &self.files {
+        for (f, local) in self.files.iter().zip(local_copy) {
             for d in literal_dirs(&f.client) {
                 mkdir(&self.root.join(d))?;
             }
@@ -342,14 +353,31 @@ impl Job {
                     ))
                 })?;
             }
-            match &f.data {
-                Some(data) => {
+            match (&f.data, &self.store) {
+                // A file of this worker's own (checked above) is linked
+                // where it is (the compiler reads it read-only through the
+                // sandbox); a project's file is kept in the store for the
+                // next compile that sends it by digest only.
+                (Some(data), Some(store)) if !local => store
+                    .put(f.digest, data, &dest)
+                    .map_err(|e| io("cannot write task input", e))?,
+                (Some(data), _) => {
                     std::fs::write(&dest, data).map_err(|e| io("cannot write task input", e))?
                 }
-                // This worker's own copy, checked above: linked, not copied
-                // (the compiler reads it read-only through the sandbox).
-                None => std::os::unix::fs::symlink(&f.client, &dest)
+                (None, _) if local => std::os::unix::fs::symlink(&f.client, &dest)
                     .map_err(|e| io("cannot link task input", e))?,
+                (None, store) => {
+                    let linked = match store {
+                        Some(s) => s
+                            .link_to(&f.digest, &dest)
+                            .map_err(|e| io("cannot link task input from the store", e))?,
+                        None => false,
+                    };
+                    if !linked {
+                        // Gone from the store since the check above.
+                        return Err(GridError::MissingInputs(vec![f.client.clone()]));
+                    }
+                }
             }
         }
         Ok(())

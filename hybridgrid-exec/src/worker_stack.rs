@@ -20,6 +20,7 @@ use hybridgrid_core::task::{CompileOutput, CompileTask};
 use hybridgrid_core::worker::{Arch, Capabilities, CompilerInfo, DockerImage};
 use tower::util::BoxCloneSyncService;
 
+use crate::input_store::InputStore;
 use crate::native::{NativeExecutor, NativeOptions};
 use crate::work_dir::{WorkDir, WorkDirError};
 
@@ -95,19 +96,53 @@ pub async fn build(
     let configured = (!w.work_dir.is_empty()).then(|| Path::new(&w.work_dir));
     let dir = WorkDir::claim(configured)?;
     tracing::info!(dir = %dir.path().display(), why = dir.why(), "task directories");
-    let native = NativeExecutor::new(
-        compilers,
-        NativeOptions::default()
-            .with_timeout(w.task_timeout)
-            .with_max_output_bytes(w.max_output_bytes)
-            .with_max_input_bytes(w.max_request_bytes as u64)
-            .with_isolation(w.isolation)
-            .with_work_dir(Arc::new(dir)),
-    );
+    let store = input_store(w, &dir);
+    let mut opts = NativeOptions::default()
+        .with_timeout(w.task_timeout)
+        .with_max_output_bytes(w.max_output_bytes)
+        .with_max_input_bytes(w.max_request_bytes as u64)
+        .with_isolation(w.isolation)
+        .with_work_dir(Arc::new(dir));
+    if let Some(store) = store {
+        opts = opts.with_input_store(Arc::new(store));
+    }
+    let native = NativeExecutor::new(compilers, opts);
     if !w.docker.enabled || w.docker.images.is_empty() {
         return Ok(native_only(native));
     }
     Ok(with_docker(w, worker_id, native).await)
+}
+
+/// The input store beside the task directories (same file system, so its
+/// files reach a task by hard link), or `None` when `worker.input_store_mb`
+/// is 0 or it cannot be opened (said in the log; compiles still run).
+fn input_store(w: &WorkerConfig, dir: &WorkDir) -> Option<InputStore> {
+    if w.input_store_mb == 0 {
+        return None;
+    }
+    let parent = dir.path().parent().unwrap_or(dir.path());
+    match InputStore::claim(parent, w.input_store_mb << 20) {
+        Ok(s) => {
+            let (files, bytes) = s.usage();
+            tracing::info!(
+                dir = %s.dir().display(),
+                files,
+                mib = bytes >> 20,
+                "input store"
+            );
+            Some(s)
+        }
+        Err(e) => {
+            tracing::warn!(
+                parent = %parent.display(),
+                error = %e,
+                "input store unavailable: every file of a compile from source is sent \
+                 and written per compile (set worker.work_dir to a writable directory, \
+                 or worker.input_store_mb: 0 to silence this)"
+            );
+            None
+        }
+    }
 }
 
 fn native_only(native: NativeExecutor) -> WorkerExecutor {

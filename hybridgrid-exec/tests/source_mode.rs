@@ -6,8 +6,10 @@
 //! task's problem (the client then compiles locally).
 #![allow(clippy::unwrap_used)] // test helpers
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hybridgrid_core::GridError;
@@ -18,6 +20,7 @@ use hybridgrid_core::task::{
 };
 use hybridgrid_core::worker::CompilerInfo;
 use hybridgrid_exec::detect;
+use hybridgrid_exec::input_store::InputStore;
 use hybridgrid_exec::native::{NativeExecutor, NativeOptions};
 
 const HEADER: &str = "#define SQ(x) ((x) * (x))\n#define TWICE(x) ((x) + (x))\n\
@@ -452,4 +455,100 @@ async fn files_sent_by_digest_that_the_worker_lacks_are_named() {
         other => panic!("expected the missing file to be named, got {other:?}"),
     }
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn project_headers_are_kept_by_digest_for_the_next_compile() {
+    let Some(cc) = compiler("gcc").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = project(tmp.path(), "c");
+    let case = Case {
+        args: strings(&["-g", "-O1", "-Iinclude"]),
+        source: "src/a.c".into(),
+        outputs: strings(&["out/a.o"]),
+        split: false,
+    };
+    let mut local_args = case.args.clone();
+    local_args.extend(strings(&["-c", "src/a.c", "-o", "out/a.o"]));
+    run(&cc, &proj, &local_args);
+    let obj = std::fs::read(proj.join("out/a.o")).unwrap();
+    let files = read_files(&cc, &proj, &strings(&["-Iinclude", "src/a.c"]));
+    let header = proj.join("include/h.h").display().to_string();
+    let with_content = task(&cc, &proj, &case, files.clone());
+    let mut by_digest = files;
+    for f in by_digest.iter_mut().skip(1) {
+        *f = SourceFile::by_digest(f.path.clone(), f.digest);
+    }
+    let by_digest = task(&cc, &proj, &case, by_digest);
+    // The worker has none of the project's paths.
+    std::fs::rename(&proj, tmp.path().join("moved")).unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let store = Arc::new(InputStore::claim(work.path(), 1 << 20).unwrap());
+    let exec = NativeExecutor::new(
+        vec![cc.clone()],
+        NativeOptions::default()
+            .with_work_root(work.path())
+            .with_timeout(Duration::from_secs(60))
+            .with_input_store(store.clone()),
+    );
+    // Before any compile sent it, the header is named as missing.
+    match exec.run(by_digest.clone()).await {
+        Err(GridError::MissingInputs(paths)) => assert_eq!(paths, vec![header.clone()]),
+        other => panic!("expected the header to be named, got {other:?}"),
+    }
+    // Sent with its content once, it is kept; the same compile by digest
+    // then gives the same object as the local one.
+    for t in [with_content, by_digest.clone()] {
+        let out = exec.run(t).await.unwrap();
+        assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            output(&out, OutputKind::Object) == obj,
+            "the object differs"
+        );
+    }
+    assert_eq!(
+        store.usage().0,
+        2,
+        "the source and the project's header, once"
+    );
+    // A stored file changed behind the store's back is not served.
+    let stored: Vec<PathBuf> = walk_files(store.dir())
+        .into_iter()
+        .filter(|p| std::fs::read(p).unwrap() == HEADER.as_bytes())
+        .collect();
+    assert_eq!(stored.len(), 1);
+    std::fs::set_permissions(&stored[0], std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&stored[0], "#define SQ(x) 0\n").unwrap();
+    match exec.run(by_digest).await {
+        Err(GridError::MissingInputs(paths)) => assert_eq!(paths, vec![header]),
+        other => panic!("expected the changed header to be named, got {other:?}"),
+    }
+    let tasks = std::fs::read_dir(work.path())
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("hg-inputs-")
+        })
+        .count();
+    assert_eq!(tasks, 0, "task directories removed");
+}
+
+/// The regular files under `dir` (not its lock file).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else if !p.ends_with(".lock") {
+            out.push(p);
+        }
+    }
+    out
 }

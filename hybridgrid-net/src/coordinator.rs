@@ -474,8 +474,16 @@ impl CoordinatorServer {
         let (outcome, success) = match &res {
             Ok(o) if o.success() => ("success", true),
             Ok(_) => ("compile_error", false),
+            Err(GridError::MissingInputs(_)) => ("missing_inputs", false),
             Err(_) => ("error", false),
         };
+        if let Err(GridError::MissingInputs(paths)) = &res {
+            // Not a failure: the client sends the task again with the files
+            // the worker lacked (a worker's store fills this way).
+            metrics::counter!("hybridgrid_tasks_total", "outcome" => outcome).increment(1);
+            tracing::debug!(task_id = %task_id, files = paths.len(), "the worker lacks files sent by digest; the client sends them");
+            return res;
+        }
         if let Ok(o) = &res
             && self.state.cache_enabled.load(Ordering::Relaxed)
         {

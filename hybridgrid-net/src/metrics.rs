@@ -164,7 +164,7 @@ pub fn register(role: Role) {
         Role::Coordinator => {
             describe_counter!(
                 M_TASKS,
-                "Tasks answered, by outcome (success, compile_error, error)."
+                "Tasks answered, by outcome (success, compile_error, error, missing_inputs)."
             );
             describe_histogram!(
                 M_TASK_DURATION,
@@ -229,7 +229,7 @@ pub fn register(role: Role) {
                 M_CACHE_AVAILABLE,
                 "1 while a cache tier is used, 0 while it is skipped after a failure."
             );
-            for outcome in ["success", "compile_error", "error"] {
+            for outcome in ["success", "compile_error", "error", "missing_inputs"] {
                 metrics::counter!(M_TASKS, "outcome" => outcome).increment(0);
             }
             for reason in FALLBACK_REASONS {
@@ -251,7 +251,7 @@ pub fn register(role: Role) {
         Role::Worker => {
             describe_counter!(
                 M_WORKER_TASKS,
-                "Compiles this worker finished, by result (success, compile_error, error)."
+                "Compiles this worker finished, by result (success, compile_error, error, missing_inputs)."
             );
             describe_histogram!(M_WORKER_COMPILE, Unit::Seconds, "Seconds the compiler ran.");
             describe_gauge!(M_WORKER_RUNNING, "Compiles running on this worker.");
@@ -260,7 +260,7 @@ pub fn register(role: Role) {
                 "Compiles waiting for a slot on this worker."
             );
             describe_gauge!(M_WORKER_SLOTS, "Compile slots of this worker.");
-            for result in ["success", "compile_error", "error"] {
+            for result in ["success", "compile_error", "error", "missing_inputs"] {
                 metrics::counter!(M_WORKER_TASKS, "result" => result).increment(0);
             }
         }

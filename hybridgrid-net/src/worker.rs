@@ -215,12 +215,19 @@ impl WorkerServer {
                 Ok(out)
             }
             Err(e) => {
-                st.counters.failed.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("hybridgrid_worker_tasks_total", "result" => "error")
-                    .increment(1);
                 let g = GridError::find(e.as_ref())
                     .cloned()
                     .unwrap_or_else(|| GridError::Internal(e.to_string()));
+                if let GridError::MissingInputs(paths) = &g {
+                    // Not a failure: the client sends them.
+                    metrics::counter!("hybridgrid_worker_tasks_total", "result" => "missing_inputs")
+                        .increment(1);
+                    tracing::debug!(task_id = %task_id, files = paths.len(), "files sent by digest are not here; asked for");
+                    return Err(g);
+                }
+                st.counters.failed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("hybridgrid_worker_tasks_total", "result" => "error")
+                    .increment(1);
                 tracing::warn!(task_id = %task_id, error = %g, "task failed on worker");
                 Err(g)
             }

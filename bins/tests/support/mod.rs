@@ -87,7 +87,10 @@ pub fn spawn(bin: &str, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Pr
         .stderr(Stdio::piped())
         .env_remove("HG_COORDINATOR")
         .env("HG_DISCOVERY__MDNS__ENABLED", "false")
-        .env("HOME", home.path());
+        .env("HOME", home.path())
+        // A worker's task directories and input store go in the test's own
+        // directory (removed with it), not in /dev/shm.
+        .env("HG_WORKER__WORK_DIR", home.path().join("work"));
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -246,26 +246,36 @@ where
     }
 }
 
-/// Sends `task` through `remote`; when the worker lacked files that went by
-/// digest only, sends it once more with their content.
+/// Sends `task` through `remote`. When the worker lacked files that went by
+/// digest only, sends it again with their content; when the worker that
+/// answers that one (another, maybe) lacks others, a third time with the
+/// content of every file.
 async fn send<R>(remote: &mut R, task: CompileTask) -> Result<CompileOutput, BoxError>
 where
     R: Service<CompileTask, Response = CompileOutput, Error = BoxError>,
 {
-    let first = remote.ready().await?.call(task.clone()).await;
-    let missing = match &first {
-        Err(e) => match GridError::find(e.as_ref()) {
-            Some(GridError::MissingInputs(paths)) => paths.clone(),
-            _ => return first,
-        },
-        Ok(_) => return first,
-    };
     let mut task = task;
-    if let Err(m) = super::prepare::fill_missing(&mut task, &missing) {
-        return Err(Box::new(GridError::InvalidTask(m)));
+    let mut attempt = 0;
+    loop {
+        let result = remote.ready().await?.call(task.clone()).await;
+        let missing = match &result {
+            Err(e) if attempt < 2 => match GridError::find(e.as_ref()) {
+                Some(GridError::MissingInputs(paths)) => paths.clone(),
+                _ => return result,
+            },
+            _ => return result,
+        };
+        tracing::debug!(
+            files = missing.len(),
+            attempt,
+            "sending files the worker lacked"
+        );
+        let named = (attempt == 0).then_some(missing.as_slice());
+        if let Err(m) = super::prepare::fill_missing(&mut task, named) {
+            return Err(Box::new(GridError::InvalidTask(m)));
+        }
+        attempt += 1;
     }
-    tracing::debug!(files = missing.len(), "sending the files the worker lacked");
-    remote.ready().await?.call(task).await
 }
 
 /// Writes a cached result: the preprocessor's diagnostics, the dependency

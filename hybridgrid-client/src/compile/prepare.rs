@@ -202,25 +202,26 @@ async fn prepare_from_source(
     })
 }
 
-/// Whether a header the preprocessor read at `path` is one a worker has at
-/// the same path, the same bytes: a file the system's packages installed
-/// (under `/usr/`, not `/usr/local/`, and not in the build's own tree).
-/// Such a file is sent by digest only; a worker that has it links its own
-/// copy, and one that lacks it names it for the client to send
-/// ([`fill_missing`]).
-fn installed_by_packages(path: &str, cwd: &Path) -> bool {
-    path.starts_with("/usr/")
-        && !path.starts_with("/usr/local/")
-        && !Path::new(path).starts_with(cwd)
-}
-
 /// Puts the content of the files a worker lacked (`paths`, sent by digest
-/// only) into `task`, read again from this machine. A file that changed
-/// since it was hashed, or cannot be read, is an error: the compile then
-/// runs here.
-pub(super) fn fill_missing(task: &mut CompileTask, paths: &[String]) -> Result<(), String> {
+/// only; `None`: every file sent so) into `task`, read again from this
+/// machine. A file that changed since it was hashed, or cannot be read, is
+/// an error: the compile then runs here.
+pub(super) fn fill_missing(task: &mut CompileTask, paths: Option<&[String]>) -> Result<(), String> {
     let Some(mode) = task.source_mode.as_mut() else {
         return Err("the worker asked for files of a compile that sent none".into());
+    };
+    let all: Vec<String>;
+    let paths = match paths {
+        Some(p) => p,
+        None => {
+            all = mode
+                .files
+                .iter()
+                .filter(|f| f.data.is_none())
+                .map(|f| f.path.clone())
+                .collect();
+            &all
+        }
     };
     for p in paths {
         let Some(f) = mode
@@ -243,8 +244,10 @@ pub(super) fn fill_missing(task: &mut CompileTask, paths: &[String]) -> Result<(
 
 /// Reads the source and every other regular file among `names`
 /// (line-marker paths, relative to `cwd` or absolute; the source first, each
-/// file once), within [`SOURCE_BUDGET`]; the system's own headers go by
-/// digest only ([`installed_by_packages`]). Names that are not regular files
+/// file once), within [`SOURCE_BUDGET`]; every file but the source goes by
+/// digest only (a worker has the system's headers itself, and keeps the
+/// project's from earlier compiles; it names those it lacks, and
+/// [`fill_missing`] adds them). Names that are not regular files
 /// (gcc's `"/dir//"` marker of the working directory) are skipped; a file
 /// that cannot be read fails the preparation.
 fn read_tree(cwd: &Path, names: &[String], source: &Path) -> Result<Vec<SourceFile>, PrepareError> {
@@ -268,7 +271,7 @@ fn read_tree(cwd: &Path, names: &[String], source: &Path) -> Result<Vec<SourceFi
         }
         let data = std::fs::read(&abs)
             .map_err(|e| PrepareError::Io(format!("cannot read {path}: {e}")))?;
-        if i > 0 && installed_by_packages(&path, cwd) {
+        if i > 0 {
             files.push(SourceFile::by_digest(path, SourceFile::digest_of(&data)));
             continue;
         }

@@ -44,6 +44,11 @@ pub struct WorkerConfig {
     /// Where task directories are written; empty: `TMPDIR` if set, else
     /// `/dev/shm` when it is a tmpfs with room, else the system temp dir.
     pub work_dir: String,
+    /// Most MiB of compiles' source files the worker keeps by digest, in an
+    /// `hg-inputs-N` directory beside its task directories (kept across
+    /// restarts), so that later compiles send them by digest only; 0 keeps
+    /// none.
+    pub input_store_mb: u64,
     /// `worker.docker:` settings.
     pub docker: DockerConfig,
 }
@@ -64,6 +69,7 @@ impl Default for WorkerConfig {
             max_request_bytes: 256 * 1024 * 1024,
             isolation: IsolationMode::Auto,
             work_dir: String::new(),
+            input_store_mb: 512,
             docker: DockerConfig::default(),
         }
     }
