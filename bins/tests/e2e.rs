@@ -657,6 +657,18 @@ fn debug_info_compiles_run_remotely_and_stay_byte_identical() {
             assert!(dwo == read(&src, "main.dwo"), "{case:?}: the .dwo differs");
         }
     }
+    // The preprocessor's diagnostics appear once: the worker's compile
+    // from source prints them, and the client's own preprocessing does not
+    // add them again.
+    write(dir.path(), "src/warn.c", "#warning look here\nint w;\n");
+    let out = hgbuild(
+        &src,
+        &coord.grpc,
+        &["-v", "cc", "-g", "-c", "warn.c", "-o", "warn.o"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("[remote w1]"), "{}", out.stderr);
+    assert_eq!(out.stderr.matches("look here").count(), 2, "{}", out.stderr);
     // Turned off, -g compiles stay local and say why.
     let out = run_in(
         &src,

@@ -21,7 +21,8 @@ pub struct Prepared {
     pub task: CompileTask,
     /// The plan it came from.
     pub plan: CompilePlan,
-    /// What the preprocessor printed on standard error (not yet shown).
+    /// What the preprocessor printed on standard error (not yet shown);
+    /// empty for a compile from source, which prints it with its own.
     pub preprocessor_stderr: Vec<u8>,
     /// The files the preprocessor read, from its line markers.
     pub includes: Vec<String>,
@@ -73,7 +74,10 @@ pub async fn prepare(
     };
     if plan.debug_info() && source_mode_refusal(&plan, opts).is_none() {
         let color = adds_color(&plan, opts);
-        return prepare_from_source(compiler, plan, input, preprocessor_stderr, color).await;
+        // The compile from source preprocesses again and prints the
+        // preprocessor's diagnostics (`#warning`) with its own: shown from
+        // here as well, they would appear twice.
+        return prepare_from_source(compiler, plan, input, color).await;
     }
     let mut remote_args = plan.remote_args();
     let color_added = adds_color(&plan, opts);
@@ -153,7 +157,6 @@ async fn prepare_from_source(
     compiler: &CompilerInfo,
     plan: CompilePlan,
     preprocessed: Vec<u8>,
-    preprocessor_stderr: Vec<u8>,
     color: bool,
 ) -> Result<Prepared, PrepareError> {
     let cwd = std::env::current_dir()
@@ -196,7 +199,7 @@ async fn prepare_from_source(
     Ok(Prepared {
         task,
         plan,
-        preprocessor_stderr,
+        preprocessor_stderr: Vec::new(),
         includes,
         color_added: color,
     })
