@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hybridgrid_cache::layer::CacheLayer;
-use hybridgrid_cache::store::{PackStore, WriteBehind, WriteCounters};
+use hybridgrid_cache::store::{WriteBehind, WriteCounters};
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_net::client::ChannelOptions;
@@ -109,16 +109,10 @@ pub async fn start_on(
         if !cfg.cache.enabled {
             return dispatch;
         }
-        // The shared tier: every client's results, appended to packs on the
-        // coordinator's disk (written behind the answers), with
-        // `cache.remote` (shared by many coordinators) behind it.
-        let dir = cfg.cache.dir_path().join("coordinator");
-        let packs = PackStore::open(dir, cfg.cache.max_size_bytes());
-        let (store, writer) =
-            hybridgrid_cache::store::shared_tier(packs, cfg.cache.max_pending_writes);
-        cache_writer = writer;
-        let (store, remote) = crate::remote_cache::with_remote(&cfg.cache, store, None);
-        if let Some(remote) = remote {
+        // The shared tier (packs on this disk, `cache.remote` behind).
+        let tier = hybridgrid_cache::tiers::coordinator(&cfg.cache);
+        cache_writer = tier.writer;
+        if let Some(remote) = tier.remote {
             state
                 .cache_tiers
                 .set(move || crate::remote_cache::report(&remote));
@@ -126,7 +120,7 @@ pub async fn start_on(
         state
             .cache_enabled
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        BoxCloneSyncService::new(CacheLayer::from_arc(store).layer(dispatch))
+        BoxCloneSyncService::new(CacheLayer::from_arc(tier.store).layer(dispatch))
     });
     let srv = CoordinatorServer::new(state.clone(), compile)
         .with_limits(RequestLimits::default().with_max_request_bytes(c.max_request_bytes))

@@ -53,6 +53,7 @@ pub mod entry;
 pub mod key;
 pub mod layer;
 pub mod store;
+pub mod tiers;
 
 pub use entry::CacheEntry;
 pub use key::{CacheKey, FORMAT_VERSION, KeyParams};

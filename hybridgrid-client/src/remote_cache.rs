@@ -8,114 +8,12 @@
 //!
 //! A remote tier that cannot be set up (a secret file missing, a backend
 //! left out of the build) is logged and left out: the build goes on with
-//! the local tiers.
+//! the local tiers. The tiers themselves are built in
+//! [`hybridgrid_cache::tiers`] (re-exported here at their old paths).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use hybridgrid_cache::store::{CacheStore, TieredStore};
-use hybridgrid_core::config::CacheConfig;
-
-/// The remote tier of this build, when one was set up.
-#[cfg(feature = "remote-cache")]
-pub type Remote = hybridgrid_cache::store::RemoteStore;
-
-/// The remote tier of this build (none: built without `remote-cache`).
-#[cfg(not(feature = "remote-cache"))]
-#[derive(Clone, Debug)]
-pub enum Remote {}
-
-/// `local` with the remote tier of `cfg.remote` behind it, if one is
-/// configured and can be set up; `marker` shares outages between
-/// processes (see `RemoteStore::with_down_marker`).
-pub fn with_remote(
-    cfg: &CacheConfig,
-    local: Arc<dyn CacheStore>,
-    marker: Option<PathBuf>,
-) -> (Arc<dyn CacheStore>, Option<Remote>) {
-    if !cfg.remote.is_configured() {
-        return (local, None);
-    }
-    match open(cfg, marker) {
-        Ok((slow, remote)) => {
-            tracing::info!(
-                backend = %cfg.remote.backend,
-                url = %hybridgrid_core::config::redact_url(&cfg.remote.url),
-                read_only = cfg.remote.read_only,
-                "remote cache tier enabled"
-            );
-            let tiers = TieredStore::new(local, slow);
-            (Arc::new(tiers), Some(remote))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "remote cache tier disabled");
-            (local, None)
-        }
-    }
-}
-
-/// The remote tier as a store, and its handle.
-type Opened = (Arc<dyn CacheStore>, Remote);
-
-#[cfg(feature = "remote-cache")]
-fn open(cfg: &CacheConfig, marker: Option<PathBuf>) -> Result<Opened, String> {
-    let store = Remote::new(&cfg.remote).map_err(|e| e.to_string())?;
-    let store = match marker {
-        Some(m) => store.with_down_marker(m),
-        None => store,
-    };
-    Ok((Arc::new(store.clone()), store))
-}
-
-#[cfg(not(feature = "remote-cache"))]
-fn open(cfg: &CacheConfig, _marker: Option<PathBuf>) -> Result<Opened, String> {
-    Err(format!(
-        "cache.remote.backend `{}`: this hybridgrid was built without the remote-cache feature",
-        cfg.remote.backend
-    ))
-}
-
-/// The remote tier's counters as `/api/stats` shows them under
-/// `cache.remote`.
-pub fn report(remote: &Remote) -> serde_json::Value {
-    #[cfg(feature = "remote-cache")]
-    {
-        let s = remote.remote_stats();
-        serde_json::json!({ "remote": {
-            "backend": remote.backend(),
-            "read_only": remote.read_only(),
-            "available": s.available,
-            "hits": s.hits,
-            "misses": s.misses,
-            "errors": s.errors,
-            "corrupt": s.corrupt,
-            "skipped": s.skipped,
-            "writes": s.writes,
-            "write_errors": s.write_errors,
-            "dropped_writes": s.dropped_writes,
-            "pending_writes": s.pending_writes,
-        }})
-    }
-    #[cfg(not(feature = "remote-cache"))]
-    match *remote {}
-}
-
-/// Waits for queued remote writes before a short-lived process exits, at
-/// most `cache.remote.write_timeout`.
-pub async fn flush(remote: &Remote, cfg: &CacheConfig) {
-    #[cfg(feature = "remote-cache")]
-    {
-        let left = remote.flush(cfg.remote.write_timeout).await;
-        if left > 0 {
-            tracing::debug!(left, "remote cache writes not finished before exit");
-        }
-    }
-    #[cfg(not(feature = "remote-cache"))]
-    {
-        let _ = cfg;
-        match *remote {}
-    }
-}
+pub use hybridgrid_cache::tiers::{Remote, flush, report, with_remote};
 
 /// hgbuild with no coordinator but a `cache.remote`: the local disk tier
 /// (`local`, the caller's store) and the remote tier around a compile on
