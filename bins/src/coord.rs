@@ -1,7 +1,7 @@
-//! Starting a coordinator: gRPC and HTTP servers over the composed
-//! compile stack.
+//! Starting a coordinator: the servers of `hybridgrid_net::run` over the
+//! compile stack, with the shared cache tier of `hybridgrid_cache::tiers`
+//! and the argument allow list of `hybridgrid_exec::args`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,36 +10,35 @@ use hybridgrid_cache::store::{WriteBehind, WriteCounters};
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_net::client::ChannelOptions;
-use hybridgrid_net::convert::RequestLimits;
-use hybridgrid_net::coordinator::{CoordinatorServer, CoordinatorState, WorkerPool, compose_stack};
+use hybridgrid_net::coordinator::WorkerPool;
 use hybridgrid_net::http::admin::AdminHooks;
-use hybridgrid_net::reapi::ReapiServer;
+use hybridgrid_net::run;
 use hybridgrid_net::security::Security;
-use hybridgrid_net::{http, server};
+use hybridgrid_net::server::ServeError;
 use tower::Layer;
 use tower::util::BoxCloneSyncService;
 
-/// A coordinator started with [`start`].
+/// A coordinator started with [`start`]: its servers (fields of
+/// [`run::RunningCoordinator`], reached through it) and its cache writer.
 #[derive(Debug)]
 pub struct RunningCoordinator {
-    /// Where its gRPC service listens.
-    pub grpc_addr: SocketAddr,
-    /// Where its HTTP endpoints listen.
-    pub http_addr: SocketAddr,
-    /// Its shared state.
-    pub state: Arc<CoordinatorState>,
-    /// The compile service behind `BuildService` (in-process callers, benchmarks).
-    pub server: CoordinatorServer,
-    tasks: server::ServerTasks,
+    running: run::RunningCoordinator,
     /// The shared tier's background writer, flushed at shutdown.
     cache_writer: Option<WriteBehind>,
+}
+
+impl std::ops::Deref for RunningCoordinator {
+    type Target = run::RunningCoordinator;
+    fn deref(&self) -> &Self::Target {
+        &self.running
+    }
 }
 
 impl RunningCoordinator {
     /// Stops accepting work, drains running calls (up to `grace`), writes
     /// the cache entries still queued (up to `grace` more) and stops.
     pub async fn shutdown(self, grace: Duration) {
-        self.tasks.stop(grace).await;
+        self.running.stop(grace).await;
         if let Some(w) = self.cache_writer
             && !w.shutdown(grace).await
         {
@@ -67,16 +66,13 @@ impl RunningCoordinator {
 }
 
 /// Binds the ports of `cfg.coordinator` and serves until shut down.
-pub async fn start(cfg: &Config) -> Result<RunningCoordinator, server::ServeError> {
+pub async fn start(cfg: &Config) -> Result<RunningCoordinator, ServeError> {
     start_with(cfg, crate::heap::admin_hooks(LogHandle::detached())).await
 }
 
 /// [`start`] with the admin endpoints acting on `admin` (the process's log
 /// handle, the heap profiler).
-pub async fn start_with(
-    cfg: &Config,
-    admin: AdminHooks,
-) -> Result<RunningCoordinator, server::ServeError> {
+pub async fn start_with(cfg: &Config, admin: AdminHooks) -> Result<RunningCoordinator, ServeError> {
     let security = Security::for_server(cfg)?;
     let channel = ChannelOptions::new(
         Duration::from_secs(3),
@@ -93,19 +89,10 @@ pub async fn start_on(
     cfg: &Config,
     admin: AdminHooks,
     pool: WorkerPool,
-) -> Result<RunningCoordinator, server::ServeError> {
-    let c = &cfg.coordinator;
-    let security = Security::for_server(cfg)?;
-    let admin = admin.with_token(security.token.clone());
-    let grpc = server::bind(&c.bind_address, c.grpc_port).await?;
-    let http_l = server::bind(&c.bind_address, c.http_port).await?;
-    let grpc_addr = server::local_addr(&grpc);
-    let http_addr = server::local_addr(&http_l);
-
-    let pool = Arc::new(pool);
-    let state = CoordinatorState::new(pool.clone(), c.heartbeat_ttl);
+) -> Result<RunningCoordinator, ServeError> {
     let mut cache_writer = None;
-    let compile = compose_stack(&state, cfg, |dispatch| {
+    let check = Arc::new(hybridgrid_exec::args::check_task);
+    let running = run::coordinator(cfg, admin, pool, Some(check), |state, dispatch| {
         if !cfg.cache.enabled {
             return dispatch;
         }
@@ -115,69 +102,16 @@ pub async fn start_on(
         if let Some(remote) = tier.remote {
             state
                 .cache_tiers
-                .set(move || crate::remote_cache::report(&remote));
+                .set(move || hybridgrid_cache::tiers::report(&remote));
         }
         state
             .cache_enabled
             .store(true, std::sync::atomic::Ordering::Relaxed);
         BoxCloneSyncService::new(CacheLayer::from_arc(tier.store).layer(dispatch))
-    });
-    let srv = CoordinatorServer::new(state.clone(), compile)
-        .with_limits(RequestLimits::default().with_max_request_bytes(c.max_request_bytes))
-        .with_task_check(std::sync::Arc::new(hybridgrid_exec::args::check_task));
-    let srv = if c.reapi.enabled {
-        srv.with_reapi(ReapiServer::new(&c.reapi.instance_name))
-    } else {
-        srv
-    };
-    let server = srv.clone();
-
-    let mut tasks = server::ServerTasks::new();
-    let sec = security.clone();
-    let stopped = tasks.stopped();
-    tasks.serve("gRPC server", async move {
-        server::serve_coordinator_with(grpc, srv, &sec, stopped).await
-    });
-    let router = http::coordinator_app(
-        state.clone(),
-        if cfg.metrics.enabled {
-            &cfg.metrics.path
-        } else {
-            ""
-        },
-        admin,
-        tasks.signal(),
-    );
-    tasks.serve(
-        "HTTP server",
-        http::serve_with(http_l, router, security.server_tls.clone(), tasks.stopped()),
-    );
-    let ttl = c.heartbeat_ttl;
-    let mut r = tasks.signal();
-    tasks.push(tokio::spawn(async move {
-        let period = (ttl / 4).max(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(period) => { pool.expire(); }
-                _ = r.changed() => return,
-            }
-        }
-    }));
-    tasks.push(hybridgrid_net::discovery::spawn_coordinator(
-        cfg,
-        state.pool.clone(),
-        grpc_addr.port(),
-        http_addr.port(),
-        tasks.signal(),
-    ));
-    tracing::info!(grpc = %grpc_addr, http = %http_addr,
-        scheduler = ?cfg.scheduler.algorithm, reapi = c.reapi.enabled, "coordinator listening");
+    })
+    .await?;
     Ok(RunningCoordinator {
-        grpc_addr,
-        http_addr,
-        state,
-        server,
-        tasks,
+        running,
         cache_writer,
     })
 }

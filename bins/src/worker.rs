@@ -1,71 +1,59 @@
-//! Starting a worker: detect compilers, build the executor, serve gRPC and
-//! HTTP, and register with the coordinator.
+//! Starting a worker: detect compilers, build the executor stack
+//! (`hybridgrid_exec::worker_stack`), and serve it with the servers of
+//! `hybridgrid_net::run`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
 use hybridgrid_core::worker::{WorkerId, WorkerInfo, WorkerSource};
 use hybridgrid_exec::detect::{self, DetectOptions};
-use hybridgrid_net::client::ChannelOptions;
+use hybridgrid_exec::worker_stack::{self as executor, WorkerExecutor};
 use hybridgrid_net::convert::{RequestLimits, TaskCheck};
 use hybridgrid_net::http::admin::AdminHooks;
-use hybridgrid_net::security::Security;
-use hybridgrid_net::worker::{WorkerServer, run_registration};
-use hybridgrid_net::{http, server};
+use hybridgrid_net::run;
+use hybridgrid_net::server::ServeError;
+use hybridgrid_net::worker::WorkerServer;
 
 use crate::cli::hostname;
-use hybridgrid_exec::worker_stack::{self as executor, WorkerExecutor};
 
-/// A worker started with [`start`].
+/// A worker started with [`start`]: its servers (fields of
+/// [`run::RunningWorker`], reached through it), its id and its executor.
 #[derive(Debug)]
 pub struct RunningWorker {
     /// Its id.
     pub id: WorkerId,
-    /// Where its gRPC service listens.
-    pub grpc_addr: SocketAddr,
-    /// Where its HTTP endpoints listen.
-    pub http_addr: SocketAddr,
-    /// The service (counters, drain).
-    pub server: WorkerServer,
-    tasks: server::ServerTasks,
+    running: run::RunningWorker,
     executor: WorkerExecutor,
+}
+
+impl std::ops::Deref for RunningWorker {
+    type Target = run::RunningWorker;
+    fn deref(&self) -> &Self::Target {
+        &self.running
+    }
 }
 
 impl RunningWorker {
     /// Stops taking new compiles, lets running ones finish within `grace`,
     /// deregisters and stops the servers.
     pub async fn shutdown(self, grace: Duration) {
-        self.server.drain();
-        if !self.server.wait_idle(grace).await {
-            tracing::warn!("grace period over with compiles still running");
-        }
-        self.tasks.stop(grace).await;
+        self.running.stop(grace).await;
         // Docker containers go last: no compile uses them any more.
         self.executor.shutdown().await;
     }
 }
 
 /// Detects this machine's capabilities and starts the worker.
-pub async fn start(cfg: &Config) -> Result<RunningWorker, server::ServeError> {
+pub async fn start(cfg: &Config) -> Result<RunningWorker, ServeError> {
     start_with(cfg, crate::heap::admin_hooks(LogHandle::detached())).await
 }
 
 /// [`start`] with the admin endpoints acting on `admin` (the process's log
 /// handle, the heap profiler).
-pub async fn start_with(
-    cfg: &Config,
-    admin: AdminHooks,
-) -> Result<RunningWorker, server::ServeError> {
+pub async fn start_with(cfg: &Config, admin: AdminHooks) -> Result<RunningWorker, ServeError> {
     let w = &cfg.worker;
-    let security = Security::for_server(cfg)?;
-    let admin = admin.with_token(security.token.clone());
-    let grpc = server::bind(&w.bind_address, w.grpc_port).await?;
-    let http_l = server::bind(&w.bind_address, w.http_port).await?;
-    let grpc_addr = server::local_addr(&grpc);
-    let http_addr = server::local_addr(&http_l);
-
+    let bound = run::bind(cfg, &w.bind_address, w.grpc_port, w.http_port).await?;
     let compilers = detect::detect_compilers(&DetectOptions::default()).await;
     if compilers.is_empty() {
         tracing::warn!("no compiler found on PATH: this worker can compile nothing");
@@ -75,26 +63,25 @@ pub async fn start_with(
     } else if w.grpc_port == 50052 {
         hostname()
     } else {
-        format!("{}-{}", hostname(), grpc_addr.port())
+        format!("{}-{}", hostname(), bound.grpc_addr.port())
     };
     let executor = executor::build(w, &id, compilers)
         .await
-        .map_err(|e| server::ServeError::Setup(e.to_string()))?;
-    let caps = executor.capabilities(w.max_concurrent_tasks);
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
     let advertise = if w.advertise_address.is_empty() {
-        format!("0.0.0.0:{}", grpc_addr.port())
+        format!("0.0.0.0:{}", bound.grpc_addr.port())
     } else {
         w.advertise_address.clone()
     };
+    let caps = executor.capabilities(w.max_concurrent_tasks);
     let mut info = WorkerInfo::new(
         WorkerId(id.clone()),
         advertise,
         WorkerSource::Handshake,
         caps,
     );
-    info.http_port = http_addr.port();
+    info.http_port = bound.http_addr.port();
     info.version = hybridgrid_net::VERSION.to_owned();
-
     let server = WorkerServer::new(
         info.clone(),
         executor.executor.clone(),
@@ -105,53 +92,10 @@ pub async fn start_with(
         Some(std::sync::Arc::new(hybridgrid_exec::args::check_task) as TaskCheck),
     )
     .with_executor_check(executor.can_run.clone());
-    // How the coordinator is called: its TLS and token.
-    let channel = ChannelOptions::default().with_security(&security);
-
-    let mut tasks = server::ServerTasks::new();
-    let (s, sec, stopped) = (server.clone(), security.clone(), tasks.stopped());
-    tasks.serve("gRPC server", async move {
-        server::serve_worker_with(grpc, s, &sec, stopped).await
-    });
-    let router = http::worker_app(
-        server.clone(),
-        if cfg.metrics.enabled {
-            &cfg.metrics.path
-        } else {
-            ""
-        },
-        admin,
-    );
-    tasks.serve(
-        "HTTP server",
-        http::serve_with(http_l, router, security.server_tls.clone(), tasks.stopped()),
-    );
-    if !w.coordinator.is_empty() {
-        tasks.push(tokio::spawn(run_registration(
-            w.coordinator.clone(),
-            info.clone(),
-            server.counters(),
-            w.heartbeat_interval,
-            channel.clone(),
-            tasks.signal(),
-        )));
-    }
-    // mDNS announcement, and the coordinator lookup when none is configured.
-    tasks.push(hybridgrid_net::discovery::spawn_worker(
-        cfg,
-        info,
-        grpc_addr.port(),
-        server.counters(),
-        channel,
-        tasks.signal(),
-    ));
-    tracing::info!(worker_id = %id, grpc = %grpc_addr, http = %http_addr, "worker listening");
+    let running = run::worker(cfg, admin, bound, server, info);
     Ok(RunningWorker {
         id: WorkerId(id),
-        grpc_addr,
-        http_addr,
-        server,
-        tasks,
+        running,
         executor,
     })
 }

@@ -42,6 +42,8 @@ pub mod obs;
 #[cfg(feature = "runtime")]
 pub mod reapi;
 #[cfg(feature = "runtime")]
+pub mod run;
+#[cfg(feature = "runtime")]
 pub mod security;
 #[cfg(feature = "runtime")]
 pub mod server;
