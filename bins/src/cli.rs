@@ -105,21 +105,8 @@ pub fn load_or_exit(loader: ConfigLoader, program: &str) -> Config {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
+/// Completes on SIGINT or SIGTERM (moved to `hybridgrid_net::run`).
+pub use hybridgrid_net::run::shutdown_signal;
 
 /// The host name of this machine.
 pub fn hostname() -> String {

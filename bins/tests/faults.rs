@@ -545,7 +545,10 @@ fn coordinator_and_worker_on_a_full_disk_still_build_correctly() {
         "8k",
         WORKER,
         &worker_args(&coord.grpc, "full"),
-        &[("TMPDIR", tmp_s.as_str()), ("HG_WORKER__WORK_DIR", tmp_s.as_str())],
+        &[
+            ("TMPDIR", tmp_s.as_str()),
+            ("HG_WORKER__WORK_DIR", tmp_s.as_str()),
+        ],
         "worker listening",
     );
     assert!(full.wait_log("registered with coordinator", Duration::from_secs(20)));

@@ -19,8 +19,6 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// Parsed once at start: the size difference of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Print a shell completion script: `hg-coord completions bash > /etc/bash_completion.d/hg-coord`.
@@ -29,42 +27,41 @@ enum Cmd {
         shell: clap_complete::Shell,
     },
     /// Serve gRPC (clients and workers) and HTTP (health, metrics, API, dashboard).
-    Serve {
-        #[command(flatten)]
-        common: CommonFlags,
-        /// gRPC port (default 9000; 0 picks a free port).
-        #[arg(long)]
-        grpc_port: Option<u16>,
-        /// HTTP port (default 8080; 0 picks a free port).
-        #[arg(long)]
-        http_port: Option<u16>,
-        /// Address to bind (default 0.0.0.0).
-        #[arg(long)]
-        bind: Option<String>,
-    },
+    Serve(Box<Serve>),
+}
+
+#[derive(clap::Args, Debug)]
+struct Serve {
+    #[command(flatten)]
+    common: CommonFlags,
+    /// gRPC port (default 9000; 0 picks a free port).
+    #[arg(long)]
+    grpc_port: Option<u16>,
+    /// HTTP port (default 8080; 0 picks a free port).
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Address to bind (default 0.0.0.0).
+    #[arg(long)]
+    bind: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     hybridgrid::heap::install(heap_profiler());
     let cli = Cli::parse();
-    let (common, grpc_port, http_port, bind) = match cli.cmd {
+    let f = match cli.cmd {
         Cmd::Completions { shell } => {
             cli::print_completions(Cli::command(), shell);
             return ExitCode::SUCCESS;
         }
-        Cmd::Serve {
-            common,
-            grpc_port,
-            http_port,
-            bind,
-        } => (common, grpc_port, http_port, bind),
+        Cmd::Serve(f) => f,
     };
-    let loader = common
+    let loader = f
+        .common
         .loader()
-        .set_opt("coordinator.grpc_port", grpc_port)
-        .set_opt("coordinator.http_port", http_port)
-        .set_opt("coordinator.bind_address", bind);
+        .set_opt("coordinator.grpc_port", f.grpc_port)
+        .set_opt("coordinator.http_port", f.http_port)
+        .set_opt("coordinator.bind_address", f.bind);
     let cfg = cli::load_or_exit(loader, "hg-coord");
     let admin = cli::logging_or_exit(&cfg, "hg-coord");
     let running = match hybridgrid::coord::start_with(&cfg, admin).await {
