@@ -204,6 +204,16 @@ async fn identical_with(
     );
 }
 
+/// `src/a.c` compiled to `out/a.o` with `args`.
+fn a_c(args: &[&str]) -> Case {
+    Case {
+        args: strings(args),
+        source: "src/a.c".into(),
+        outputs: strings(&["out/a.o"]),
+        split: false,
+    }
+}
+
 fn strings(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
@@ -322,12 +332,7 @@ async fn a_worker_copy_that_differs_is_refused() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let proj = project(tmp.path(), "c");
-    let case = Case {
-        args: strings(&["-g", "-Iinclude"]),
-        source: "src/a.c".into(),
-        outputs: strings(&["out/a.o"]),
-        split: false,
-    };
+    let case = a_c(&["-g", "-Iinclude"]);
     let files = read_files(&cc, &proj, &strings(&["-Iinclude", "src/a.c"]));
     let t = task(&cc, &proj, &case, files);
     // The worker (this machine) now has another version at that path: its
@@ -356,12 +361,7 @@ async fn a_header_the_worker_lacks_is_not_a_compile_error() {
         ),
     )
     .unwrap();
-    let case = Case {
-        args: strings(&["-g"]),
-        source: "src/a.c".into(),
-        outputs: strings(&["out/a.o"]),
-        split: false,
-    };
+    let case = a_c(&["-g"]);
     let files = read_files(&cc, &proj, &strings(&["src/a.c"]));
     let t = task(&cc, &proj, &case, files);
     std::fs::remove_file(&abs).unwrap();
@@ -430,12 +430,7 @@ async fn files_sent_by_digest_that_the_worker_lacks_are_named() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let proj = project(tmp.path(), "c");
-    let case = Case {
-        args: strings(&["-g", "-Iinclude"]),
-        source: "src/a.c".into(),
-        outputs: strings(&["out/a.o"]),
-        split: false,
-    };
+    let case = a_c(&["-g", "-Iinclude"]);
     let mut files = read_files(&cc, &proj, &strings(&["-Iinclude", "src/a.c"]));
     let header = proj.join("include/h.h").display().to_string();
     let lacking = "/nonexistent/hg-test/lib.h".to_string();
@@ -464,12 +459,7 @@ async fn project_headers_are_kept_by_digest_for_the_next_compile() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let proj = project(tmp.path(), "c");
-    let case = Case {
-        args: strings(&["-g", "-O1", "-Iinclude"]),
-        source: "src/a.c".into(),
-        outputs: strings(&["out/a.o"]),
-        split: false,
-    };
+    let case = a_c(&["-g", "-O1", "-Iinclude"]);
     let mut local_args = case.args.clone();
     local_args.extend(strings(&["-c", "src/a.c", "-o", "out/a.o"]));
     run(&cc, &proj, &local_args);

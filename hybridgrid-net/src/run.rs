@@ -66,6 +66,21 @@ fn metrics_path(cfg: &Config) -> &str {
     }
 }
 
+/// Serves `router` on `listener` (HTTPS with the server's certificate when
+/// TLS is on) until `tasks` stop.
+fn serve_http(
+    tasks: &mut ServerTasks,
+    listener: TcpListener,
+    router: axum::Router,
+    security: &Security,
+) {
+    let stopped = tasks.stopped();
+    tasks.serve(
+        "HTTP server",
+        crate::http::serve_with(listener, router, security.server_tls.clone(), stopped),
+    );
+}
+
 /// A coordinator started with [`coordinator`].
 #[derive(Debug)]
 pub struct RunningCoordinator {
@@ -127,15 +142,7 @@ pub async fn coordinator(
     });
     let router =
         crate::http::coordinator_app(state.clone(), metrics_path(cfg), admin, tasks.signal());
-    tasks.serve(
-        "HTTP server",
-        crate::http::serve_with(
-            bound.http,
-            router,
-            security.server_tls.clone(),
-            tasks.stopped(),
-        ),
-    );
+    serve_http(&mut tasks, bound.http, router, &security);
     // Workers that stopped sending heartbeats leave the pool.
     let ttl = c.heartbeat_ttl;
     let mut stop = tasks.signal();
@@ -213,15 +220,7 @@ pub fn worker(
         server::serve_worker_with(bound.grpc, s, &sec, stopped).await
     });
     let router = crate::http::worker_app(server.clone(), metrics_path(cfg), admin);
-    tasks.serve(
-        "HTTP server",
-        crate::http::serve_with(
-            bound.http,
-            router,
-            security.server_tls.clone(),
-            tasks.stopped(),
-        ),
-    );
+    serve_http(&mut tasks, bound.http, router, &security);
     if !w.coordinator.is_empty() {
         tasks.push(tokio::spawn(run_registration(
             w.coordinator.clone(),
