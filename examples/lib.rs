@@ -26,7 +26,7 @@ pub fn loopback_config(worker_id: &str, coordinator: &str) -> anyhow::Result<Con
 }
 
 /// A coordinator and its workers on loopback, in this process, with
-/// their caches in a temporary directory.
+/// their caches and task directories in a temporary directory.
 pub struct LoopbackGrid {
     /// The coordinator.
     pub coord: RunningCoordinator,
@@ -43,6 +43,8 @@ impl LoopbackGrid {
         let config = |id: &str, coordinator: &str| -> anyhow::Result<Config> {
             let mut cfg = loopback_config(id, coordinator)?;
             cfg.cache.dir = dir.path().join(id).display().to_string();
+            // Task directories and the input store too (not /dev/shm).
+            cfg.worker.work_dir = dir.path().join(id).join("work").display().to_string();
             Ok(cfg)
         };
         let coord = hybridgrid::coord::start(&config("coordinator", "")?).await?;

@@ -175,6 +175,12 @@ impl Lab {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
+            // A worker's task directories and input store stay in the
+            // lab's directory (removed with it), not in /dev/shm.
+            .env(
+                "HG_WORKER__WORK_DIR",
+                self.dir.path().join(format!("work-{short}")),
+            )
             .current_dir(self.dir.path());
         for (k, v) in env {
             cmd.env(k, v);
