@@ -33,6 +33,7 @@
 pub mod cli;
 pub mod coord;
 pub mod heap;
+pub use hybridgrid_net::heap_profiling_allocator;
 pub mod worker;
 
 /// The worker's executor stack, built from its configuration (moved to

@@ -34,6 +34,8 @@ pub mod coordinator;
 #[cfg(feature = "runtime")]
 pub mod discovery;
 #[cfg(feature = "runtime")]
+pub mod heap;
+#[cfg(feature = "runtime")]
 pub mod http;
 #[cfg(feature = "runtime")]
 pub mod metrics;
