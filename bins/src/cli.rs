@@ -105,8 +105,9 @@ pub fn load_or_exit(loader: ConfigLoader, program: &str) -> Config {
     }
 }
 
-/// Completes on SIGINT or SIGTERM (moved to `hybridgrid_net::run`).
-pub use hybridgrid_net::run::shutdown_signal;
+/// Completes on SIGINT or SIGTERM; serves until then (both in
+/// `hybridgrid_net::run`).
+pub use hybridgrid_net::run::{serve_until_signal, shutdown_signal};
 
 /// The host name of this machine.
 pub fn hostname() -> String {

@@ -265,3 +265,28 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// Serves until SIGINT or SIGTERM: logs `stopping` and awaits `stop` with
+/// the server `started`, then flushes the log. A server that did not start
+/// is exit status 1, with the reason on standard error and in the log.
+pub async fn serve_until_signal<R>(
+    program: &str,
+    started: Result<R, ServeError>,
+    stopping: &str,
+    stop: impl AsyncFnOnce(R),
+) -> std::process::ExitCode {
+    let running = match started {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("{program}: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    shutdown_signal().await;
+    tracing::info!("{stopping}");
+    stop(running).await;
+    tracing::info!("stopped");
+    hybridgrid_core::logging::flush();
+    std::process::ExitCode::SUCCESS
+}

@@ -64,18 +64,9 @@ async fn main() -> ExitCode {
         .set_opt("coordinator.bind_address", f.bind);
     let cfg = cli::load_or_exit(loader, "hg-coord");
     let admin = cli::logging_or_exit(&cfg, "hg-coord");
-    let running = match hybridgrid::coord::start_with(&cfg, admin).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("hg-coord: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    cli::shutdown_signal().await;
-    tracing::info!("shutting down");
-    running.shutdown(Duration::from_secs(30)).await;
-    tracing::info!("stopped");
-    hybridgrid_core::logging::flush();
-    ExitCode::SUCCESS
+    let started = hybridgrid::coord::start_with(&cfg, admin).await;
+    cli::serve_until_signal("hg-coord", started, "shutting down", async |r| {
+        r.shutdown(Duration::from_secs(30)).await
+    })
+    .await
 }

@@ -80,20 +80,11 @@ async fn main() -> ExitCode {
         .set_opt("worker.bind_address", f.bind);
     let cfg = cli::load_or_exit(loader, "hg-worker");
     let admin = cli::logging_or_exit(&cfg, "hg-worker");
-    let running = match hybridgrid::worker::start_with(&cfg, admin).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("hg-worker: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    cli::shutdown_signal().await;
-    tracing::info!("shutting down: finishing running compiles");
-    running
-        .shutdown(cfg.worker.task_timeout.min(Duration::from_secs(60)))
-        .await;
-    tracing::info!("stopped");
-    hybridgrid_core::logging::flush();
-    ExitCode::SUCCESS
+    let started = hybridgrid::worker::start_with(&cfg, admin).await;
+    let grace = cfg.worker.task_timeout.min(Duration::from_secs(60));
+    let stopping = "shutting down: finishing running compiles";
+    cli::serve_until_signal("hg-worker", started, stopping, async |r| {
+        r.shutdown(grace).await
+    })
+    .await
 }
