@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hybridgrid_core::config::Config;
 use hybridgrid_core::logging::LogHandle;
-use hybridgrid_core::worker::{WorkerId, WorkerInfo, WorkerSource};
+use hybridgrid_core::worker::WorkerId;
 use hybridgrid_exec::detect::{self, DetectOptions};
 use hybridgrid_exec::worker_stack::{self as executor, WorkerExecutor};
 use hybridgrid_net::convert::{RequestLimits, TaskCheck};
@@ -14,8 +14,6 @@ use hybridgrid_net::http::admin::AdminHooks;
 use hybridgrid_net::run;
 use hybridgrid_net::server::ServeError;
 use hybridgrid_net::worker::WorkerServer;
-
-use crate::cli::hostname;
 
 /// A worker started with [`start`]: its servers (fields of
 /// [`run::RunningWorker`], reached through it), its id and its executor.
@@ -58,30 +56,12 @@ pub async fn start_with(cfg: &Config, admin: AdminHooks) -> Result<RunningWorker
     if compilers.is_empty() {
         tracing::warn!("no compiler found on PATH: this worker can compile nothing");
     }
-    let id = if !w.id.is_empty() {
-        w.id.clone()
-    } else if w.grpc_port == 50052 {
-        hostname()
-    } else {
-        format!("{}-{}", hostname(), bound.grpc_addr.port())
-    };
+    let id = run::worker_id(cfg, &bound);
     let executor = executor::build(w, &id, compilers)
         .await
         .map_err(|e| ServeError::Setup(e.to_string()))?;
-    let advertise = if w.advertise_address.is_empty() {
-        format!("0.0.0.0:{}", bound.grpc_addr.port())
-    } else {
-        w.advertise_address.clone()
-    };
     let caps = executor.capabilities(w.max_concurrent_tasks);
-    let mut info = WorkerInfo::new(
-        WorkerId(id.clone()),
-        advertise,
-        WorkerSource::Handshake,
-        caps,
-    );
-    info.http_port = bound.http_addr.port();
-    info.version = hybridgrid_net::VERSION.to_owned();
+    let info = run::worker_info(cfg, &bound, &id, caps);
     let server = WorkerServer::new(
         info.clone(),
         executor.executor.clone(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hybridgrid_core::config::Config;
-use hybridgrid_core::worker::WorkerInfo;
+use hybridgrid_core::worker::{Capabilities, WorkerId, WorkerInfo, WorkerSource};
 use tokio::net::TcpListener;
 
 use crate::client::ChannelOptions;
@@ -171,6 +171,42 @@ pub async fn coordinator(
         server,
         tasks,
     })
+}
+
+/// The worker's id: `worker.id`, else this machine's host name, with
+/// `-PORT` when the gRPC port is not the default one (several workers on one
+/// machine).
+pub fn worker_id(cfg: &Config, bound: &Bound) -> String {
+    let w = &cfg.worker;
+    let host = || hybridgrid_core::addr::hostname().unwrap_or_else(|| "localhost".into());
+    if !w.id.is_empty() {
+        w.id.clone()
+    } else if w.grpc_port == 50052 {
+        host()
+    } else {
+        format!("{}-{}", host(), bound.grpc_addr.port())
+    }
+}
+
+/// What worker `id` registers with: `caps`, the address the coordinator
+/// dials back (`worker.advertise_address`, else this port on every
+/// address), its HTTP port and version.
+pub fn worker_info(cfg: &Config, bound: &Bound, id: &str, caps: Capabilities) -> WorkerInfo {
+    let w = &cfg.worker;
+    let advertise = if w.advertise_address.is_empty() {
+        format!("0.0.0.0:{}", bound.grpc_addr.port())
+    } else {
+        w.advertise_address.clone()
+    };
+    let mut info = WorkerInfo::new(
+        WorkerId(id.to_owned()),
+        advertise,
+        WorkerSource::Handshake,
+        caps,
+    );
+    info.http_port = bound.http_addr.port();
+    info.version = crate::VERSION.to_owned();
+    info
 }
 
 /// A worker started with [`worker`].
