@@ -48,6 +48,7 @@
 //! # Ok::<_, BoxError>(())
 //! ```
 
+pub mod cas;
 pub mod direct;
 pub mod entry;
 pub mod key;
