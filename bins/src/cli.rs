@@ -109,11 +109,6 @@ pub fn load_or_exit(loader: ConfigLoader, program: &str) -> Config {
 /// `hybridgrid_net::run`).
 pub use hybridgrid_net::run::{serve_until_signal, shutdown_signal};
 
-/// The host name of this machine.
-pub fn hostname() -> String {
-    hybridgrid_core::addr::hostname().unwrap_or_else(|| "localhost".into())
-}
-
 /// Installs logging for a server and returns its admin hooks (runtime log
 /// level, heap profile), or exits with status 2 and the reason.
 pub fn logging_or_exit(cfg: &Config, program: &str) -> hybridgrid_net::http::admin::AdminHooks {
