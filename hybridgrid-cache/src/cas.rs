@@ -66,16 +66,10 @@ impl BlobDigest {
         if hash.len() != 64 {
             return Err(malformed("a SHA-256 hash is 64 hexadecimal digits"));
         }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            let pair = hash
-                .get(2 * i..2 * i + 2)
-                .ok_or_else(|| malformed("not ASCII"))?;
-            if pair.bytes().any(|c| c.is_ascii_uppercase()) {
-                return Err(malformed("hexadecimal digits are lower case"));
-            }
-            *b = u8::from_str_radix(pair, 16).map_err(|_| malformed("not hexadecimal"))?;
+        if hash.bytes().any(|c| c.is_ascii_uppercase()) {
+            return Err(malformed("hexadecimal digits are lower case"));
         }
+        let out = hybridgrid_core::hex::decode(hash).ok_or_else(|| malformed("not hexadecimal"))?;
         let size_bytes =
             u64::try_from(size_bytes).map_err(|_| malformed("a size is not negative"))?;
         Ok(BlobDigest {
@@ -86,7 +80,7 @@ impl BlobDigest {
 
     /// The hash in lower-case hexadecimal.
     pub fn hex(&self) -> String {
-        self.hash.iter().map(|b| format!("{b:02x}")).collect()
+        hybridgrid_core::hex::encode(&self.hash)
     }
 
     /// Whether this is the digest of the empty blob, which every CAS has.

@@ -95,10 +95,7 @@ pub fn wants_debug_info(args: &[String]) -> bool {
 
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hybridgrid_core::hex::encode(&self.0))
     }
 }
 
@@ -117,27 +114,9 @@ impl FromStr for CacheKey {
     type Err = ParseKeyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ParseKeyError(s.chars().take(80).collect());
-        let b = s.as_bytes();
-        if b.len() != 64 {
-            return Err(bad());
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in b.chunks_exact(2).enumerate() {
-            let hi = hex_val(pair[0]).ok_or_else(bad)?;
-            let lo = hex_val(pair[1]).ok_or_else(bad)?;
-            out[i] = (hi << 4) | lo;
-        }
-        Ok(CacheKey(out))
-    }
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+        hybridgrid_core::hex::decode(s)
+            .map(CacheKey)
+            .ok_or_else(|| ParseKeyError(s.chars().take(80).collect()))
     }
 }
 

@@ -29,6 +29,7 @@ pub mod can_run;
 pub mod config;
 pub mod error;
 pub mod hedge;
+pub mod hex;
 pub mod identity;
 pub mod logging;
 pub mod payload;

@@ -20,7 +20,7 @@
 //!
 //! let parent = tempfile::tempdir().unwrap();
 //! let store = InputStore::claim(parent.path(), 1 << 20).unwrap();
-//! let digest = *blake3::hash(b"int x;").as_bytes();
+//! let digest = hybridgrid_core::task::SourceFile::digest_of(b"int x;");
 //! store.insert(digest, b"int x;").unwrap();
 //! let dest = parent.path().join("x.h");
 //! assert!(store.link_to(&digest, &dest).unwrap());
@@ -29,13 +29,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 /// The prefix of a store directory's name.
 pub const PREFIX: &str = "hg-inputs-";
@@ -71,19 +71,9 @@ struct Entry {
     used: u64,
 }
 
-fn hex(d: &Digest) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Digest> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut d = [0u8; 32];
-    for (i, b) in d.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(d)
+/// The digest of `content`: the one a compile's files carry.
+fn digest_of(content: &[u8]) -> Digest {
+    hybridgrid_core::task::SourceFile::digest_of(content)
 }
 
 impl InputStore {
@@ -108,11 +98,7 @@ impl InputStore {
     /// `WouldBlock` when another process holds it.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<InputStore> {
         std::fs::create_dir_all(dir)?;
-        let lock = Flock::lock(
-            File::create(dir.join(LOCK_FILE))?,
-            FlockArg::LockExclusiveNonblock,
-        )
-        .map_err(|(_, e)| std::io::Error::from(e))?;
+        let lock = crate::work_dir::lock(File::create(dir.join(LOCK_FILE))?)?;
         let store = InputStore {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -134,7 +120,7 @@ impl InputStore {
             }
             for f in std::fs::read_dir(shard.path())?.flatten() {
                 let name = f.file_name();
-                let Some(d) = name.to_str().and_then(unhex) else {
+                let Some(d) = name.to_str().and_then(hybridgrid_core::hex::decode) else {
                     // A temporary file of a write that was cut short.
                     let _ = std::fs::remove_file(f.path());
                     continue;
@@ -162,7 +148,7 @@ impl InputStore {
     }
 
     fn path_of(&self, d: &Digest) -> PathBuf {
-        let h = hex(d);
+        let h = hybridgrid_core::hex::encode(d);
         self.dir.join(&h[..2]).join(h)
     }
 
@@ -186,7 +172,7 @@ impl InputStore {
     /// `digest` is refused (`InvalidData`) and nothing is stored. A file
     /// larger than the whole store is not kept.
     pub fn insert(&self, digest: Digest, content: &[u8]) -> std::io::Result<()> {
-        if *blake3::hash(content).as_bytes() != digest {
+        if digest_of(content) != digest {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "the content does not match its digest",
@@ -255,15 +241,17 @@ impl InputStore {
             }
         }
         let path = self.path_of(d);
-        let content = match std::fs::read(&path) {
-            Ok(c) => c,
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.forget(d);
                 return Ok(false);
             }
             Err(e) => return Err(e),
         };
-        if *blake3::hash(&content).as_bytes() != *d {
+        let mut content = Vec::new();
+        file.read_to_end(&mut content)?;
+        if digest_of(&content) != *d {
             tracing::warn!(
                 file = %path.display(),
                 "input store: a file no longer matches its digest; removed"
@@ -276,9 +264,7 @@ impl InputStore {
             std::fs::write(dest, &content)?;
         }
         // The order survives a restart: the newest use is the newest time.
-        if let Ok(f) = File::open(&path) {
-            let _ = f.set_modified(SystemTime::now());
-        }
+        let _ = file.set_modified(SystemTime::now());
         Ok(true)
     }
 
@@ -319,7 +305,7 @@ mod tests {
     use super::*;
 
     fn digest(b: &[u8]) -> Digest {
-        *blake3::hash(b).as_bytes()
+        digest_of(b)
     }
 
     #[test]
@@ -408,7 +394,7 @@ mod tests {
         let s = InputStore::claim(parent.path(), 1 << 20).expect("claim");
         let d = digest(b"int a;");
         // The shard directory cannot be made: a file is in its place.
-        std::fs::write(s.dir().join(&hex(&d)[..2]), b"").expect("write");
+        std::fs::write(s.dir().join(&hybridgrid_core::hex::encode(&d)[..2]), b"").expect("write");
         let dest = parent.path().join("a.h");
         s.put(d, b"int a;", &dest).expect("put");
         assert_eq!(std::fs::read(&dest).expect("read"), b"int a;");

@@ -28,7 +28,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use hybridgrid_core::GridError;
-use hybridgrid_core::task::{CompileTask, SourceMode};
+use hybridgrid_core::task::{CompileTask, SourceFile, SourceMode};
 
 use crate::input_store::InputStore;
 
@@ -62,8 +62,8 @@ pub(crate) struct LocalHashes {
 type Stamp = (u64, Option<SystemTime>, u64);
 
 impl LocalHashes {
-    /// The blake3 hash of the regular file at `path` on this machine, or
-    /// `None` if there is none.
+    /// The digest ([`SourceFile::digest_of`]) of the regular file at
+    /// `path` on this machine, or `None` if there is none.
     fn hash(&self, path: &Path) -> Option<[u8; 32]> {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
@@ -75,7 +75,7 @@ impl LocalHashes {
             return Some(*h);
         }
         let data = std::fs::read(path).ok()?;
-        let h = *blake3::hash(&data).as_bytes();
+        let h = SourceFile::digest_of(&data);
         if let Ok(mut known) = self.known.lock() {
             if known.len() > 100_000 {
                 known.clear();
@@ -175,6 +175,7 @@ pub(crate) async fn lay_out(
             rel,
             digest: f.digest,
             data,
+            local: false,
         });
     }
 
@@ -282,10 +283,13 @@ struct JobFile {
     digest: [u8; 32],
     /// The decoded content, or `None` when sent by digest only.
     data: Option<Bytes>,
+    /// Whether this worker has the same file at the client's path (found
+    /// by the checks of [`Job::run`]).
+    local: bool,
 }
 
 impl Job {
-    fn run(self) -> Result<(), GridError> {
+    fn run(mut self) -> Result<(), GridError> {
         let mkdir = |d: &Path| {
             std::fs::create_dir_all(d).map_err(|e| io("cannot create task directory", e))
         };
@@ -302,11 +306,10 @@ impl Job {
         // match its digest is refused, and the files sent by digest only
         // must be this worker's own, unchanged.
         let mut missing = Vec::new();
-        let mut local_copy = Vec::with_capacity(self.files.len());
-        for f in &self.files {
+        for f in &mut self.files {
             let local = self.hashes.hash(Path::new(&f.client));
             if let Some(data) = &f.data
-                && hybridgrid_core::task::SourceFile::digest_of(data) != f.digest
+                && SourceFile::digest_of(data) != f.digest
             {
                 return Err(invalid(format!(
                     "source file {} does not match its digest",
@@ -329,12 +332,12 @@ impl Job {
                 }
                 _ => {}
             }
-            local_copy.push(local.is_some());
+            f.local = local.is_some();
         }
         if !missing.is_empty() {
             return Err(GridError::MissingInputs(missing));
         }
-        for (f, local) in self.files.iter().zip(local_copy) {
+        for f in &self.files {
             for d in literal_dirs(&f.client) {
                 mkdir(&self.root.join(d))?;
             }
@@ -358,13 +361,13 @@ impl Job {
                 // where it is (the compiler reads it read-only through the
                 // sandbox); a project's file is kept in the store for the
                 // next compile that sends it by digest only.
-                (Some(data), Some(store)) if !local => store
+                (Some(data), Some(store)) if !f.local => store
                     .put(f.digest, data, &dest)
                     .map_err(|e| io("cannot write task input", e))?,
                 (Some(data), _) => {
                     std::fs::write(&dest, data).map_err(|e| io("cannot write task input", e))?
                 }
-                (None, _) if local => std::os::unix::fs::symlink(&f.client, &dest)
+                (None, _) if f.local => std::os::unix::fs::symlink(&f.client, &dest)
                     .map_err(|e| io("cannot link task input", e))?,
                 (None, store) => {
                     let linked = match store {

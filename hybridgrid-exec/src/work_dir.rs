@@ -77,7 +77,7 @@ impl WorkDir {
             .map_err(err)?
             .keep();
         let lock = File::create(dir.join(LOCK_FILE))
-            .and_then(|f| lock(f).map_err(std::io::Error::from))
+            .and_then(lock)
             .map_err(|e| {
                 let _ = std::fs::remove_dir_all(&dir);
                 err(e)
@@ -133,9 +133,10 @@ pub fn default_parent() -> (PathBuf, String) {
     }
 }
 
-/// An exclusive `flock` on `f`, without waiting.
-fn lock(f: File) -> Result<Flock<File>, nix::errno::Errno> {
-    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e)
+/// An exclusive `flock` on `f`, without waiting (`WouldBlock` when another
+/// process holds it).
+pub(crate) fn lock(f: File) -> std::io::Result<Flock<File>> {
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| std::io::Error::from(e))
 }
 
 /// Free bytes of the file system at `p` if it is a tmpfs.

@@ -21,6 +21,7 @@ use tower::util::BoxCloneSyncService;
 
 use crate::client::{ChannelOptions, CoordinatorClient};
 use crate::convert::{self, RequestLimits};
+use crate::metrics::M_WORKER_TASKS;
 use crate::proto;
 use crate::proto::worker_service_server::WorkerService;
 use crate::status::to_status;
@@ -209,7 +210,7 @@ impl WorkerServer {
                 st.counters.completed.fetch_add(1, Ordering::Relaxed);
                 out.worker_id = Some(st.info.id.clone());
                 out.timings.queue += queue;
-                metrics::counter!("hybridgrid_worker_tasks_total", "result" => if out.success() { "success" } else { "compile_error" }).increment(1);
+                metrics::counter!(M_WORKER_TASKS, "result" => if out.success() { "success" } else { "compile_error" }).increment(1);
                 metrics::histogram!("hybridgrid_worker_compile_duration_seconds")
                     .record(out.timings.compile.as_secs_f64());
                 Ok(out)
@@ -220,14 +221,12 @@ impl WorkerServer {
                     .unwrap_or_else(|| GridError::Internal(e.to_string()));
                 if let GridError::MissingInputs(paths) = &g {
                     // Not a failure: the client sends them.
-                    metrics::counter!("hybridgrid_worker_tasks_total", "result" => "missing_inputs")
-                        .increment(1);
+                    metrics::counter!(M_WORKER_TASKS, "result" => "missing_inputs").increment(1);
                     tracing::debug!(task_id = %task_id, files = paths.len(), "files sent by digest are not here; asked for");
                     return Err(g);
                 }
                 st.counters.failed.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("hybridgrid_worker_tasks_total", "result" => "error")
-                    .increment(1);
+                metrics::counter!(M_WORKER_TASKS, "result" => "error").increment(1);
                 tracing::warn!(task_id = %task_id, error = %g, "task failed on worker");
                 Err(g)
             }

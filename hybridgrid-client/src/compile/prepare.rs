@@ -2,6 +2,7 @@
 //! it reads) and writing a remote result's outputs where the command line
 //! asked.
 
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Stdio;
@@ -213,29 +214,25 @@ pub(super) fn fill_missing(task: &mut CompileTask, paths: Option<&[String]>) -> 
     let Some(mode) = task.source_mode.as_mut() else {
         return Err("the worker asked for files of a compile that sent none".into());
     };
-    let all: Vec<String>;
-    let paths = match paths {
-        Some(p) => p,
-        None => {
-            all = mode
-                .files
-                .iter()
-                .filter(|f| f.data.is_none())
-                .map(|f| f.path.clone())
-                .collect();
-            &all
-        }
-    };
-    for p in paths {
-        let Some(f) = mode
+    let named: Option<HashSet<&str>> = paths.map(|p| p.iter().map(String::as_str).collect());
+    if let Some(named) = &named {
+        let by_digest: HashSet<&str> = mode
             .files
-            .iter_mut()
-            .find(|f| f.path == *p && f.data.is_none())
-        else {
+            .iter()
+            .filter(|f| f.data.is_none())
+            .map(|f| f.path.as_str())
+            .collect();
+        if let Some(p) = named.iter().find(|p| !by_digest.contains(*p)) {
             return Err(format!(
                 "the worker asked for {p}, which was not sent by digest"
             ));
-        };
+        }
+    }
+    for f in mode.files.iter_mut().filter(|f| f.data.is_none()) {
+        if named.as_ref().is_some_and(|n| !n.contains(f.path.as_str())) {
+            continue;
+        }
+        let p = &f.path;
         let data = std::fs::read(p).map_err(|e| format!("cannot read {p}: {e}"))?;
         if SourceFile::digest_of(&data) != f.digest {
             return Err(format!("{p} changed during the compile"));
@@ -255,7 +252,7 @@ pub(super) fn fill_missing(task: &mut CompileTask, paths: Option<&[String]>) -> 
 /// that cannot be read fails the preparation.
 fn read_tree(cwd: &Path, names: &[String], source: &Path) -> Result<Vec<SourceFile>, PrepareError> {
     let mut files = Vec::with_capacity(names.len() + 1);
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut total = 0u64;
     let source = cwd.join(source);
     let others = names
@@ -274,10 +271,7 @@ fn read_tree(cwd: &Path, names: &[String], source: &Path) -> Result<Vec<SourceFi
         }
         let data = std::fs::read(&abs)
             .map_err(|e| PrepareError::Io(format!("cannot read {path}: {e}")))?;
-        if i > 0 {
-            files.push(SourceFile::by_digest(path, SourceFile::digest_of(&data)));
-            continue;
-        }
+        // Counted whether or not it travels now: a worker may ask for it.
         total += data.len() as u64;
         if total > SOURCE_BUDGET {
             return Err(PrepareError::Io(format!(
@@ -285,7 +279,11 @@ fn read_tree(cwd: &Path, names: &[String], source: &Path) -> Result<Vec<SourceFi
                 SOURCE_BUDGET >> 20
             )));
         }
-        files.push(SourceFile::with_data(path, data));
+        files.push(if i == 0 {
+            SourceFile::with_data(path, data)
+        } else {
+            SourceFile::by_digest(path, SourceFile::digest_of(&data))
+        });
     }
     Ok(files)
 }

@@ -22,6 +22,7 @@ use tower::util::BoxCloneSyncService;
 
 use crate::client::{ChannelOptions, WorkerClient};
 use crate::convert::{self, RequestLimits};
+use crate::metrics::M_TASKS;
 use crate::proto;
 use crate::proto::build_service_server::BuildService;
 use crate::proto::registry_service_server::RegistryService;
@@ -295,10 +296,10 @@ impl CoordinatorServer {
             Err(GridError::MissingInputs(_)) => ("missing_inputs", false),
             Err(_) => ("error", false),
         };
+        metrics::counter!(M_TASKS, "outcome" => outcome).increment(1);
         if let Err(GridError::MissingInputs(paths)) = &res {
             // Not a failure: the client sends the task again with the files
             // the worker lacked (a worker's store fills this way).
-            metrics::counter!("hybridgrid_tasks_total", "outcome" => outcome).increment(1);
             tracing::debug!(task_id = %task_id, files = paths.len(), "the worker lacks files sent by digest; the client sends them");
             return res;
         }
@@ -316,7 +317,6 @@ impl CoordinatorServer {
         } else {
             t.failed.fetch_add(1, Ordering::Relaxed);
         }
-        metrics::counter!("hybridgrid_tasks_total", "outcome" => outcome).increment(1);
         metrics::histogram!("hybridgrid_task_duration_seconds").record(duration.as_secs_f64());
         if matches!(&res, Ok(o) if o.from_cache) {
             // Served by the shared cache: no worker ran it, so the

@@ -96,8 +96,8 @@ async fn require_token(
 
 const NOT_BUILT: &str = "heap profiling is not available in this process: hg-coord and hg-worker \
 serve /debug/pprof/heap when built with the default `heap-profile` feature (jemalloc); a program \
-embedding the servers installs a profiler (hybridgrid::heap_profiling_allocator! and \
-hybridgrid::heap::install)\n";
+embedding the servers installs a profiler (hybridgrid_net::heap_profiling_allocator! and \
+hybridgrid_net::heap::install)\n";
 
 async fn get_level(State(h): State<AdminHooks>) -> Response {
     match &h.log {
